@@ -1,0 +1,82 @@
+//! One file per subcommand. Commands are thin: they load the project, take the lock, call the
+//! domain modules and print. No business logic here.
+
+pub mod backup;
+pub mod census;
+pub mod down;
+pub mod render;
+pub mod restart;
+pub mod snapshot;
+pub mod start;
+pub mod status;
+pub mod stop;
+pub mod up;
+pub mod verify;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::engine::DockerEngine;
+use crate::error::UsageError;
+use crate::output::Ui;
+use crate::project::Project;
+use crate::state::StackLock;
+
+/// What every command gets.
+pub struct Ctx {
+    pub global: GlobalArgs,
+    pub ui: Ui,
+}
+
+impl Ctx {
+    pub fn project(&self) -> anyhow::Result<Project> {
+        crate::project::load(&self.global)
+    }
+
+    pub async fn engine(&self) -> anyhow::Result<DockerEngine> {
+        Ok(DockerEngine::connect().await?)
+    }
+
+    /// Takes the stack's lifecycle lock, saying so when another command holds it.
+    pub fn lock(&self, project: &Project) -> anyhow::Result<StackLock> {
+        let timeout = parse_duration_arg("--lock-timeout", &self.global.lock_timeout)?;
+        let path = project.state.lock_path();
+        let ui = self.ui.clone();
+        let lock = StackLock::acquire(&path, timeout, || {
+            ui.status(format!(
+                "waiting for another nodus command on this stack to finish (lock {}, up to {}s)...",
+                path.display(),
+                timeout.as_secs()
+            ))
+        })
+        .context("taking the stack lock")?;
+        Ok(lock)
+    }
+}
+
+/// Parses a user-supplied duration flag, as a usage error when malformed.
+pub fn parse_duration_arg(flag: &str, value: &str) -> anyhow::Result<Duration> {
+    crate::stack::duration::parse_duration(value).map_err(|e| UsageError(format!("{flag}: {e}")).into())
+}
+
+pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<()> {
+    let ctx = Ctx {
+        global: cli.global,
+        ui,
+    };
+    match cli.command {
+        Command::Render(a) => render::run(&ctx, a).await,
+        Command::Up(a) => up::run(&ctx, a).await,
+        Command::Down(a) => down::run(&ctx, a).await,
+        Command::Stop(a) => stop::run(&ctx, a).await,
+        Command::Start(a) => start::run(&ctx, a).await,
+        Command::Restart(a) => restart::run(&ctx, a).await,
+        Command::Status => status::run(&ctx).await,
+        Command::Census(a) => census::run(&ctx, a).await,
+        Command::Verify(a) => verify::run(&ctx, a).await,
+        Command::Snapshot(c) => snapshot::run(&ctx, c).await,
+        Command::Backup(a) => backup::run(&ctx, a).await,
+    }
+}

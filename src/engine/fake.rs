@@ -1,0 +1,1 @@
+//! An in-memory [`Engine`] for unit tests of lifecycle logic.

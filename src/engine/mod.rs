@@ -1,0 +1,299 @@
+//! The Docker Engine, behind a trait.
+//!
+//! This module is the only place that imports `bollard` (in `docker.rs`). Everything above talks to
+//! [`Engine`] with the plain data types defined here, so lifecycle logic can be unit-tested over the
+//! in-memory fake (`fake.rs`, test builds only).
+
+pub mod docker;
+#[cfg(test)]
+pub mod fake;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+pub use docker::DockerEngine;
+
+/// A stream of raw bytes (tar archives, exec output).
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, EngineError>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine could not be reached at all.
+    #[error("cannot reach the Docker engine at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("container {0} not found")]
+    ContainerNotFound(String),
+    #[error("volume {0} not found")]
+    VolumeNotFound(String),
+    #[error("network {0} not found")]
+    NetworkNotFound(String),
+    #[error("image {image} is not present locally and could not be pulled: {reason}")]
+    ImageUnavailable { image: String, reason: String },
+    #[error("{op} on {object} failed: {reason}")]
+    Api {
+        op: &'static str,
+        object: String,
+        reason: String,
+    },
+}
+
+impl EngineError {
+    pub fn api(op: &'static str, object: impl Into<String>, reason: impl ToString) -> Self {
+        EngineError::Api {
+            op,
+            object: object.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// What the engine says about itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EngineInfo {
+    /// The daemon's ID (`docker info` → ID): identifies the engine in the ledger.
+    pub id: String,
+    pub server_version: String,
+    pub api_version: String,
+    pub endpoint: String,
+    /// e.g. "linux"; "Docker Desktop" shows up in `operating_system`.
+    pub operating_system: String,
+}
+
+/// A label filter: containers/volumes/networks carrying all of these labels.
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    Volume,
+    Bind,
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub kind: MountKind,
+    /// Volume name or host path; empty for an anonymous volume or tmpfs.
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// Container port, e.g. 5432.
+    pub container_port: u16,
+    /// "tcp" or "udp".
+    pub protocol: String,
+    /// Host IP to bind; empty = all interfaces.
+    pub host_ip: String,
+    /// Host port; None = ephemeral (the engine picks one).
+    pub host_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// As in the Engine API: ["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"].
+    pub test: Vec<String>,
+    pub interval_ns: i64,
+    pub timeout_ns: i64,
+    pub retries: i64,
+    pub start_period_ns: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAttachment {
+    pub network: String,
+    pub aliases: Vec<String>,
+}
+
+/// Everything needed to create one container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub hostname: Option<String>,
+    /// KEY=VALUE
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub labels: Labels,
+    pub mounts: Vec<MountSpec>,
+    pub ports: Vec<PortSpec>,
+    /// The first one is given at create time, the rest are connected before start.
+    pub networks: Vec<NetworkAttachment>,
+    pub healthcheck: Option<HealthSpec>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout_secs: Option<i64>,
+    /// "no", "always", "unless-stopped", "on-failure[:N]"
+    pub restart: Option<String>,
+    pub extra_hosts: Vec<String>,
+    pub tmpfs: Vec<String>,
+    pub shm_size: Option<i64>,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub init: Option<bool>,
+    pub tty: bool,
+    pub stdin_open: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub container_port: u16,
+    pub protocol: String,
+    pub host_ip: String,
+    pub host_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountInfo {
+    pub kind: MountKind,
+    /// Volume name (for volumes, including anonymous ones) or host path.
+    pub name_or_source: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Without the leading '/'.
+    pub name: String,
+    pub image: String,
+    pub labels: Labels,
+    pub state: RunState,
+    pub health: Health,
+    pub exit_code: Option<i64>,
+    /// True when the engine OOM-killed it.
+    pub oom_killed: bool,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub ports: Vec<PublishedPort>,
+    pub mounts: Vec<MountInfo>,
+    /// Environment as KEY=VALUE (needed to learn PGDATA, POSTGRES_USER...). Never print it.
+    pub env: Vec<String>,
+    pub stop_signal: Option<String>,
+    pub stop_timeout_secs: Option<i64>,
+    /// Networks the container is attached to.
+    pub networks: Vec<String>,
+}
+
+impl ContainerInfo {
+    pub fn env_var(&self, key: &str) -> Option<&str> {
+        self.env.iter().find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then_some(v)
+        })
+    }
+    pub fn published(&self, container_port: u16) -> Option<&PublishedPort> {
+        self.ports.iter().find(|p| p.container_port == container_port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub labels: Labels,
+    /// RFC 3339 as reported by the engine.
+    pub created_at: Option<String>,
+    pub mountpoint: String,
+    pub driver: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Progress of an image pull, for a progress line.
+#[derive(Debug, Clone)]
+pub struct PullProgress {
+    pub status: String,
+    pub current: Option<u64>,
+    pub total: Option<u64>,
+}
+
+/// The Docker Engine operations nodus needs. Implemented by [`DockerEngine`] (bollard) and, in
+/// tests, by `fake::FakeEngine`.
+#[async_trait]
+pub trait Engine: Send + Sync {
+    async fn info(&self) -> Result<EngineInfo>;
+
+    // Images
+    async fn image_exists(&self, image: &str) -> Result<bool>;
+    async fn pull_image(&self, image: &str, progress: &(dyn Fn(PullProgress) + Send + Sync)) -> Result<()>;
+
+    // Containers. `list_containers` returns stopped ones too.
+    async fn list_containers(&self, labels: &Labels) -> Result<Vec<ContainerInfo>>;
+    async fn inspect_container(&self, id_or_name: &str) -> Result<ContainerInfo>;
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String>;
+    async fn start_container(&self, id: &str) -> Result<()>;
+    /// Stops with the container's own stop signal; waits `timeout_secs` before SIGKILL.
+    async fn stop_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()>;
+    async fn remove_container(&self, id: &str, force: bool) -> Result<()>;
+    /// Last `tail` lines of stdout+stderr.
+    async fn logs(&self, id: &str, tail: usize) -> Result<String>;
+    /// Runs a command in a running container and collects its output.
+    async fn exec(&self, id: &str, cmd: &[String], env: &[String], user: Option<&str>) -> Result<ExecOutput>;
+    /// Runs a command and streams its stdout (for dumps). The exit code is checked by the caller
+    /// with [`Engine::exec_exit_code`] after the stream ended; returns (exec id, stream).
+    async fn exec_stream(&self, id: &str, cmd: &[String], env: &[String], user: Option<&str>) -> Result<(String, ByteStream)>;
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>>;
+
+    // Archives (work on stopped containers too).
+    /// A tar stream of `path` inside the container (GET /containers/{id}/archive).
+    async fn download_archive(&self, id: &str, path: &str) -> Result<ByteStream>;
+    /// Extracts a tar stream into `path` inside the container (PUT /containers/{id}/archive).
+    async fn upload_archive(&self, id: &str, path: &str, tar: ByteStream) -> Result<()>;
+
+    // Volumes
+    async fn list_volumes(&self, labels: &Labels) -> Result<Vec<VolumeInfo>>;
+    async fn inspect_volume(&self, name: &str) -> Result<Option<VolumeInfo>>;
+    async fn create_volume(&self, name: &str, labels: &Labels) -> Result<VolumeInfo>;
+    async fn remove_volume(&self, name: &str) -> Result<()>;
+
+    // Networks
+    async fn list_networks(&self, labels: &Labels) -> Result<Vec<NetworkInfo>>;
+    async fn inspect_network(&self, name: &str) -> Result<Option<NetworkInfo>>;
+    async fn create_network(&self, name: &str, labels: &Labels) -> Result<String>;
+    async fn connect_network(&self, network: &str, container: &str, aliases: &[String]) -> Result<()>;
+    async fn remove_network(&self, name: &str) -> Result<()>;
+}

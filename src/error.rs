@@ -1,0 +1,103 @@
+//! The one place that maps errors to exit codes and hints.
+//!
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 data loss detected, 4 engine unreachable.
+
+use std::process::ExitCode;
+
+use crate::engine::EngineError;
+use crate::output::{PromptError, Ui};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERROR: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_DATA_LOSS: u8 = 3;
+pub const EXIT_ENGINE: u8 = 4;
+
+/// Returned by commands that found data missing (the details were already printed).
+#[derive(Debug, thiserror::Error)]
+#[error("data loss detected: {summary}")]
+pub struct DataLossDetected {
+    pub summary: String,
+    /// The exact command that would undo it, when a snapshot exists.
+    pub restore_command: Option<String>,
+}
+
+/// A usage error found after argument parsing (e.g. a bad duration).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Exit code and hint for an error chain.
+pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<DataLossDetected>() {
+            return (
+                EXIT_DATA_LOSS,
+                Some(match &e.restore_command {
+                    Some(cmd) => format!("to put the data back, run: {cmd}"),
+                    None => "no snapshot from before this transition exists; see `nodus snapshot list`".into(),
+                }),
+            );
+        }
+        if let Some(e) = cause.downcast_ref::<EngineError>() {
+            if let EngineError::Unreachable { endpoint, .. } = e {
+                return (
+                    EXIT_ENGINE,
+                    Some(format!(
+                        "is the Docker engine running and is {endpoint} the right endpoint? Check `docker info`, DOCKER_HOST, and that you may use the socket"
+                    )),
+                );
+            }
+            if let EngineError::ImageUnavailable { image, .. } = e {
+                return (
+                    EXIT_ERROR,
+                    Some(format!("build or load {image} locally (`docker images` must list it), or make its registry reachable")),
+                );
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<PromptError>() {
+            if let PromptError::NoTty { command, .. } = e {
+                return (EXIT_USAGE, Some(format!("run: {command}")));
+            }
+            if let PromptError::Declined = e {
+                return (EXIT_ERROR, None);
+            }
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return (EXIT_USAGE, None);
+        }
+        if let Some(e) = cause.downcast_ref::<crate::stack::StackError>() {
+            let hint = match e {
+                crate::stack::StackError::UnknownService { .. } => Some("`nodus status` lists the services".to_string()),
+                _ => None,
+            };
+            return (EXIT_ERROR, hint);
+        }
+        if let Some(crate::state::StateError::LockTimeout { .. }) = cause.downcast_ref::<crate::state::StateError>() {
+            return (
+                EXIT_ERROR,
+                Some("wait for the other command to finish, or raise --lock-timeout".into()),
+            );
+        }
+    }
+    (EXIT_ERROR, None)
+}
+
+/// Prints the error (and its causes) with a hint, returns the exit code.
+pub fn report(err: &anyhow::Error, ui: &Ui) -> ExitCode {
+    let (code, hint) = classify(err);
+    if code != EXIT_DATA_LOSS || !ui.json {
+        let mut msg = err.to_string();
+        for cause in err.chain().skip(1) {
+            let c = cause.to_string();
+            if !msg.contains(&c) {
+                msg.push_str(&format!("\n  caused by: {c}"));
+            }
+        }
+        ui.error(msg);
+    }
+    if let Some(h) = hint {
+        ui.hint(h);
+    }
+    ExitCode::from(code)
+}

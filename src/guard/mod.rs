@@ -1,0 +1,1 @@
+//! The persistence guard: provisioning, census, ledger, loss detection and cause inference.

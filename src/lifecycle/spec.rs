@@ -1,0 +1,1 @@
+//! Pure translation of a generated compose service into an engine [`ContainerSpec`].

@@ -1,0 +1,1 @@
+//! Volume snapshots (archive endpoint + zstd + SHA-256), restore, retention; logical backups.

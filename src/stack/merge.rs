@@ -1,0 +1,1 @@
+//! Override merging of several compose files (later files win), following compose's rules.

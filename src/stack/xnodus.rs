@@ -1,0 +1,148 @@
+//! The optional top-level `x-nodus:` block: what compose cannot say.
+//!
+//! ```yaml
+//! x-nodus:
+//!   harden: true                 # false = pass the file through unchanged (testing/opt-out)
+//!   settle: 3s                   # wait after all services are healthy before the final census
+//!   services:
+//!     db:
+//!       kind: postgres           # postgres | redis | qdrant | mysql | mariadb | mongo | other
+//!       stateful: true
+//!       data_dir: /var/lib/postgresql/data
+//!       harden: true
+//!       databases:
+//!         - name: langfuse_db
+//!           owner: langfuse
+//!           extensions: [uuid-ossp, pg_trgm]
+//!       roles:
+//!         - name: langfuse
+//!           password_env: LANGFUSE_DB_PASSWORD   # or password: ${LANGFUSE_DB_PASSWORD}
+//!           login: true
+//!   snapshots:
+//!     on_down: true
+//!     keep: { last: 3, hourly: 168, daily: 30, weekly: 12 }
+//! ```
+//! Unknown keys are rejected, listing the valid ones.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XNodus {
+    /// Global hardening switch (default true).
+    #[serde(default = "yes")]
+    pub harden: bool,
+    /// Compose duration to wait after everything is healthy before the settled census.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle: Option<String>,
+    #[serde(default)]
+    pub services: IndexMap<String, ServiceOptions>,
+    #[serde(default)]
+    pub snapshots: SnapshotPolicy,
+}
+
+impl Default for XNodus {
+    fn default() -> Self {
+        XNodus {
+            harden: true,
+            settle: None,
+            services: IndexMap::new(),
+            snapshots: SnapshotPolicy::default(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    Postgres,
+    Redis,
+    Qdrant,
+    Mysql,
+    Mariadb,
+    Mongo,
+    Other,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceOptions {
+    /// Overrides the kind guessed from the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ServiceKind>,
+    /// Forces a service to be treated as stateful (or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stateful: Option<bool>,
+    /// The data directory inside the container (defaults per kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// Per-service hardening switch (default: the global one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harden: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<RoleSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    pub name: String,
+    /// Literal (usually `${VAR}`, interpolated like the rest of the file). Never printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Name of an environment variable holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(default = "yes")]
+    pub login: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotPolicy {
+    /// Snapshot stateful volumes on `down`/`stop`/`restart` (default true).
+    #[serde(default = "yes")]
+    pub on_down: bool,
+    #[serde(default)]
+    pub keep: Retention,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy {
+            on_down: true,
+            keep: Retention::default(),
+        }
+    }
+}
+
+/// Retention counts, applied per volume. Unset = 0 for that bucket; all unset = keep last 10.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hourly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<u32>,
+}
