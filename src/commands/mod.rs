@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod census;
 pub mod down;
+pub mod hooks;
 pub mod render;
 pub mod restart;
 pub mod snapshot;
@@ -13,12 +14,13 @@ pub mod stop;
 pub mod up;
 pub mod verify;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
 use crate::cli::{Cli, Command, GlobalArgs};
-use crate::engine::DockerEngine;
+use crate::engine::{DockerEngine, Engine};
 use crate::error::UsageError;
 use crate::output::Ui;
 use crate::project::Project;
@@ -35,8 +37,8 @@ impl Ctx {
         crate::project::load(&self.global)
     }
 
-    pub async fn engine(&self) -> anyhow::Result<DockerEngine> {
-        Ok(DockerEngine::connect().await?)
+    pub async fn engine(&self) -> anyhow::Result<Arc<dyn Engine>> {
+        Ok(Arc::new(DockerEngine::connect().await?))
     }
 
     /// Takes the stack's lifecycle lock, saying so when another command holds it.
