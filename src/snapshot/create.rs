@@ -1,0 +1,2 @@
+//! x
+pub struct SnapshotHook; pub struct SnapshotOutcome; pub struct SnapshotRequest; pub fn snapshot_container(){}

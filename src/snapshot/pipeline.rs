@@ -1,0 +1,481 @@
+//! Streaming plumbing shared by snapshots and backups: engine byte stream → compressor → file
+//! (SHA-256 and byte counts computed on the way), and file → decompressor → engine byte stream.
+//!
+//! Compression and decompression run on a blocking thread fed through a bounded channel, so
+//! the async runtime keeps serving the engine connection and a whole archive is never held in
+//! memory (at most a few 1 MiB chunks are in flight).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::store::create_private_file;
+use super::{Result, SnapshotError};
+use crate::engine::{ByteStream, EngineError};
+
+/// Size of the chunks handed between the async side and the blocking thread.
+pub const CHUNK: usize = 1 << 20;
+/// Chunks in flight in each direction.
+const DEPTH: usize = 8;
+
+/// zstd level used for snapshots.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// How to compress.
+#[derive(Debug, Clone, Copy)]
+pub enum Codec {
+    /// zstd with `threads` worker threads (0 = single-threaded) and a frame checksum.
+    Zstd { level: i32, threads: u32 },
+    Gzip { level: u32 },
+}
+
+impl Codec {
+    /// zstd at [`ZSTD_LEVEL`] on every available core.
+    pub fn snapshot_default() -> Codec {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+        Codec::Zstd {
+            level: ZSTD_LEVEL,
+            threads: cores,
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Uncompressed bytes received.
+    pub raw_bytes: u64,
+    /// Bytes written to the file.
+    pub compressed_bytes: u64,
+    /// SHA-256 of the file (hex).
+    pub sha256: String,
+    /// The first 512 bytes of the raw stream (the first tar header, for archives).
+    pub head: Vec<u8>,
+}
+
+/// A writer that hashes and counts what passes through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+    pub fn finish(self) -> (W, String, u64) {
+        (self.inner, hex::encode(self.hasher.finalize()), self.bytes)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes and counts what passes through it, optionally advancing a progress bar.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+    progress: Option<ProgressBar>,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R, progress: Option<ProgressBar>) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+            progress,
+        }
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    /// Reads the rest of the input (so the hash covers all of it) and returns (hash, bytes).
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((hex::encode(self.hasher.finalize()), self.bytes))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        if let Some(pb) = &self.progress {
+            pb.inc(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+/// A reader that counts bytes.
+pub struct CountingReader<R> {
+    pub inner: R,
+    pub bytes: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// SHA-256 (hex) and size of a file.
+pub fn sha256_file(path: &Path, progress: Option<ProgressBar>) -> io::Result<(String, u64)> {
+    let f = File::open(path)?;
+    HashingReader::new(io::BufReader::with_capacity(CHUNK, f), progress).finish()
+}
+
+enum Msg {
+    Data(Vec<u8>),
+    /// The source failed: do not finish the file as if it were complete.
+    Abort,
+}
+
+/// Streams `stream` into a new file at `path` (0600, must not exist), compressed with `codec`
+/// on a blocking thread, and fsyncs it. Advances `progress` by raw bytes. On any error the file
+/// is left for the caller to remove (it sits in a `.partial` location).
+pub async fn compress_to_file(
+    mut stream: ByteStream,
+    path: PathBuf,
+    codec: Codec,
+    progress: &ProgressBar,
+) -> Result<WriteStats> {
+    let (tx, rx) = mpsc::channel::<Msg>(DEPTH);
+    let writer_path = path.clone();
+    let writer = tokio::task::spawn_blocking(move || write_compressed(rx, &writer_path, codec));
+
+    let mut head = Vec::with_capacity(512);
+    let mut buf = Vec::with_capacity(CHUNK);
+    let mut source_error: Option<EngineError> = None;
+    let mut writer_gone = false;
+    while let Some(item) = stream.next().await {
+        let chunk = match item {
+            Ok(c) => c,
+            Err(e) => {
+                source_error = Some(e);
+                break;
+            }
+        };
+        if head.len() < 512 {
+            let take = (512 - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        progress.inc(chunk.len() as u64);
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= CHUNK {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
+            if tx.send(Msg::Data(full)).await.is_err() {
+                writer_gone = true;
+                break;
+            }
+        }
+    }
+    if source_error.is_some() {
+        let _ = tx.send(Msg::Abort).await;
+    } else if !writer_gone && !buf.is_empty() {
+        let _ = tx.send(Msg::Data(buf)).await;
+    }
+    drop(tx);
+    // The writer's error (e.g. ENOSPC with the path) explains a send failure best.
+    let written = writer
+        .await
+        .map_err(|e| SnapshotError::Other(format!("compression thread failed: {e}")))?;
+    if let Some(e) = source_error {
+        return Err(e.into());
+    }
+    let (raw_bytes, compressed_bytes, sha256) = written?;
+    Ok(WriteStats {
+        raw_bytes,
+        compressed_bytes,
+        sha256,
+        head,
+    })
+}
+
+fn write_compressed(mut rx: mpsc::Receiver<Msg>, path: &Path, codec: Codec) -> Result<(u64, u64, String)> {
+    let io_err = |e: io::Error| SnapshotError::io(path, e);
+    let file = create_private_file(path).map_err(io_err)?;
+    let out = HashingWriter::new(BufWriter::with_capacity(CHUNK, file));
+    let mut raw = 0u64;
+    let aborted = || SnapshotError::Other(format!("archive stream broke off; {} discarded", path.display()));
+    let out = match codec {
+        Codec::Zstd { level, threads } => {
+            let mut enc = zstd::stream::write::Encoder::new(out, level).map_err(io_err)?;
+            if threads > 1 {
+                enc.multithread(threads).map_err(io_err)?;
+            }
+            enc.include_checksum(true).map_err(io_err)?;
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    Msg::Data(d) => {
+                        raw += d.len() as u64;
+                        enc.write_all(&d).map_err(io_err)?;
+                    }
+                    Msg::Abort => return Err(aborted()),
+                }
+            }
+            enc.finish().map_err(io_err)?
+        }
+        Codec::Gzip { level } => {
+            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(level));
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    Msg::Data(d) => {
+                        raw += d.len() as u64;
+                        enc.write_all(&d).map_err(io_err)?;
+                    }
+                    Msg::Abort => return Err(aborted()),
+                }
+            }
+            enc.finish().map_err(io_err)?
+        }
+    };
+    let (buffered, sha, compressed) = out.finish();
+    let file = buffered.into_inner().map_err(|e| io_err(e.into_error()))?;
+    file.sync_all().map_err(io_err)?;
+    Ok((raw, compressed, sha))
+}
+
+/// A `Write` that forwards 1 MiB chunks into an engine byte stream from a blocking thread.
+pub struct ChannelWriter {
+    tx: mpsc::Sender<std::result::Result<Vec<u8>, EngineError>>,
+    buf: Vec<u8>,
+    progress: Option<ProgressBar>,
+}
+
+impl ChannelWriter {
+    fn send_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let n = full.len() as u64;
+        self.tx
+            .blocking_send(Ok(full))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the engine stopped reading the upload"))?;
+        if let Some(pb) = &self.progress {
+            pb.inc(n);
+        }
+        Ok(())
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send_buf()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send_buf()
+    }
+}
+
+/// Runs `produce` on a blocking thread, turning what it writes into a [`ByteStream`] (advancing
+/// `progress` by the bytes sent). If `produce` fails, the stream ends with an error (so the
+/// engine aborts the upload) and the handle returns the real error.
+pub fn stream_from_blocking<F>(
+    progress: Option<ProgressBar>,
+    produce: F,
+) -> (ByteStream, tokio::task::JoinHandle<Result<()>>)
+where
+    F: FnOnce(&mut ChannelWriter) -> Result<()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(DEPTH);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+            progress,
+        };
+        let result = produce(&mut w).and_then(|()| {
+            w.flush()
+                .map_err(|e| SnapshotError::Other(format!("upload stream: {e}")))
+        });
+        if let Err(e) = &result {
+            let _ = tx.blocking_send(Err(EngineError::api("stream archive", "upload", e)));
+        }
+        result
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    (Box::pin(stream), handle)
+}
+
+/// Decompresses a zstd file into a stream, checking its SHA-256 against `expected_sha256` at
+/// the end (a mismatch ends the stream with an error instead of a clean end).
+pub fn zstd_file_stream(
+    path: PathBuf,
+    expected_sha256: String,
+    id: String,
+    progress: Option<ProgressBar>,
+) -> (ByteStream, tokio::task::JoinHandle<Result<()>>) {
+    stream_from_blocking(progress, move |w| {
+        let io_err = |e: io::Error| SnapshotError::io(&path, e);
+        let file = File::open(&path).map_err(io_err)?;
+        let mut hashing = HashingReader::new(io::BufReader::with_capacity(CHUNK, file), None);
+        {
+            let mut dec = zstd::stream::read::Decoder::new(&mut hashing).map_err(io_err)?;
+            io::copy(&mut dec, w).map_err(|e| SnapshotError::Corrupt {
+                id: id.clone(),
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let (sha, _) = hashing.finish().map_err(io_err)?;
+        if sha != expected_sha256 {
+            return Err(SnapshotError::ChecksumMismatch {
+                id,
+                path,
+                expected: expected_sha256,
+                actual: sha,
+            });
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_of(chunks: Vec<std::result::Result<Vec<u8>, EngineError>>) -> ByteStream {
+        Box::pin(futures_util::stream::iter(chunks))
+    }
+
+    fn pseudo_random(n: usize) -> Vec<u8> {
+        // Half-compressible data: a text-like alphabet driven by an LCG.
+        let mut x: u64 = 0x1234_5678;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                b"abcdefghij klmnop\n"[(x >> 59) as usize % 18]
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn zstd_round_trip_with_hash_and_counts() {
+        let d = tempfile::tempdir().unwrap();
+        let data = pseudo_random(3 * CHUNK + 123);
+        let chunks = data.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+        let path = d.path().join("x.zst");
+        let pb = ProgressBar::hidden();
+        let stats = compress_to_file(
+            stream_of(chunks),
+            path.clone(),
+            Codec::Zstd { level: 3, threads: 2 },
+            &pb,
+        )
+        .await
+        .unwrap();
+        assert_eq!(stats.raw_bytes, data.len() as u64);
+        assert_eq!(pb.position(), data.len() as u64);
+        assert_eq!(stats.head, data[..512]);
+        let (sha, size) = sha256_file(&path, None).unwrap();
+        assert_eq!(sha, stats.sha256);
+        assert_eq!(size, stats.compressed_bytes);
+        assert!(stats.compressed_bytes < stats.raw_bytes * 3 / 4);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+
+        let (mut s, h) = zstd_file_stream(path.clone(), stats.sha256.clone(), "t".into(), None);
+        let mut back = Vec::new();
+        while let Some(c) = s.next().await {
+            back.extend(c.unwrap());
+        }
+        h.await.unwrap().unwrap();
+        assert_eq!(back, data);
+
+        // Wrong expected hash: the stream ends in an error and the handle says why.
+        let (mut s, h) = zstd_file_stream(path, "00".repeat(32), "t".into(), None);
+        let mut saw_err = false;
+        while let Some(c) = s.next().await {
+            saw_err |= c.is_err();
+        }
+        assert!(saw_err);
+        assert!(matches!(h.await.unwrap(), Err(SnapshotError::ChecksumMismatch { .. })));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn source_error_is_reported_not_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("x.zst");
+        let chunks = vec![
+            Ok(vec![1u8; 100]),
+            Err(EngineError::api("download archive", "c1", "connection reset")),
+        ];
+        let err = compress_to_file(
+            stream_of(chunks),
+            path,
+            Codec::Zstd { level: 3, threads: 0 },
+            &ProgressBar::hidden(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, SnapshotError::Engine(_)), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gzip_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let data = pseudo_random(CHUNK + 7);
+        let path = d.path().join("x.gz");
+        let stats = compress_to_file(
+            stream_of(vec![Ok(data.clone())]),
+            path.clone(),
+            Codec::Gzip { level: 6 },
+            &ProgressBar::hidden(),
+        )
+        .await
+        .unwrap();
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(File::open(&path).unwrap())
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        assert_eq!(sha256_file(&path, None).unwrap().0, stats.sha256);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn existing_file_is_not_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("x.zst");
+        std::fs::write(&path, b"keep").unwrap();
+        let err = compress_to_file(
+            stream_of(vec![Ok(vec![0; 10])]),
+            path.clone(),
+            Codec::Zstd { level: 3, threads: 0 },
+            &ProgressBar::hidden(),
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("x.zst"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep");
+    }
+}
