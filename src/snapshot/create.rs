@@ -1,2 +1,369 @@
-//! x
-pub struct SnapshotHook; pub struct SnapshotOutcome; pub struct SnapshotRequest; pub fn snapshot_container(){}
+//! Taking snapshots: the archive of a stopped container's data dir, streamed through zstd into
+//! the store, and the lifecycle hook that does it after every clean stop.
+//!
+//! Failure policy on `down`/`stop`/`restart`: a failed snapshot is reported loudly (warning with
+//! the cause, e.g. "no space left on the device holding <path>") but does not stop the
+//! transition. Removing containers loses nothing — volumes are kept — while refusing would leave
+//! the user with a half-finished `down`. The partial snapshot is removed and the volume is never
+//! touched. `snapshot create` and `snapshot restore` (safety snapshot) check the outcome and fail.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use super::manifest::{self, ArchiveInfo, Manifest, Reason, VolumeIdentity, DATA_FILE, FORMAT};
+use super::pipeline::{self, Codec};
+use super::store::SnapshotStore;
+use super::{human_bytes, mount_for, Result, SnapshotError};
+use crate::engine::{ContainerInfo, Engine, MountKind};
+use crate::lifecycle::{Hooks, StopEvidence, StoppedService, Transition};
+use crate::output::Ui;
+use crate::project::Project;
+use crate::stack::xnodus::Retention;
+use crate::stack::ServiceKind;
+
+/// Everything needed to snapshot one stopped container.
+#[derive(Debug, Clone)]
+pub struct SnapshotRequest<'a> {
+    pub project: &'a str,
+    pub service: &'a str,
+    pub kind: ServiceKind,
+    /// The (stopped) container to read the data dir from; may be a helper container with the
+    /// volume mounted at `data_dir`.
+    pub container: &'a ContainerInfo,
+    pub data_dir: &'a str,
+    /// The engine volume the stack declares for the data dir (used when the container's mounts
+    /// do not say).
+    pub volume_name: Option<&'a str>,
+    pub stack_files: &'a [String],
+    pub census: Option<serde_json::Value>,
+    pub evidence: Option<StopEvidence>,
+    pub reason: Reason,
+}
+
+/// Snapshots `req.data_dir` of a stopped container into `store`. Atomic: on any error nothing is
+/// listed and the partial directory is gone. The progress bar shows bytes, throughput and (from
+/// the previous snapshot of the same volume) an ETA.
+pub async fn snapshot_container(engine: &dyn Engine, store: &SnapshotStore, req: SnapshotRequest<'_>, ui: &Ui) -> Result<Manifest> {
+    let data_dir = normalize_dir(req.data_dir);
+    let now = chrono::Utc::now();
+    let id = manifest::new_id(now, req.service);
+    let volume = volume_identity(engine, req.container, &data_dir, req.volume_name).await?;
+
+    let estimate = store.list().ok().and_then(|entries| {
+        entries.iter().rev().find_map(|e| {
+            let m = e.manifest.as_ref().ok()?;
+            (m.service == req.service && m.volume.name == volume.name).then_some(m.archive.raw_bytes)
+        })
+    });
+    let partial = store.begin(&id)?;
+    let pb = ui.bytes_progress(format!("snapshot {}", req.service), estimate);
+    let started = Instant::now();
+    let stream = engine.download_archive(&req.container.id, &data_dir).await?;
+    let codec = Codec::snapshot_default();
+    let stats = pipeline::compress_to_file(stream, partial.data_path(), codec, &pb).await;
+    pb.finish_and_clear();
+    let stats = stats?;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let top = tar_top(&stats.head).ok_or_else(|| {
+        SnapshotError::Other(format!(
+            "the engine returned an empty or unreadable archive for {}:{}",
+            req.container.name, data_dir
+        ))
+    })?;
+
+    let unclean = manifest::unclean_reason(req.kind, req.evidence.as_ref());
+    let level = match codec {
+        Codec::Zstd { level, .. } => level,
+        Codec::Gzip { level } => level as i32,
+    };
+    let manifest = Manifest {
+        format: FORMAT,
+        id: id.clone(),
+        project: req.project.to_string(),
+        service: req.service.to_string(),
+        kind: req.kind,
+        stack_files: req.stack_files.to_vec(),
+        volume,
+        container: req.container.name.clone(),
+        image: req.container.image.clone(),
+        data_dir,
+        archive: ArchiveInfo {
+            file: DATA_FILE.into(),
+            compression: "zstd".into(),
+            level,
+            raw_bytes: stats.raw_bytes,
+            compressed_bytes: stats.compressed_bytes,
+            sha256: stats.sha256,
+            top,
+        },
+        census: req.census,
+        stop: req.evidence,
+        clean: unclean.is_none(),
+        unclean_reason: unclean,
+        reason: req.reason,
+        nodus_version: env!("CARGO_PKG_VERSION").into(),
+        created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        duration_ms,
+    };
+    partial.commit(&manifest)?;
+    Ok(manifest)
+}
+
+/// `/a/b/` → `/a/b`.
+pub(crate) fn normalize_dir(d: &str) -> String {
+    let t = d.trim_end_matches('/');
+    if t.is_empty() {
+        "/".into()
+    } else {
+        t.to_string()
+    }
+}
+
+/// Name of the first tar entry (the data dir's base name as the archive endpoint writes it).
+fn tar_top(head: &[u8]) -> Option<String> {
+    if head.len() < 512 {
+        return None;
+    }
+    let h = tar::Header::from_byte_slice(&head[..512]);
+    let p = h.path().ok()?;
+    let s = p.to_string_lossy();
+    let top = s.trim_end_matches('/').split('/').next()?.to_string();
+    (!top.is_empty()).then_some(top)
+}
+
+async fn volume_identity(engine: &dyn Engine, c: &ContainerInfo, data_dir: &str, declared: Option<&str>) -> Result<VolumeIdentity> {
+    let mount = mount_for(&c.mounts, data_dir);
+    let (kind, name) = match mount {
+        Some(m) => (
+            match m.kind {
+                MountKind::Volume => "volume",
+                MountKind::Bind => "bind",
+                MountKind::Tmpfs => "tmpfs",
+            },
+            Some(m.name_or_source.clone()).filter(|s| !s.is_empty()),
+        ),
+        None => match declared {
+            Some(v) => ("volume", Some(v.to_string())),
+            None => ("container", None),
+        },
+    };
+    let mut id = VolumeIdentity {
+        kind: kind.to_string(),
+        name: name.clone(),
+        created_at: None,
+        labels: Default::default(),
+        driver: None,
+    };
+    if kind == "volume" {
+        if let Some(n) = &name {
+            if let Some(v) = engine.inspect_volume(n).await? {
+                id.created_at = v.created_at;
+                id.labels = v.labels;
+                id.driver = Some(v.driver);
+            }
+        }
+    }
+    Ok(id)
+}
+
+/// What the hook did, readable by the command that installed it.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotOutcome {
+    pub taken: Vec<Manifest>,
+    /// (service, error message)
+    pub failed: Vec<(String, String)>,
+    /// Snapshots removed by the automatic prune.
+    pub pruned: Vec<String>,
+}
+
+/// Snapshots every stateful service after a clean stop, before its container is removed.
+pub struct SnapshotHook {
+    engine: Arc<dyn Engine>,
+    ui: Ui,
+    project: String,
+    snapshots_dir: PathBuf,
+    stack_files: Vec<String>,
+    keep: Retention,
+    reason: Option<Reason>,
+    only: Option<Vec<String>>,
+    prune: bool,
+    outcome: Arc<Mutex<SnapshotOutcome>>,
+}
+
+impl SnapshotHook {
+    pub fn new(project: &Project, engine: Arc<dyn Engine>, ui: &Ui) -> SnapshotHook {
+        SnapshotHook {
+            engine,
+            ui: ui.clone(),
+            project: project.name().to_string(),
+            snapshots_dir: project.state.snapshots_dir(project.name()),
+            stack_files: project.stack.files.iter().map(|p| p.display().to_string()).collect(),
+            keep: project.stack.nodus.snapshots.keep.clone(),
+            reason: None,
+            only: None,
+            prune: true,
+            outcome: Arc::default(),
+        }
+    }
+
+    /// The hook for a lifecycle transition, or None when snapshots are off for it: `--no-snapshot`,
+    /// `x-nodus.snapshots.on_down: false`, or a transition that does not stop anything.
+    pub fn for_transition(project: &Project, engine: Arc<dyn Engine>, ui: &Ui, transition: Transition, no_snapshot: bool) -> Option<SnapshotHook> {
+        let stops = matches!(transition, Transition::Down | Transition::Stop | Transition::Restart);
+        (stops && !no_snapshot && project.stack.nodus.snapshots.on_down).then(|| SnapshotHook::new(project, engine, ui))
+    }
+
+    /// Records this reason instead of the transition's.
+    pub fn with_reason(mut self, reason: Reason) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+    /// Only these services.
+    pub fn only(mut self, services: Vec<String>) -> Self {
+        self.only = Some(services);
+        self
+    }
+    /// Do not apply the retention policy afterwards.
+    pub fn without_prune(mut self) -> Self {
+        self.prune = false;
+        self
+    }
+    /// Shared view of what the hook did (read it after the lifecycle call).
+    pub fn outcome(&self) -> Arc<Mutex<SnapshotOutcome>> {
+        self.outcome.clone()
+    }
+
+    fn record<F: FnOnce(&mut SnapshotOutcome)>(&self, f: F) {
+        let mut o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut o);
+    }
+}
+
+#[async_trait]
+impl Hooks for SnapshotHook {
+    async fn after_stop(&mut self, transition: Transition, stopped: &[StoppedService]) -> anyhow::Result<()> {
+        let targets: Vec<&StoppedService> = stopped
+            .iter()
+            .filter(|s| s.stateful.is_some())
+            .filter(|s| self.only.as_ref().is_none_or(|o| o.contains(&s.service)))
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let reason = self.reason.unwrap_or_else(|| Reason::for_transition(transition));
+        let consequence = match transition {
+            Transition::Down => "`down` continues: containers are removed, volumes are kept, nothing is lost",
+            Transition::Restore => "the restore is abandoned before touching the volume",
+            _ => "the containers and volumes are left as they are",
+        };
+        let store = match SnapshotStore::open(&self.snapshots_dir) {
+            Ok((store, cleaned)) => {
+                for c in cleaned {
+                    self.ui.status(format!("removed interrupted snapshot {c} (its writer did not finish)"));
+                }
+                store
+            }
+            Err(e) => {
+                self.ui.warn(format!("cannot snapshot: {e}; {consequence}"));
+                self.record(|o| o.failed.extend(targets.iter().map(|s| (s.service.clone(), e.to_string()))));
+                return Ok(());
+            }
+        };
+        for s in targets {
+            let st = s.stateful.as_ref().expect("filtered");
+            let req = SnapshotRequest {
+                project: &self.project,
+                service: &s.service,
+                kind: st.kind,
+                container: &s.container,
+                data_dir: &st.data_dir,
+                volume_name: st.volume_name.as_deref(),
+                stack_files: &self.stack_files,
+                census: s.pre_stop.clone(),
+                evidence: Some(s.evidence.clone()),
+                reason,
+            };
+            match snapshot_container(&*self.engine, &store, req, &self.ui).await {
+                Ok(m) => {
+                    report_taken(&self.ui, &m);
+                    self.record(|o| o.taken.push(m));
+                }
+                Err(e) => {
+                    let volume = st.volume_name.as_deref().unwrap_or(&st.data_dir);
+                    self.ui.warn(format!(
+                        "snapshot of {} FAILED: {e}\n  {volume} was not modified and no partial snapshot was kept; {consequence}",
+                        s.service
+                    ));
+                    self.record(|o| o.failed.push((s.service.clone(), e.to_string())));
+                }
+            }
+        }
+        let taken_groups: Vec<String> = {
+            let o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+            o.taken.iter().map(|m| m.retention_key()).collect()
+        };
+        if self.prune && !taken_groups.is_empty() {
+            match super::prune(&store, &self.keep, Some(&taken_groups), false) {
+                Ok(decisions) => {
+                    let removed: Vec<String> = decisions.into_iter().filter(|d| !d.keep).map(|d| d.id).collect();
+                    if !removed.is_empty() {
+                        self.ui.detail(format!("pruned {} old snapshot(s): {}", removed.len(), removed.join(", ")));
+                    }
+                    self.record(|o| o.pruned.extend(removed));
+                }
+                Err(e) => self.ui.warn(format!("pruning old snapshots failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The one-line summary of a new snapshot (and the unclean warning).
+pub fn report_taken(ui: &Ui, m: &Manifest) {
+    let secs = (m.duration_ms as f64 / 1000.0).max(0.001);
+    ui.success(format!(
+        "snapshot {} of {}: {} → {} in {:.1}s ({}/s)",
+        m.id,
+        m.service,
+        human_bytes(m.archive.raw_bytes),
+        human_bytes(m.archive.compressed_bytes),
+        secs,
+        human_bytes((m.archive.raw_bytes as f64 / secs) as u64),
+    ));
+    if let Some(why) = &m.unclean_reason {
+        ui.warn(format!(
+            "snapshot {} of {} is NOT clean: {why}. It is kept and marked unclean; postgres would run crash recovery if it were restored",
+            m.id, m.service
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_top_reads_the_first_entry() {
+        let mut raw = Vec::new();
+        {
+            let mut b = tar::Builder::new(&mut raw);
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(0o700);
+            b.append_data(&mut h, "data/", std::io::empty()).unwrap();
+            b.finish().unwrap();
+        }
+        assert_eq!(tar_top(&raw[..512]).as_deref(), Some("data"));
+        assert_eq!(tar_top(&[0u8; 10]), None);
+    }
+
+    #[test]
+    fn dirs_are_normalized() {
+        assert_eq!(normalize_dir("/var/lib/postgresql/data/"), "/var/lib/postgresql/data");
+        assert_eq!(normalize_dir("/"), "/");
+    }
+}

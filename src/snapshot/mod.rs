@@ -25,7 +25,9 @@ pub mod verify;
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::EngineError;
+use crate::engine::{EngineError, MountInfo};
+use crate::stack::xnodus::Retention;
+use retention::{Candidate, Decision};
 
 pub use create::{snapshot_container, SnapshotHook, SnapshotOutcome, SnapshotRequest};
 pub use manifest::{Manifest, Reason, Verification};
@@ -88,6 +90,47 @@ pub fn is_no_space(e: &std::io::Error) -> bool {
 
 pub type Result<T, E = SnapshotError> = std::result::Result<T, E>;
 
+/// The container mount holding `data_dir`: the one at `data_dir` itself or its deepest parent.
+pub fn mount_for<'a>(mounts: &'a [MountInfo], data_dir: &str) -> Option<&'a MountInfo> {
+    let dir = data_dir.trim_end_matches('/');
+    mounts
+        .iter()
+        .filter(|m| {
+            let t = m.target.trim_end_matches('/');
+            dir == t || t.is_empty() || dir.starts_with(&format!("{t}/"))
+        })
+        .max_by_key(|m| m.target.trim_end_matches('/').len())
+}
+
+/// Applies the retention policy to the snapshots of `groups` (all when None); with `dry_run`
+/// nothing is deleted. Snapshots whose manifest is unreadable are never touched by retention.
+pub fn prune(store: &SnapshotStore, keep: &Retention, groups: Option<&[String]>, dry_run: bool) -> Result<Vec<Decision>> {
+    let entries = store.list()?;
+    let candidates: Vec<Candidate> = entries
+        .iter()
+        .filter_map(|e| {
+            let m = e.manifest.as_ref().ok()?;
+            let group = m.retention_key();
+            if groups.is_some_and(|g| !g.contains(&group)) {
+                return None;
+            }
+            Some(Candidate {
+                id: e.id.clone(),
+                group,
+                created: e.created()?,
+                verified: e.verified_ok(),
+            })
+        })
+        .collect();
+    let decisions = retention::plan(&candidates, keep);
+    if !dry_run {
+        for d in decisions.iter().filter(|d| !d.keep) {
+            store.delete(&d.id)?;
+        }
+    }
+    Ok(decisions)
+}
+
 /// Human-readable byte size (binary units).
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -107,6 +150,46 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_for_picks_the_deepest_parent() {
+        use crate::engine::MountKind;
+        let m = |t: &str| MountInfo {
+            kind: MountKind::Volume,
+            name_or_source: format!("v{t}"),
+            target: t.into(),
+        };
+        let mounts = vec![m("/var/lib"), m("/var/lib/postgresql"), m("/var/lib/postgresql/data2")];
+        assert_eq!(mount_for(&mounts, "/var/lib/postgresql/data").unwrap().target, "/var/lib/postgresql");
+        assert_eq!(mount_for(&mounts, "/var/lib/postgresql/data2/").unwrap().target, "/var/lib/postgresql/data2");
+        assert!(mount_for(&mounts, "/data").is_none());
+    }
+
+    #[test]
+    fn prune_deletes_what_the_plan_drops() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, _) = SnapshotStore::open(d.path()).unwrap();
+        for i in 0..4 {
+            let id = format!("2025010{}T000000Z-db-aaaaa{i}", i + 1);
+            let mut m = manifest::tests::sample(&id);
+            m.created_at = format!("2025-01-0{}T00:00:00Z", i + 1);
+            let p = store.begin(&id).unwrap();
+            store::write_new_file(&p.data_path(), b"x").unwrap();
+            p.commit(&m).unwrap();
+        }
+        let keep = Retention {
+            last: Some(2),
+            ..Default::default()
+        };
+        let plan = prune(&store, &keep, None, true).unwrap();
+        assert_eq!(plan.iter().filter(|d| !d.keep).count(), 2);
+        assert_eq!(store.list().unwrap().len(), 4, "dry run deletes nothing");
+        prune(&store, &keep, Some(&["volume:other".to_string()]), false).unwrap();
+        assert_eq!(store.list().unwrap().len(), 4, "other groups untouched");
+        prune(&store, &keep, None, false).unwrap();
+        let ids: Vec<_> = store.list().unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec!["20250103T000000Z-db-aaaaa2", "20250104T000000Z-db-aaaaa3"]);
+    }
 
     #[test]
     fn human_bytes_units() {
