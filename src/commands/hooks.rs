@@ -29,11 +29,18 @@ impl Session {
         transition: Transition,
         opts: SessionOptions,
     ) -> anyhow::Result<Session> {
-        let _ = (ctx, project, engine, opts);
-        Ok(Session {
-            chain: HookChain(Vec::new()),
+        let mut chain = HookChain(Vec::new());
+        // Snapshots come after the guard's hooks: they use its `pre_stop` census.
+        if let Some(h) = crate::snapshot::SnapshotHook::for_transition(
+            project,
+            engine,
+            &ctx.ui,
             transition,
-        })
+            opts.no_snapshot,
+        ) {
+            chain.0.push(Box::new(h));
+        }
+        Ok(Session { chain, transition })
     }
 
     /// Prints the lifecycle report and the guard's verdict (JSON with --json); returns
@@ -44,4 +51,23 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The exact command that restores `service` from its newest usable snapshot taken at or before
+/// `before` (any time when None), or None when there is no such snapshot.
+pub fn latest_snapshot_before(
+    project: &Project,
+    service: &str,
+    before: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<String> {
+    let entry = crate::snapshot::latest_usable(
+        &project.state.snapshots_dir(project.name()),
+        service,
+        before,
+    )?;
+    let p = match project.stack.project_source {
+        crate::stack::ProjectSource::Flag => format!(" -p {}", project.name()),
+        _ => String::new(),
+    };
+    Some(format!("nodus{p} snapshot restore {}", entry.id))
 }

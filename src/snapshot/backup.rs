@@ -63,13 +63,21 @@ fn partial_path(file: &Path) -> PathBuf {
 }
 
 /// Default location: `<backups_dir>/<UTC yyyymmddThhmmssZ>-<service>.sql.gz`.
-pub fn default_path(backups_dir: &Path, service: &str, at: chrono::DateTime<chrono::Utc>) -> PathBuf {
+pub fn default_path(
+    backups_dir: &Path,
+    service: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> PathBuf {
     backups_dir.join(format!("{}-{service}.sql.gz", at.format("%Y%m%dT%H%M%SZ")))
 }
 
 /// The role and password env to use inside a postgres container.
 pub fn pg_credentials(c: &ContainerInfo) -> (String, Vec<String>) {
-    let user = c.env_var("POSTGRES_USER").filter(|u| !u.is_empty()).unwrap_or("postgres").to_string();
+    let user = c
+        .env_var("POSTGRES_USER")
+        .filter(|u| !u.is_empty())
+        .unwrap_or("postgres")
+        .to_string();
     let mut env = Vec::new();
     if let Some(pw) = c.env_var("POSTGRES_PASSWORD").filter(|p| !p.is_empty()) {
         env.push(format!("PGPASSWORD={pw}"));
@@ -83,7 +91,8 @@ pub fn clean_partials(dir: &Path) -> Vec<String> {
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let ours = name.ends_with(&format!(".sql.gz{PARTIAL_SUFFIX}")) || name.ends_with(&format!(".sql.gz.json{PARTIAL_SUFFIX}"));
+            let ours = name.ends_with(&format!(".sql.gz{PARTIAL_SUFFIX}"))
+                || name.ends_with(&format!(".sql.gz.json{PARTIAL_SUFFIX}"));
             if ours && fs::remove_file(e.path()).is_ok() {
                 removed.push(name);
             }
@@ -117,10 +126,16 @@ pub struct DumpRequest<'a> {
 /// the dump goes to `out.partial` first and is renamed only after pg_dumpall exited 0.
 pub async fn dump(engine: &dyn Engine, req: DumpRequest<'_>, ui: &Ui) -> Result<BackupManifest> {
     let out = req.out;
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     ensure_private_dir(dir).map_err(|e| SnapshotError::io(dir, e))?;
     if out.exists() {
-        return Err(SnapshotError::Other(format!("{} already exists; choose another -o", out.display())));
+        return Err(SnapshotError::Other(format!(
+            "{} already exists; choose another -o",
+            out.display()
+        )));
     }
     let partial = partial_path(out);
     let _ = fs::remove_file(&partial);
@@ -227,7 +242,11 @@ pub fn list(dir: &Path) -> Result<Vec<BackupEntry>> {
         let path = e.path();
         let size = e.metadata().map(|m| m.len()).unwrap_or(0);
         let manifest = read_manifest(&path).ok().flatten();
-        out.push(BackupEntry { path, size, manifest });
+        out.push(BackupEntry {
+            path,
+            size,
+            manifest,
+        });
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
@@ -307,7 +326,13 @@ pub struct LoadReport {
 /// Uploads the decompressed SQL into the container's /tmp (a one-file tar built while streaming),
 /// runs `psql -v ON_ERROR_STOP=0 -U <user> -d postgres -f <file>`, and removes the file.
 /// `sql_bytes` is the decompressed size (from [`verify_file`]).
-pub async fn load(engine: &dyn Engine, container: &ContainerInfo, file: &Path, sql_bytes: u64, ui: &Ui) -> Result<LoadReport> {
+pub async fn load(
+    engine: &dyn Engine,
+    container: &ContainerInfo,
+    file: &Path,
+    sql_bytes: u64,
+    ui: &Ui,
+) -> Result<LoadReport> {
     let started = Instant::now();
     let name = format!("nodus-restore-{}.sql", super::manifest::short_random_hex());
     let in_container = format!("/tmp/{name}");
@@ -360,11 +385,19 @@ pub async fn load(engine: &dyn Engine, container: &ContainerInfo, file: &Path, s
     sp.finish_and_clear();
     // Always try to remove the SQL (it may hold password hashes).
     let rm = engine
-        .exec(&container.id, &["rm".to_string(), "-f".into(), in_container.clone()], &[], None)
+        .exec(
+            &container.id,
+            &["rm".to_string(), "-f".into(), in_container.clone()],
+            &[],
+            None,
+        )
         .await;
     let out = out?;
     if let Err(e) = rm {
-        ui.warn(format!("could not remove {in_container} from {}: {e}", container.name));
+        ui.warn(format!(
+            "could not remove {in_container} from {}: {e}",
+            container.name
+        ));
     }
     let mut report = LoadReport {
         sql_bytes,
@@ -398,7 +431,10 @@ mod tests {
     use std::io::Write;
 
     fn write_gz(path: &Path, data: &[u8]) -> BackupManifest {
-        let mut enc = flate2::write::GzEncoder::new(fs::File::create(path).unwrap(), flate2::Compression::default());
+        let mut enc = flate2::write::GzEncoder::new(
+            fs::File::create(path).unwrap(),
+            flate2::Compression::default(),
+        );
         enc.write_all(data).unwrap();
         enc.finish().unwrap();
         let (sha, size) = pipeline::sha256_file(path, None).unwrap();
@@ -426,7 +462,9 @@ mod tests {
     fn verify_detects_flipped_and_truncated_files() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x.sql.gz");
-        let sql: Vec<u8> = (0..5000).flat_map(|i| format!("INSERT INTO t VALUES ({i});\n").into_bytes()).collect();
+        let sql: Vec<u8> = (0..5000)
+            .flat_map(|i| format!("INSERT INTO t VALUES ({i});\n").into_bytes())
+            .collect();
         let m = write_gz(&p, &sql);
         assert_eq!(verify_file(&p, Some(&m)).unwrap(), sql.len() as u64);
         assert_eq!(verify_file(&p, None).unwrap(), sql.len() as u64);
@@ -434,10 +472,16 @@ mod tests {
         let n = bytes.len();
         bytes[n / 2] ^= 0x10;
         fs::write(&p, &bytes).unwrap();
-        assert!(matches!(verify_file(&p, Some(&m)), Err(SnapshotError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            verify_file(&p, Some(&m)),
+            Err(SnapshotError::ChecksumMismatch { .. })
+        ));
         bytes[n / 2] ^= 0x10;
         fs::write(&p, &bytes[..n / 2]).unwrap();
-        assert!(matches!(verify_file(&p, None), Err(SnapshotError::Corrupt { .. })));
+        assert!(matches!(
+            verify_file(&p, None),
+            Err(SnapshotError::Corrupt { .. })
+        ));
     }
 
     #[test]
@@ -453,8 +497,14 @@ mod tests {
         assert_eq!(l.len(), 2);
         assert_eq!(l[0].manifest.as_ref().unwrap(), &m);
         assert!(l[1].manifest.is_none());
-        assert_eq!(clean_partials(d.path()), vec!["20250103T000000Z-db.sql.gz.partial"]);
-        assert_eq!(manifest_path(&a).file_name().unwrap(), "20250101T000000Z-db.sql.gz.json");
+        assert_eq!(
+            clean_partials(d.path()),
+            vec!["20250103T000000Z-db.sql.gz.partial"]
+        );
+        assert_eq!(
+            manifest_path(&a).file_name().unwrap(),
+            "20250101T000000Z-db.sql.gz.json"
+        );
     }
 
     #[test]
@@ -472,7 +522,10 @@ mod tests {
             finished_at: None,
             ports: vec![],
             mounts: vec![],
-            env: vec!["POSTGRES_USER=app".into(), "POSTGRES_PASSWORD=s3cret".into()],
+            env: vec![
+                "POSTGRES_USER=app".into(),
+                "POSTGRES_PASSWORD=s3cret".into(),
+            ],
             stop_signal: None,
             stop_timeout_secs: None,
             networks: vec![],

@@ -46,7 +46,12 @@ pub struct SnapshotRequest<'a> {
 /// Snapshots `req.data_dir` of a stopped container into `store`. Atomic: on any error nothing is
 /// listed and the partial directory is gone. The progress bar shows bytes, throughput and (from
 /// the previous snapshot of the same volume) an ETA.
-pub async fn snapshot_container(engine: &dyn Engine, store: &SnapshotStore, req: SnapshotRequest<'_>, ui: &Ui) -> Result<Manifest> {
+pub async fn snapshot_container(
+    engine: &dyn Engine,
+    store: &SnapshotStore,
+    req: SnapshotRequest<'_>,
+    ui: &Ui,
+) -> Result<Manifest> {
     let data_dir = normalize_dir(req.data_dir);
     let now = chrono::Utc::now();
     let id = manifest::new_id(now, req.service);
@@ -55,13 +60,16 @@ pub async fn snapshot_container(engine: &dyn Engine, store: &SnapshotStore, req:
     let estimate = store.list().ok().and_then(|entries| {
         entries.iter().rev().find_map(|e| {
             let m = e.manifest.as_ref().ok()?;
-            (m.service == req.service && m.volume.name == volume.name).then_some(m.archive.raw_bytes)
+            (m.service == req.service && m.volume.name == volume.name)
+                .then_some(m.archive.raw_bytes)
         })
     });
     let partial = store.begin(&id)?;
     let pb = ui.bytes_progress(format!("snapshot {}", req.service), estimate);
     let started = Instant::now();
-    let stream = engine.download_archive(&req.container.id, &data_dir).await?;
+    let stream = engine
+        .download_archive(&req.container.id, &data_dir)
+        .await?;
     let codec = Codec::snapshot_default();
     let stats = pipeline::compress_to_file(stream, partial.data_path(), codec, &pb).await;
     pb.finish_and_clear();
@@ -134,9 +142,14 @@ fn tar_top(head: &[u8]) -> Option<String> {
     (!top.is_empty()).then_some(top)
 }
 
-async fn volume_identity(engine: &dyn Engine, c: &ContainerInfo, data_dir: &str, declared: Option<&str>) -> Result<VolumeIdentity> {
+async fn volume_identity(
+    engine: &dyn Engine,
+    c: &ContainerInfo,
+    data_dir: &str,
+    declared: Option<&str>,
+) -> Result<VolumeIdentity> {
     let mount = mount_for(&c.mounts, data_dir);
-    let (kind, name) = match mount {
+    let (kind, name, mount_target) = match mount {
         Some(m) => (
             match m.kind {
                 MountKind::Volume => "volume",
@@ -144,15 +157,17 @@ async fn volume_identity(engine: &dyn Engine, c: &ContainerInfo, data_dir: &str,
                 MountKind::Tmpfs => "tmpfs",
             },
             Some(m.name_or_source.clone()).filter(|s| !s.is_empty()),
+            Some(m.target.clone()),
         ),
         None => match declared {
-            Some(v) => ("volume", Some(v.to_string())),
-            None => ("container", None),
+            Some(v) => ("volume", Some(v.to_string()), None),
+            None => ("container", None, None),
         },
     };
     let mut id = VolumeIdentity {
         kind: kind.to_string(),
         name: name.clone(),
+        mount_target,
         created_at: None,
         labels: Default::default(),
         driver: None,
@@ -200,7 +215,12 @@ impl SnapshotHook {
             ui: ui.clone(),
             project: project.name().to_string(),
             snapshots_dir: project.state.snapshots_dir(project.name()),
-            stack_files: project.stack.files.iter().map(|p| p.display().to_string()).collect(),
+            stack_files: project
+                .stack
+                .files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             keep: project.stack.nodus.snapshots.keep.clone(),
             reason: None,
             only: None,
@@ -211,9 +231,19 @@ impl SnapshotHook {
 
     /// The hook for a lifecycle transition, or None when snapshots are off for it: `--no-snapshot`,
     /// `x-nodus.snapshots.on_down: false`, or a transition that does not stop anything.
-    pub fn for_transition(project: &Project, engine: Arc<dyn Engine>, ui: &Ui, transition: Transition, no_snapshot: bool) -> Option<SnapshotHook> {
-        let stops = matches!(transition, Transition::Down | Transition::Stop | Transition::Restart);
-        (stops && !no_snapshot && project.stack.nodus.snapshots.on_down).then(|| SnapshotHook::new(project, engine, ui))
+    pub fn for_transition(
+        project: &Project,
+        engine: Arc<dyn Engine>,
+        ui: &Ui,
+        transition: Transition,
+        no_snapshot: bool,
+    ) -> Option<SnapshotHook> {
+        let stops = matches!(
+            transition,
+            Transition::Down | Transition::Stop | Transition::Restart
+        );
+        (stops && !no_snapshot && project.stack.nodus.snapshots.on_down)
+            .then(|| SnapshotHook::new(project, engine, ui))
     }
 
     /// Records this reason instead of the transition's.
@@ -244,7 +274,11 @@ impl SnapshotHook {
 
 #[async_trait]
 impl Hooks for SnapshotHook {
-    async fn after_stop(&mut self, transition: Transition, stopped: &[StoppedService]) -> anyhow::Result<()> {
+    async fn after_stop(
+        &mut self,
+        transition: Transition,
+        stopped: &[StoppedService],
+    ) -> anyhow::Result<()> {
         let targets: Vec<&StoppedService> = stopped
             .iter()
             .filter(|s| s.stateful.is_some())
@@ -253,22 +287,31 @@ impl Hooks for SnapshotHook {
         if targets.is_empty() {
             return Ok(());
         }
-        let reason = self.reason.unwrap_or_else(|| Reason::for_transition(transition));
+        let reason = self
+            .reason
+            .unwrap_or_else(|| Reason::for_transition(transition));
         let consequence = match transition {
-            Transition::Down => "`down` continues: containers are removed, volumes are kept, nothing is lost",
+            Transition::Down => {
+                "`down` continues: containers are removed, volumes are kept, nothing is lost"
+            }
             Transition::Restore => "the restore is abandoned before touching the volume",
             _ => "the containers and volumes are left as they are",
         };
         let store = match SnapshotStore::open(&self.snapshots_dir) {
             Ok((store, cleaned)) => {
                 for c in cleaned {
-                    self.ui.status(format!("removed interrupted snapshot {c} (its writer did not finish)"));
+                    self.ui.status(format!(
+                        "removed interrupted snapshot {c} (its writer did not finish)"
+                    ));
                 }
                 store
             }
             Err(e) => {
                 self.ui.warn(format!("cannot snapshot: {e}; {consequence}"));
-                self.record(|o| o.failed.extend(targets.iter().map(|s| (s.service.clone(), e.to_string()))));
+                self.record(|o| {
+                    o.failed
+                        .extend(targets.iter().map(|s| (s.service.clone(), e.to_string())))
+                });
                 return Ok(());
             }
         };
@@ -308,9 +351,17 @@ impl Hooks for SnapshotHook {
         if self.prune && !taken_groups.is_empty() {
             match super::prune(&store, &self.keep, Some(&taken_groups), false) {
                 Ok(decisions) => {
-                    let removed: Vec<String> = decisions.into_iter().filter(|d| !d.keep).map(|d| d.id).collect();
+                    let removed: Vec<String> = decisions
+                        .into_iter()
+                        .filter(|d| !d.keep)
+                        .map(|d| d.id)
+                        .collect();
                     if !removed.is_empty() {
-                        self.ui.detail(format!("pruned {} old snapshot(s): {}", removed.len(), removed.join(", ")));
+                        self.ui.detail(format!(
+                            "pruned {} old snapshot(s): {}",
+                            removed.len(),
+                            removed.join(", ")
+                        ));
                     }
                     self.record(|o| o.pruned.extend(removed));
                 }
@@ -363,7 +414,10 @@ mod tests {
 
     #[test]
     fn dirs_are_normalized() {
-        assert_eq!(normalize_dir("/var/lib/postgresql/data/"), "/var/lib/postgresql/data");
+        assert_eq!(
+            normalize_dir("/var/lib/postgresql/data/"),
+            "/var/lib/postgresql/data"
+        );
         assert_eq!(normalize_dir("/"), "/");
     }
 }

@@ -56,6 +56,9 @@ pub struct VolumeIdentity {
     pub kind: String,
     /// Engine volume name, or host path for a bind mount.
     pub name: Option<String>,
+    /// Where it was mounted in the container (the data dir or a parent of it).
+    #[serde(default)]
+    pub mount_target: Option<String>,
     pub created_at: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -145,7 +148,9 @@ pub fn unclean_reason(kind: ServiceKind, evidence: Option<&StopEvidence>) -> Opt
     if ev.killed {
         return Some(format!(
             "the container was killed (exit code {}) instead of shutting down cleanly",
-            ev.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into())
+            ev.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "unknown".into())
         ));
     }
     if kind == ServiceKind::Postgres && ev.clean_shutdown == Some(false) {
@@ -170,7 +175,12 @@ pub struct Verification {
 
 /// `<UTC yyyymmddThhmmssZ>-<service>-<6 hex>`.
 pub fn new_id(at: DateTime<Utc>, service: &str) -> String {
-    format!("{}-{}-{}", at.format("%Y%m%dT%H%M%SZ"), sanitize(service), short_random_hex())
+    format!(
+        "{}-{}-{}",
+        at.format("%Y%m%dT%H%M%SZ"),
+        sanitize(service),
+        short_random_hex()
+    )
 }
 
 /// Parses the timestamp out of an id (for sorting ids that have no readable manifest).
@@ -192,7 +202,13 @@ pub fn is_snapshot_id(name: &str) -> bool {
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -230,6 +246,7 @@ pub(crate) mod tests {
             volume: VolumeIdentity {
                 kind: "volume".into(),
                 name: Some("demo_pgdata".into()),
+                mount_target: Some("/var/lib/postgresql/data".into()),
                 created_at: Some("2025-01-01T00:00:00Z".into()),
                 labels: BTreeMap::from([("com.docker.compose.project".into(), "demo".into())]),
                 driver: Some("local".into()),
@@ -246,7 +263,9 @@ pub(crate) mod tests {
                 sha256: "ab".repeat(32),
                 top: "data".into(),
             },
-            census: Some(serde_json::json!({"kind": "postgres", "system_identifier": "7", "databases": {}})),
+            census: Some(
+                serde_json::json!({"kind": "postgres", "system_identifier": "7", "databases": {}}),
+            ),
             stop: Some(StopEvidence {
                 exit_code: Some(0),
                 clean_shutdown: Some(true),
@@ -273,7 +292,10 @@ pub(crate) mod tests {
         assert_eq!(v["reason"], "down");
         assert_eq!(v["kind"], "postgres");
         assert_eq!(v["archive"]["sha256"].as_str().unwrap().len(), 64);
-        assert_eq!(back.created(), Some(Utc.with_ymd_and_hms(2025, 6, 29, 23, 0, 0).unwrap()));
+        assert_eq!(
+            back.created(),
+            Some(Utc.with_ymd_and_hms(2025, 6, 29, 23, 0, 0).unwrap())
+        );
         assert_eq!(back.retention_key(), "volume:demo_pgdata");
     }
 
@@ -298,7 +320,9 @@ pub(crate) mod tests {
             killed: true,
             ..Default::default()
         };
-        assert!(unclean_reason(ServiceKind::Postgres, Some(&killed)).unwrap().contains("killed"));
+        assert!(unclean_reason(ServiceKind::Postgres, Some(&killed))
+            .unwrap()
+            .contains("killed"));
         let no_log = StopEvidence {
             exit_code: Some(0),
             clean_shutdown: Some(false),

@@ -47,7 +47,10 @@ pub enum SnapshotError {
     #[error("no snapshot {0} (see `nodus snapshot list`)")]
     NotFound(String),
     #[error("{prefix} matches several snapshots: {}", candidates.join(", "))]
-    Ambiguous { prefix: String, candidates: Vec<String> },
+    Ambiguous {
+        prefix: String,
+        candidates: Vec<String>,
+    },
     #[error("snapshot {id}: checksum mismatch for {path}: manifest says sha256 {expected}, file has {actual} — the archive is corrupt and will not be used")]
     ChecksumMismatch {
         id: String,
@@ -56,9 +59,17 @@ pub enum SnapshotError {
         actual: String,
     },
     #[error("snapshot {id}: {path} is unreadable: {reason} — the archive will not be used")]
-    Corrupt { id: String, path: PathBuf, reason: String },
+    Corrupt {
+        id: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("snapshot {id}: manifest {path} is unreadable: {reason}")]
-    BadManifest { id: String, path: PathBuf, reason: String },
+    BadManifest {
+        id: String,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -74,7 +85,10 @@ impl SnapshotError {
 
 fn io_message(path: &Path, e: &std::io::Error) -> String {
     if is_no_space(e) {
-        format!("no space left on the device holding {} ({e})", path.display())
+        format!(
+            "no space left on the device holding {} ({e})",
+            path.display()
+        )
     } else {
         format!("{}: {e}", path.display())
     }
@@ -102,9 +116,31 @@ pub fn mount_for<'a>(mounts: &'a [MountInfo], data_dir: &str) -> Option<&'a Moun
         .max_by_key(|m| m.target.trim_end_matches('/').len())
 }
 
+/// The newest snapshot of `service` taken at or before `before` (any time when None) that is
+/// usable: readable manifest, archive present, not known to be corrupt. Read-only.
+pub fn latest_usable(
+    snapshots_dir: &Path,
+    service: &str,
+    before: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<SnapshotEntry> {
+    let store = SnapshotStore::at(snapshots_dir);
+    store.list().ok()?.into_iter().rev().find(|e| {
+        let Ok(m) = &e.manifest else { return false };
+        m.service == service
+            && !e.verified_bad()
+            && e.data_path().is_file()
+            && before.is_none_or(|b| e.created().is_some_and(|c| c <= b))
+    })
+}
+
 /// Applies the retention policy to the snapshots of `groups` (all when None); with `dry_run`
 /// nothing is deleted. Snapshots whose manifest is unreadable are never touched by retention.
-pub fn prune(store: &SnapshotStore, keep: &Retention, groups: Option<&[String]>, dry_run: bool) -> Result<Vec<Decision>> {
+pub fn prune(
+    store: &SnapshotStore,
+    keep: &Retention,
+    groups: Option<&[String]>,
+    dry_run: bool,
+) -> Result<Vec<Decision>> {
     let entries = store.list()?;
     let candidates: Vec<Candidate> = entries
         .iter()
@@ -159,9 +195,23 @@ mod tests {
             name_or_source: format!("v{t}"),
             target: t.into(),
         };
-        let mounts = vec![m("/var/lib"), m("/var/lib/postgresql"), m("/var/lib/postgresql/data2")];
-        assert_eq!(mount_for(&mounts, "/var/lib/postgresql/data").unwrap().target, "/var/lib/postgresql");
-        assert_eq!(mount_for(&mounts, "/var/lib/postgresql/data2/").unwrap().target, "/var/lib/postgresql/data2");
+        let mounts = vec![
+            m("/var/lib"),
+            m("/var/lib/postgresql"),
+            m("/var/lib/postgresql/data2"),
+        ];
+        assert_eq!(
+            mount_for(&mounts, "/var/lib/postgresql/data")
+                .unwrap()
+                .target,
+            "/var/lib/postgresql"
+        );
+        assert_eq!(
+            mount_for(&mounts, "/var/lib/postgresql/data2/")
+                .unwrap()
+                .target,
+            "/var/lib/postgresql/data2"
+        );
         assert!(mount_for(&mounts, "/data").is_none());
     }
 
@@ -188,7 +238,70 @@ mod tests {
         assert_eq!(store.list().unwrap().len(), 4, "other groups untouched");
         prune(&store, &keep, None, false).unwrap();
         let ids: Vec<_> = store.list().unwrap().into_iter().map(|e| e.id).collect();
-        assert_eq!(ids, vec!["20250103T000000Z-db-aaaaa2", "20250104T000000Z-db-aaaaa3"]);
+        assert_eq!(
+            ids,
+            vec!["20250103T000000Z-db-aaaaa2", "20250104T000000Z-db-aaaaa3"]
+        );
+    }
+
+    #[test]
+    fn latest_usable_skips_corrupt_and_later_snapshots() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, _) = SnapshotStore::open(d.path()).unwrap();
+        let mk = |id: &str, at: &str, service: &str| {
+            let mut m = manifest::tests::sample(id);
+            m.created_at = at.into();
+            m.service = service.into();
+            let p = store.begin(id).unwrap();
+            store::write_new_file(&p.data_path(), b"x").unwrap();
+            p.commit(&m).unwrap();
+        };
+        mk("20250101T000000Z-db-000001", "2025-01-01T00:00:00Z", "db");
+        mk("20250102T000000Z-db-000002", "2025-01-02T00:00:00Z", "db");
+        mk("20250103T000000Z-db-000003", "2025-01-03T00:00:00Z", "db");
+        mk(
+            "20250104T000000Z-cache-000004",
+            "2025-01-04T00:00:00Z",
+            "cache",
+        );
+        let t = |s: &str| {
+            Some(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .unwrap()
+                    .with_timezone(&chrono::Utc),
+            )
+        };
+        assert_eq!(
+            latest_usable(d.path(), "db", None).unwrap().id,
+            "20250103T000000Z-db-000003"
+        );
+        assert_eq!(
+            latest_usable(d.path(), "db", t("2025-01-02T12:00:00Z"))
+                .unwrap()
+                .id,
+            "20250102T000000Z-db-000002"
+        );
+        store
+            .write_verification(
+                "20250102T000000Z-db-000002",
+                &Verification {
+                    ok: false,
+                    verified_at: "x".into(),
+                    sha256: String::new(),
+                    entries: 0,
+                    error: Some("bad".into()),
+                    nodus_version: "0".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            latest_usable(d.path(), "db", t("2025-01-02T12:00:00Z"))
+                .unwrap()
+                .id,
+            "20250101T000000Z-db-000001"
+        );
+        assert!(latest_usable(d.path(), "db", t("2024-12-31T00:00:00Z")).is_none());
+        assert!(latest_usable(d.path(), "nope", None).is_none());
     }
 
     #[test]
@@ -200,7 +313,10 @@ mod tests {
 
     #[test]
     fn no_space_message_names_the_path() {
-        let e = SnapshotError::io("/x/y.partial/data.tar.zst", std::io::Error::from(std::io::ErrorKind::StorageFull));
+        let e = SnapshotError::io(
+            "/x/y.partial/data.tar.zst",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
         let s = e.to_string();
         assert!(s.contains("no space left"), "{s}");
         assert!(s.contains("/x/y.partial/data.tar.zst"), "{s}");

@@ -30,14 +30,21 @@ pub const ZSTD_LEVEL: i32 = 3;
 #[derive(Debug, Clone, Copy)]
 pub enum Codec {
     /// zstd with `threads` worker threads (0 = single-threaded) and a frame checksum.
-    Zstd { level: i32, threads: u32 },
-    Gzip { level: u32 },
+    Zstd {
+        level: i32,
+        threads: u32,
+    },
+    Gzip {
+        level: u32,
+    },
 }
 
 impl Codec {
     /// zstd at [`ZSTD_LEVEL`] on every available core.
     pub fn snapshot_default() -> Codec {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as u32;
         Codec::Zstd {
             level: ZSTD_LEVEL,
             threads: cores,
@@ -216,12 +223,21 @@ pub async fn compress_to_file(
     })
 }
 
-fn write_compressed(mut rx: mpsc::Receiver<Msg>, path: &Path, codec: Codec) -> Result<(u64, u64, String)> {
+fn write_compressed(
+    mut rx: mpsc::Receiver<Msg>,
+    path: &Path,
+    codec: Codec,
+) -> Result<(u64, u64, String)> {
     let io_err = |e: io::Error| SnapshotError::io(path, e);
     let file = create_private_file(path).map_err(io_err)?;
     let out = HashingWriter::new(BufWriter::with_capacity(CHUNK, file));
     let mut raw = 0u64;
-    let aborted = || SnapshotError::Other(format!("archive stream broke off; {} discarded", path.display()));
+    let aborted = || {
+        SnapshotError::Other(format!(
+            "archive stream broke off; {} discarded",
+            path.display()
+        ))
+    };
     let out = match codec {
         Codec::Zstd { level, threads } => {
             let mut enc = zstd::stream::write::Encoder::new(out, level).map_err(io_err)?;
@@ -274,9 +290,12 @@ impl ChannelWriter {
         }
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         let n = full.len() as u64;
-        self.tx
-            .blocking_send(Ok(full))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the engine stopped reading the upload"))?;
+        self.tx.blocking_send(Ok(full)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the engine stopped reading the upload",
+            )
+        })?;
         if let Some(pb) = &self.progress {
             pb.inc(n);
         }
@@ -323,7 +342,9 @@ where
         }
         result
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     (Box::pin(stream), handle)
 }
 
@@ -373,7 +394,9 @@ mod tests {
         let mut x: u64 = 0x1234_5678;
         (0..n)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 b"abcdefghij klmnop\n"[(x >> 59) as usize % 18]
             })
             .collect()
@@ -389,7 +412,10 @@ mod tests {
         let stats = compress_to_file(
             stream_of(chunks),
             path.clone(),
-            Codec::Zstd { level: 3, threads: 2 },
+            Codec::Zstd {
+                level: 3,
+                threads: 2,
+            },
             &pb,
         )
         .await
@@ -402,7 +428,10 @@ mod tests {
         assert_eq!(size, stats.compressed_bytes);
         assert!(stats.compressed_bytes < stats.raw_bytes * 3 / 4);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
 
         let (mut s, h) = zstd_file_stream(path.clone(), stats.sha256.clone(), "t".into(), None);
         let mut back = Vec::new();
@@ -419,7 +448,10 @@ mod tests {
             saw_err |= c.is_err();
         }
         assert!(saw_err);
-        assert!(matches!(h.await.unwrap(), Err(SnapshotError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            h.await.unwrap(),
+            Err(SnapshotError::ChecksumMismatch { .. })
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,12 +460,19 @@ mod tests {
         let path = d.path().join("x.zst");
         let chunks = vec![
             Ok(vec![1u8; 100]),
-            Err(EngineError::api("download archive", "c1", "connection reset")),
+            Err(EngineError::api(
+                "download archive",
+                "c1",
+                "connection reset",
+            )),
         ];
         let err = compress_to_file(
             stream_of(chunks),
             path,
-            Codec::Zstd { level: 3, threads: 0 },
+            Codec::Zstd {
+                level: 3,
+                threads: 0,
+            },
             &ProgressBar::hidden(),
         )
         .await
@@ -470,7 +509,10 @@ mod tests {
         let err = compress_to_file(
             stream_of(vec![Ok(vec![0; 10])]),
             path.clone(),
-            Codec::Zstd { level: 3, threads: 0 },
+            Codec::Zstd {
+                level: 3,
+                threads: 0,
+            },
             &ProgressBar::hidden(),
         )
         .await

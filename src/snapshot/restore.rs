@@ -19,7 +19,9 @@ use super::manifest::{short_random_hex, Manifest, Reason};
 use super::pipeline::zstd_file_stream;
 use super::store::{SnapshotEntry, SnapshotStore};
 use super::{human_bytes, Result, SnapshotError};
-use crate::engine::{ContainerInfo, ContainerSpec, Engine, EngineError, MountKind, MountSpec, RunState};
+use crate::engine::{
+    ContainerInfo, ContainerSpec, Engine, EngineError, MountKind, MountSpec, RunState,
+};
 use crate::guard::census::ServiceCensus;
 use crate::guard::diff::{self, ServiceDiff};
 use crate::labels;
@@ -65,13 +67,25 @@ struct Helper<'a> {
 }
 
 impl<'a> Helper<'a> {
-    async fn create(engine: &'a dyn Engine, target: &RestoreTarget, purpose: &str) -> Result<Helper<'a>> {
+    async fn create(
+        engine: &'a dyn Engine,
+        target: &RestoreTarget,
+        purpose: &str,
+    ) -> Result<Helper<'a>> {
         let mut labels = labels::base(&target.project);
         labels.insert(labels::HELPER.to_string(), "true".to_string());
         labels.insert("io.nodus.helper.purpose".to_string(), purpose.to_string());
-        labels.insert("io.nodus.helper.service".to_string(), target.service.clone());
+        labels.insert(
+            "io.nodus.helper.service".to_string(),
+            target.service.clone(),
+        );
         let spec = ContainerSpec {
-            name: format!("{}-nodus-{purpose}-{}-{}", target.project, target.service, short_random_hex()),
+            name: format!(
+                "{}-nodus-{purpose}-{}-{}",
+                target.project,
+                target.service,
+                short_random_hex()
+            ),
             image: target.image.clone(),
             entrypoint: Some(vec![
                 "sh".into(),
@@ -108,11 +122,17 @@ impl<'a> Helper<'a> {
                     if c.exit_code == Some(0) {
                         return Ok(());
                     }
-                    let logs = self.engine.logs(&self.info.id, 20).await.unwrap_or_default();
+                    let logs = self
+                        .engine
+                        .logs(&self.info.id, 20)
+                        .await
+                        .unwrap_or_default();
                     return Err(SnapshotError::Other(format!(
                         "emptying the volume with helper container {} failed (exit code {}): {}",
                         self.info.name,
-                        c.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into()),
+                        c.exit_code
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "unknown".into()),
                         logs.trim()
                     )));
                 }
@@ -142,7 +162,14 @@ fn parent_and_base(data_dir: &str) -> Result<(String, String)> {
             "cannot restore into {data_dir}: the data directory must not be /"
         )));
     }
-    Ok((if parent.is_empty() { "/".into() } else { parent.into() }, base.into()))
+    Ok((
+        if parent.is_empty() {
+            "/".into()
+        } else {
+            parent.into()
+        },
+        base.into(),
+    ))
 }
 
 /// Checks that `manifest` can be put back at `target` (same data dir name).
@@ -183,6 +210,36 @@ pub async fn replace_contents(
     Ok(stats)
 }
 
+/// Snapshots a data dir whose service has no usable container (removed by `down`) through a
+/// helper container that is created with the mount but never started.
+pub async fn snapshot_via_helper(
+    engine: &dyn Engine,
+    target: &RestoreTarget,
+    store: &SnapshotStore,
+    info: SafetyInfo<'_>,
+    reason: Reason,
+    ui: &Ui,
+) -> Result<Manifest> {
+    let helper = Helper::create(engine, target, "snapshot").await?;
+    let req = SnapshotRequest {
+        project: &target.project,
+        service: &target.service,
+        kind: info.kind,
+        container: &helper.info,
+        data_dir: &target.data_dir,
+        volume_name: info.volume_name,
+        stack_files: info.stack_files,
+        census: None,
+        evidence: None,
+        reason,
+    };
+    let result = snapshot_container(engine, store, req, ui).await;
+    let removed = helper.remove().await;
+    let m = result?;
+    removed?;
+    Ok(m)
+}
+
 /// What a safety snapshot taken through the helper records.
 #[derive(Debug, Clone)]
 pub struct SafetyInfo<'a> {
@@ -214,12 +271,14 @@ async fn replace_with(
             evidence: None,
             reason: Reason::Safety,
         };
-        let m = snapshot_container(engine, store, req, ui).await.map_err(|e| {
-            SnapshotError::Other(format!(
-                "safety snapshot of {} failed, nothing was changed: {e}",
-                target.service
-            ))
-        })?;
+        let m = snapshot_container(engine, store, req, ui)
+            .await
+            .map_err(|e| {
+                SnapshotError::Other(format!(
+                    "safety snapshot of {} failed, nothing was changed: {e}",
+                    target.service
+                ))
+            })?;
         super::create::report_taken(ui, &m);
         stats.safety = Some(m.id);
     }
@@ -229,7 +288,10 @@ async fn replace_with(
     stats.empty_ms = t.elapsed().as_millis() as u64;
 
     let (parent, _) = parent_and_base(&target.data_dir)?;
-    let pb = ui.bytes_progress(format!("restore {}", target.service), Some(manifest.archive.raw_bytes));
+    let pb = ui.bytes_progress(
+        format!("restore {}", target.service),
+        Some(manifest.archive.raw_bytes),
+    );
     let t = Instant::now();
     let (stream, producer) = zstd_file_stream(
         entry.data_path(),
@@ -237,7 +299,9 @@ async fn replace_with(
         manifest.id.clone(),
         Some(pb.clone()),
     );
-    let uploaded = engine.upload_archive(&helper.info.id, &parent, stream).await;
+    let uploaded = engine
+        .upload_archive(&helper.info.id, &parent, stream)
+        .await;
     let produced = producer
         .await
         .map_err(|e| SnapshotError::Other(format!("archive reader thread failed: {e}")))?;
@@ -269,7 +333,12 @@ async fn replace_with(
 
 /// Reads the first tar header of the restored data dir back from the engine and compares owner
 /// and mode with the snapshot's: ownership and 0700 on PGDATA must survive.
-async fn check_top_entry(engine: &dyn Engine, container: &str, data_dir: &str, entry: &SnapshotEntry) -> Result<()> {
+async fn check_top_entry(
+    engine: &dyn Engine,
+    container: &str,
+    data_dir: &str,
+    entry: &SnapshotEntry,
+) -> Result<()> {
     let expected = first_header_of_snapshot(entry)?;
     let mut stream = engine.download_archive(container, data_dir).await?;
     let mut head = Vec::with_capacity(512);
@@ -282,7 +351,9 @@ async fn check_top_entry(engine: &dyn Engine, container: &str, data_dir: &str, e
     }
     drop(stream);
     if head.len() < 512 {
-        return Err(SnapshotError::Other(format!("{data_dir} reads back empty after the restore")));
+        return Err(SnapshotError::Other(format!(
+            "{data_dir} reads back empty after the restore"
+        )));
     }
     let got = header_facts(&head[..512]);
     if got != expected {
@@ -308,11 +379,12 @@ fn first_header_of_snapshot(entry: &SnapshotEntry) -> Result<(u64, u64, u32)> {
     let f = std::fs::File::open(&path).map_err(|e| SnapshotError::io(&path, e))?;
     let mut dec = zstd::stream::read::Decoder::new(f).map_err(|e| SnapshotError::io(&path, e))?;
     let mut block = [0u8; 512];
-    dec.read_exact(&mut block).map_err(|e| SnapshotError::Corrupt {
-        id: entry.id.clone(),
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    dec.read_exact(&mut block)
+        .map_err(|e| SnapshotError::Corrupt {
+            id: entry.id.clone(),
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
     Ok(header_facts(&block))
 }
 
@@ -331,7 +403,9 @@ pub enum CensusCheck {
 
 /// The census recorded in a manifest (the guard's `pre_stop` value: a `ServiceCensus`, possibly
 /// wrapped in an object under `census`).
-pub fn recorded_census(value: Option<&serde_json::Value>) -> std::result::Result<ServiceCensus, String> {
+pub fn recorded_census(
+    value: Option<&serde_json::Value>,
+) -> std::result::Result<ServiceCensus, String> {
     let v = value.ok_or("no census was recorded when the snapshot was taken")?;
     let parsed = serde_json::from_value::<ServiceCensus>(v.clone())
         .or_else(|e| match v.get("census") {
@@ -340,12 +414,20 @@ pub fn recorded_census(value: Option<&serde_json::Value>) -> std::result::Result
         })
         .map_err(|e| format!("the recorded census is unreadable: {e}"))?;
     if let ServiceCensus::Unavailable { reason } = &parsed {
-        return Err(format!("the database could not be counted when the snapshot was taken: {reason}"));
+        return Err(format!(
+            "the database could not be counted when the snapshot was taken: {reason}"
+        ));
     }
     Ok(parsed)
 }
 
-pub fn check_census(recorded: Option<&serde_json::Value>, now: &ServiceCensus) -> CensusCheck {
+/// Compares the census now with the recorded one. `logical` (a pg_dumpall load): the data was
+/// re-created, not copied, so a different postgres system identifier is expected.
+pub fn check_census(
+    recorded: Option<&serde_json::Value>,
+    now: &ServiceCensus,
+    logical: bool,
+) -> CensusCheck {
     let before = match recorded_census(recorded) {
         Ok(c) => c,
         Err(why) => return CensusCheck::NoBaseline(why),
@@ -353,9 +435,14 @@ pub fn check_census(recorded: Option<&serde_json::Value>, now: &ServiceCensus) -
     if &before == now {
         return CensusCheck::Exact;
     }
-    let d = diff::compare(&before, now);
+    let mut d = diff::compare(&before, now);
+    if logical {
+        d.system_identifier_changed = None;
+    }
     if d.is_loss() || d.system_identifier_changed.is_some() {
         CensusCheck::Mismatch(d)
+    } else if d == ServiceDiff::default() {
+        CensusCheck::Exact
     } else {
         CensusCheck::Superset(d)
     }
@@ -365,7 +452,9 @@ pub fn check_census(recorded: Option<&serde_json::Value>, now: &ServiceCensus) -
 pub fn describe_diff(d: &ServiceDiff) -> Vec<String> {
     let mut out = Vec::new();
     if let Some((a, b)) = &d.system_identifier_changed {
-        out.push(format!("a different postgres cluster is running (system identifier {a} → {b})"));
+        out.push(format!(
+            "a different postgres cluster is running (system identifier {a} → {b})"
+        ));
     }
     for db in &d.missing_databases {
         out.push(format!("database {db} is missing"));
@@ -395,7 +484,11 @@ pub fn describe_diff(d: &ServiceDiff) -> Vec<String> {
 }
 
 /// Finds the container of a service (running or not), ignoring helpers and one-off containers.
-pub async fn service_container(engine: &dyn Engine, project: &str, service: &str) -> std::result::Result<Option<ContainerInfo>, EngineError> {
+pub async fn service_container(
+    engine: &dyn Engine,
+    project: &str,
+    service: &str,
+) -> std::result::Result<Option<ContainerInfo>, EngineError> {
     let mut filter = labels::project_filter(project);
     filter.insert(labels::SERVICE.to_string(), service.to_string());
     let mut found: Vec<ContainerInfo> = engine
@@ -413,7 +506,7 @@ pub async fn service_container(engine: &dyn Engine, project: &str, service: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guard::census::{DbCensus, PgCensus, Persistence, TableCensus};
+    use crate::guard::census::{DbCensus, Persistence, PgCensus, TableCensus};
 
     #[test]
     fn parent_and_base_of_data_dirs() {
@@ -421,7 +514,10 @@ mod tests {
             parent_and_base("/var/lib/postgresql/data/").unwrap(),
             ("/var/lib/postgresql".to_string(), "data".to_string())
         );
-        assert_eq!(parent_and_base("/data").unwrap(), ("/".to_string(), "data".to_string()));
+        assert_eq!(
+            parent_and_base("/data").unwrap(),
+            ("/".to_string(), "data".to_string())
+        );
         assert!(parent_and_base("/").is_err());
     }
 
@@ -451,14 +547,25 @@ mod tests {
         assert_eq!(recorded_census(Some(&wrapped)).unwrap(), pg(3));
         assert!(recorded_census(None).is_err());
         assert!(recorded_census(Some(&serde_json::json!({"x": 1}))).is_err());
-        let unavailable = serde_json::to_value(ServiceCensus::Unavailable { reason: "down".into() }).unwrap();
-        assert!(recorded_census(Some(&unavailable)).unwrap_err().contains("down"));
+        let unavailable = serde_json::to_value(ServiceCensus::Unavailable {
+            reason: "down".into(),
+        })
+        .unwrap();
+        assert!(recorded_census(Some(&unavailable))
+            .unwrap_err()
+            .contains("down"));
     }
 
     #[test]
     fn identical_census_is_exact() {
         let rec = serde_json::to_value(pg(3)).unwrap();
-        assert!(matches!(check_census(Some(&rec), &pg(3)), CensusCheck::Exact));
-        assert!(matches!(check_census(None, &pg(3)), CensusCheck::NoBaseline(_)));
+        assert!(matches!(
+            check_census(Some(&rec), &pg(3), false),
+            CensusCheck::Exact
+        ));
+        assert!(matches!(
+            check_census(None, &pg(3), false),
+            CensusCheck::NoBaseline(_)
+        ));
     }
 }

@@ -53,7 +53,13 @@ impl Rule {
         match self {
             // Every snapshot is its own bucket.
             Rule::Last => t.to_rfc3339(),
-            Rule::Hourly => format!("{:04}-{:02}-{:02} {:02}h", t.year(), t.month(), t.day(), t.hour()),
+            Rule::Hourly => format!(
+                "{:04}-{:02}-{:02} {:02}h",
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour()
+            ),
             Rule::Daily => format!("{:04}-{:02}-{:02}", t.year(), t.month(), t.day()),
             Rule::Weekly => {
                 let w = t.iso_week();
@@ -73,7 +79,10 @@ impl Rule {
 
 /// Decides, for every candidate, whether to keep it. The output is in the input's order.
 pub fn plan(candidates: &[Candidate], policy: &Retention) -> Vec<Decision> {
-    let all_unset = policy.last.is_none() && policy.hourly.is_none() && policy.daily.is_none() && policy.weekly.is_none();
+    let all_unset = policy.last.is_none()
+        && policy.hourly.is_none()
+        && policy.daily.is_none()
+        && policy.weekly.is_none();
     let rules: Vec<(Rule, u32)> = if all_unset {
         vec![(Rule::Last, DEFAULT_KEEP_LAST)]
     } else {
@@ -161,7 +170,12 @@ mod tests {
         d.iter().filter(|d| d.keep).collect()
     }
 
-    fn policy(last: Option<u32>, hourly: Option<u32>, daily: Option<u32>, weekly: Option<u32>) -> Retention {
+    fn policy(
+        last: Option<u32>,
+        hourly: Option<u32>,
+        daily: Option<u32>,
+        weekly: Option<u32>,
+    ) -> Retention {
         Retention {
             last,
             hourly,
@@ -188,15 +202,27 @@ mod tests {
         let oldest_kept = k.iter().map(|d| &d.id).min().unwrap();
         assert_eq!(oldest_kept, "20250413T230000Z-volume:zentoria_pg");
         // Counting per rule: exactly the configured number of buckets each.
-        let count = |rule: &str| d.iter().filter(|d| d.reasons.iter().any(|r| r.starts_with(rule))).count();
+        let count = |rule: &str| {
+            d.iter()
+                .filter(|d| d.reasons.iter().any(|r| r.starts_with(rule)))
+                .count()
+        };
         assert_eq!(count("hourly"), 168);
         assert_eq!(count("daily"), 30);
         assert_eq!(count("weekly"), 12);
         // The newest is kept by all three rules.
-        let newest = d.iter().find(|d| d.id.starts_with("20250629T230000Z")).unwrap();
+        let newest = d
+            .iter()
+            .find(|d| d.id.starts_with("20250629T230000Z"))
+            .unwrap();
         assert_eq!(newest.reasons.len(), 3, "{:?}", newest.reasons);
         // Something from 06-22 22:00 (inside no hourly window, not a day's newest) goes.
-        assert!(!d.iter().find(|d| d.id.starts_with("20250622T220000Z")).unwrap().keep);
+        assert!(
+            !d.iter()
+                .find(|d| d.id.starts_with("20250622T220000Z"))
+                .unwrap()
+                .keep
+        );
     }
 
     #[test]
@@ -252,7 +278,10 @@ mod tests {
         assert!(d[3].keep);
         // daily: the same
         let d = plan(&cands, &policy(None, None, Some(5), None));
-        assert_eq!(kept(&d).iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["s3"]);
+        assert_eq!(
+            kept(&d).iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            vec!["s3"]
+        );
     }
 
     #[test]
@@ -283,7 +312,10 @@ mod tests {
             })
             .collect();
         let d = plan(&cands, &policy(None, None, None, Some(10)));
-        let k: Vec<_> = kept(&d).iter().map(|d| (d.id.clone(), d.reasons[0].clone())).collect();
+        let k: Vec<_> = kept(&d)
+            .iter()
+            .map(|d| (d.id.clone(), d.reasons[0].clone()))
+            .collect();
         assert_eq!(
             k,
             vec![

@@ -75,6 +75,11 @@ impl SnapshotStore {
         Ok((store, cleaned))
     }
 
+    /// The store at `dir` without creating or cleaning anything (for read-only lookups).
+    pub fn at(dir: impl Into<PathBuf>) -> SnapshotStore {
+        SnapshotStore { dir: dir.into() }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -98,7 +103,9 @@ impl SnapshotStore {
                 Ok(f) => match f.try_lock() {
                     Ok(()) => true,
                     Err(fs::TryLockError::WouldBlock) => false,
-                    Err(fs::TryLockError::Error(e)) => return Err(SnapshotError::io(&lock_path, e)),
+                    Err(fs::TryLockError::Error(e)) => {
+                        return Err(SnapshotError::io(&lock_path, e))
+                    }
                 },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     let age = entry
@@ -286,7 +293,8 @@ impl PartialSnapshot {
         let lock_path = self.dir.join(LOCK_FILE);
         fs::remove_file(&lock_path).map_err(|e| SnapshotError::io(&lock_path, e))?;
         sync_dir(&self.dir)?;
-        fs::rename(&self.dir, &self.final_dir).map_err(|e| SnapshotError::io(&self.final_dir, e))?;
+        fs::rename(&self.dir, &self.final_dir)
+            .map_err(|e| SnapshotError::io(&self.final_dir, e))?;
         sync_dir(&self.parent)?;
         self.committed = true;
         self.lock.take();
@@ -345,9 +353,16 @@ mod tests {
         let id = "20250629T230000Z-db-abcdef";
         let dir = commit_one(&store, id);
         assert_eq!(dir, store.dir().join(id));
-        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         for f in [DATA_FILE, MANIFEST_FILE] {
-            assert_eq!(fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777, 0o600, "{f}");
+            assert_eq!(
+                fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{f}"
+            );
         }
         assert!(!dir.join(LOCK_FILE).exists());
         let list = store.list().unwrap();
@@ -364,7 +379,11 @@ mod tests {
         commit_one(&store, "20250101T000000Z-db-000001");
         // A snapshot still being written (lock held) with a manifest already present.
         let p = store.begin("20250102T000000Z-db-000002").unwrap();
-        write_new_file(&p.dir().join(MANIFEST_FILE), &sample("20250102T000000Z-db-000002").to_json()).unwrap();
+        write_new_file(
+            &p.dir().join(MANIFEST_FILE),
+            &sample("20250102T000000Z-db-000002").to_json(),
+        )
+        .unwrap();
         fs::create_dir(store.dir().join(".trash-20250103T000000Z-db-000003")).unwrap();
         fs::write(store.dir().join("README"), "x").unwrap();
         let ids: Vec<_> = store.list().unwrap().into_iter().map(|e| e.id).collect();
@@ -386,10 +405,16 @@ mod tests {
         let (store2, cleaned) = SnapshotStore::open(d.path()).unwrap();
         assert_eq!(cleaned, vec!["20250101T000000Z-db-dead00.partial"]);
         assert!(!dead.exists());
-        assert!(live.dir().exists(), "a snapshot being written must not be removed");
+        assert!(
+            live.dir().exists(),
+            "a snapshot being written must not be removed"
+        );
         assert!(store2.list().unwrap().is_empty());
         drop(live);
-        assert!(!store.dir().join("20250101T000001Z-db-11ve00.partial").exists());
+        assert!(!store
+            .dir()
+            .join("20250101T000001Z-db-11ve00.partial")
+            .exists());
     }
 
     #[test]
@@ -410,8 +435,14 @@ mod tests {
         let (store, _) = SnapshotStore::open(d.path()).unwrap();
         commit_one(&store, "20250101T000000Z-db-aaaaaa");
         commit_one(&store, "20250101T000000Z-db-bbbbbb");
-        assert_eq!(store.get("20250101T000000Z-db-a").unwrap().id, "20250101T000000Z-db-aaaaaa");
-        assert!(matches!(store.get("20250101T"), Err(SnapshotError::Ambiguous { .. })));
+        assert_eq!(
+            store.get("20250101T000000Z-db-a").unwrap().id,
+            "20250101T000000Z-db-aaaaaa"
+        );
+        assert!(matches!(
+            store.get("20250101T"),
+            Err(SnapshotError::Ambiguous { .. })
+        ));
         assert!(matches!(store.get("2030"), Err(SnapshotError::NotFound(_))));
         let sha = sample("x").archive.sha256;
         store
@@ -427,11 +458,17 @@ mod tests {
                 },
             )
             .unwrap();
-        assert!(store.get("20250101T000000Z-db-aaaaaa").unwrap().verified_ok());
+        assert!(store
+            .get("20250101T000000Z-db-aaaaaa")
+            .unwrap()
+            .verified_ok());
         store.delete("20250101T000000Z-db-aaaaaa").unwrap();
         let ids: Vec<_> = store.list().unwrap().into_iter().map(|e| e.id).collect();
         assert_eq!(ids, vec!["20250101T000000Z-db-bbbbbb"]);
-        assert!(matches!(store.delete("20250101T000000Z-db-aaaaaa"), Err(SnapshotError::NotFound(_))));
+        assert!(matches!(
+            store.delete("20250101T000000Z-db-aaaaaa"),
+            Err(SnapshotError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub struct VerifyReport {
 
 /// Checks `path` against `manifest` (blocking; call from `spawn_blocking` for big files).
 /// `progress` advances by compressed bytes read.
-pub fn verify_archive(path: &Path, manifest: &Manifest, progress: Option<ProgressBar>) -> Result<VerifyReport> {
+pub fn verify_archive(
+    path: &Path,
+    manifest: &Manifest,
+    progress: Option<ProgressBar>,
+) -> Result<VerifyReport> {
     let id = &manifest.id;
     let corrupt = |reason: String| SnapshotError::Corrupt {
         id: id.clone(),
@@ -76,9 +80,15 @@ pub fn verify_archive(path: &Path, manifest: &Manifest, progress: Option<Progres
 }
 
 /// Decompresses and walks the tar; returns (entries, raw bytes, PG_VERSION seen).
-fn read_tar<R: io::Read>(input: R, manifest: &Manifest) -> std::result::Result<(u64, u64, bool), String> {
+fn read_tar<R: io::Read>(
+    input: R,
+    manifest: &Manifest,
+) -> std::result::Result<(u64, u64, bool), String> {
     let dec = zstd::stream::read::Decoder::new(input).map_err(|e| format!("zstd: {e}"))?;
-    let counting = CountingReader { inner: dec, bytes: 0 };
+    let counting = CountingReader {
+        inner: dec,
+        bytes: 0,
+    };
     let mut archive = tar::Archive::new(counting);
     let top = manifest.archive.top.trim_end_matches('/');
     let pg_version = format!("{top}/PG_VERSION");
@@ -93,7 +103,9 @@ fn read_tar<R: io::Read>(input: R, manifest: &Manifest) -> std::result::Result<(
             .trim_end_matches('/')
             .to_string();
         if !top.is_empty() && path != top && !path.starts_with(&format!("{top}/")) {
-            return Err(format!("entry {path:?} is outside the data directory {top:?}"));
+            return Err(format!(
+                "entry {path:?} is outside the data directory {top:?}"
+            ));
         }
         if path == pg_version {
             saw_pg_version = true;
@@ -109,12 +121,19 @@ fn read_tar<R: io::Read>(input: R, manifest: &Manifest) -> std::result::Result<(
 }
 
 /// Verifies a stored snapshot and records the outcome in its sidecar (success or failure).
-pub async fn verify_entry(store: &SnapshotStore, entry: &SnapshotEntry, progress: ProgressBar) -> Result<VerifyReport> {
-    let manifest = entry.manifest.clone().map_err(|reason| SnapshotError::BadManifest {
-        id: entry.id.clone(),
-        path: entry.dir.join(super::manifest::MANIFEST_FILE),
-        reason,
-    })?;
+pub async fn verify_entry(
+    store: &SnapshotStore,
+    entry: &SnapshotEntry,
+    progress: ProgressBar,
+) -> Result<VerifyReport> {
+    let manifest = entry
+        .manifest
+        .clone()
+        .map_err(|reason| SnapshotError::BadManifest {
+            id: entry.id.clone(),
+            path: entry.dir.join(super::manifest::MANIFEST_FILE),
+            reason,
+        })?;
     let path = entry.data_path();
     let m = manifest.clone();
     let pb = progress.clone();
@@ -155,7 +174,10 @@ pub(crate) mod tests {
 
     /// Builds `<tmp>/data/...` like a tiny PGDATA and archives it as the engine would (top
     /// entry `data`), zstd-compressed; returns (archive path, manifest matching it).
-    pub(crate) fn build_snapshot(dir: &Path, with_pg_version: bool) -> (std::path::PathBuf, Manifest) {
+    pub(crate) fn build_snapshot(
+        dir: &Path,
+        with_pg_version: bool,
+    ) -> (std::path::PathBuf, Manifest) {
         let src = dir.join("src/data");
         std::fs::create_dir_all(src.join("base/1")).unwrap();
         if with_pg_version {
@@ -204,7 +226,10 @@ pub(crate) mod tests {
         bytes[mid] ^= 0x40;
         std::fs::write(&path, &bytes).unwrap();
         let err = verify_archive(&path, &m, None).unwrap_err();
-        assert!(matches!(err, SnapshotError::ChecksumMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, SnapshotError::ChecksumMismatch { .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -257,7 +282,9 @@ pub(crate) mod tests {
         std::fs::copy(&path, p.data_path()).unwrap();
         p.commit(&m).unwrap();
         let entry = store.get(&m.id).unwrap();
-        verify_entry(&store, &entry, ProgressBar::hidden()).await.unwrap();
+        verify_entry(&store, &entry, ProgressBar::hidden())
+            .await
+            .unwrap();
         let entry = store.get(&m.id).unwrap();
         assert!(entry.verified_ok());
         // Corrupt it: the sidecar now records the failure.
@@ -265,7 +292,9 @@ pub(crate) mod tests {
         let mut bytes = std::fs::read(&data).unwrap();
         bytes[10] ^= 1;
         std::fs::write(&data, bytes).unwrap();
-        assert!(verify_entry(&store, &entry, ProgressBar::hidden()).await.is_err());
+        assert!(verify_entry(&store, &entry, ProgressBar::hidden())
+            .await
+            .is_err());
         let entry = store.get(&m.id).unwrap();
         assert!(!entry.verified_ok());
         assert!(entry.verified_bad());
