@@ -117,7 +117,9 @@ pub fn mount_for<'a>(mounts: &'a [MountInfo], data_dir: &str) -> Option<&'a Moun
 }
 
 /// The newest snapshot of `service` taken at or before `before` (any time when None) that is
-/// usable: readable manifest, archive present, not known to be corrupt. Read-only.
+/// usable: readable manifest, archive present, not known to be corrupt. Safety snapshots (the
+/// contents a restore replaced) are skipped: they are restored by id only, so running
+/// `restore --latest` twice does not undo the first restore. Read-only.
 pub fn latest_usable(
     snapshots_dir: &Path,
     service: &str,
@@ -127,6 +129,7 @@ pub fn latest_usable(
     store.list().ok()?.into_iter().rev().find(|e| {
         let Ok(m) = &e.manifest else { return false };
         m.service == service
+            && m.reason != Reason::Safety
             && !e.verified_bad()
             && e.data_path().is_file()
             && before.is_none_or(|b| e.created().is_some_and(|c| c <= b))
