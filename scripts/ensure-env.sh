@@ -7,13 +7,14 @@ set -euo pipefail
 log() { echo "ensure-env: $*" >&2; }
 
 need=()
+have() { dpkg -s "$1" >/dev/null 2>&1; }
 command -v docker >/dev/null 2>&1 || need+=(docker.io)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
-[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
-command -v psql >/dev/null 2>&1 || need+=(postgresql-client-15)
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" || need+=(busybox-static)
+have postgresql-15 || need+=(postgresql-15)
+have postgresql-client-15 || need+=(postgresql-client-15)
+have redis-server || need+=(redis-server)
+have redis-tools || need+=(redis-tools)
+have busybox-static || need+=(busybox-static)
 
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
