@@ -591,7 +591,7 @@ async fn restore_cmd(
                 match crate::snapshot::latest_usable(store.dir(), &st.service, None) {
                     Some(e) => chosen.push(e),
                     None if !services.is_empty() => bail!(
-                        "no usable snapshot of {} (see `nodus snapshot list`)",
+                        "no usable snapshot of {} (safety snapshots are restored by id only; see `nodus snapshot list`)",
                         st.service
                     ),
                     None => ctx
