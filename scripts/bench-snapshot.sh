@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Benchmarks nodus snapshots and restores against raw `docker cp` on the same stopped container.
+#
+#   1. starts a one-service stack (nodus/postgres-standin:15) and fills PGDATA to ~1 GiB with
+#      half-random text (md5 + words, so it compresses realistically, not absurdly);
+#   2. stops it cleanly (no snapshot) and measures, on the same stopped container:
+#        raw snapshot:    docker cp CONTAINER:PGDATA - > /dev/null
+#        nodus snapshot:  nodus snapshot create db   (the same code path `down` uses; the figure is
+#                         the archive transfer time recorded in the manifest, plus the wall time)
+#        raw restore:     docker cp - CONTAINER:/var/lib/postgresql < data.tar
+#        nodus restore:   nodus snapshot restore ID --yes --no-safety  (verification before, the
+#                         volume emptied, the archive uploaded; the figure is the upload phase,
+#                         plus the end-to-end wall time including verification, start and census)
+#   3. prints MB/s, the ratios and the compression ratio; exits 1 when a goal is missed:
+#        snapshot throughput >= 0.9 x raw, compressed size <= 0.5 x raw, restore >= 0.9 x raw.
+#
+# Usage: scripts/bench-snapshot.sh
+# Env:   NODUS=path/to/nodus (default: target/release/nodus, built when missing)
+#        BENCH_ROWS=9000000 (rows of filler; ~110 bytes each on disk)   BENCH_RUNS=2 (best of)
+#        NODUS_KEEP_BENCH=1 keeps the stack and temp dir for inspection.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+ROWS=${BENCH_ROWS:-9000000}
+RUNS=${BENCH_RUNS:-2}
+IMAGE=nodus/postgres-standin:15
+PGDATA=/var/lib/postgresql/data
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	printf 'bench: error: %s\n' "$*" >&2
+	exit 1
+}
+now() { date +%s.%N; }
+# mbps BYTES SECONDS
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { if (s <= 0) s = 1e-9; printf "%.1f", b / 1048576 / s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) b = 1e-9; printf "%.3f", a / b }'; }
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+
+command -v docker >/dev/null || die "docker CLI missing"
+command -v jq >/dev/null || die "jq missing"
+docker info >/dev/null 2>&1 || die "the Docker engine is not reachable"
+scripts/build-images.sh postgres
+
+NODUS=${NODUS:-$ROOT/target/release/nodus}
+if [ ! -x "$NODUS" ]; then
+	log "building nodus (release)"
+	cargo build --release --locked >&2
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/nodus-bench.XXXXXX")
+PROJECT="nb-snapbench-$$"
+STACK="$WORK/compose.yaml"
+cat >"$STACK" <<EOF
+services:
+  db:
+    image: $IMAGE
+    environment:
+      POSTGRES_PASSWORD: bench-pw
+      POSTGRES_DB: bench
+EOF
+n() { "$NODUS" -f "$STACK" -p "$PROJECT" --state-dir "$WORK/state" "$@"; }
+
+cleanup() {
+	if [ -n "${NODUS_KEEP_BENCH:-}" ]; then
+		log "kept: project $PROJECT, dir $WORK"
+		return
+	fi
+	n down --volumes --yes --no-snapshot >/dev/null 2>&1 || true
+	local f="label=com.docker.compose.project=$PROJECT" id
+	for id in $(docker ps -aq --filter "$f"); do docker rm -f -v "$id" >/dev/null 2>&1 || true; done
+	for id in $(docker volume ls -q --filter "$f"); do docker volume rm -f "$id" >/dev/null 2>&1 || true; done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+container() {
+	docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" \
+		--filter "label=com.docker.compose.service=db" --filter "label=io.nodus.managed=true" | head -n1
+}
+
+log "starting the stack ($PROJECT)"
+n up >&2
+C=$(container)
+[ -n "$C" ] || die "no db container"
+
+log "filling PGDATA with $ROWS rows (this takes a minute)"
+docker exec "$C" psql -U postgres -d bench -v ON_ERROR_STOP=1 -qc "
+  CREATE TABLE filler AS
+  SELECT g AS id,
+         md5(g::text) || ' ' || (ARRAY['alpha','bravo','charlie','delta','echo','foxtrot'])[1 + g % 6]
+           || ' ' || (ARRAY['north','south','east','west'])[1 + (g / 7) % 4]
+           || ' ' || lpad((g % 100003)::text, 6, '0') AS payload
+  FROM generate_series(1, $ROWS) g;
+  CHECKPOINT;" >&2
+PG_BYTES=$(docker exec "$C" du -sb "$PGDATA" | cut -f1)
+log "PGDATA holds $(mbps "$PG_BYTES" 1) MiB"
+
+log "stopping db cleanly (no snapshot)"
+n stop --no-snapshot db >&2
+
+# --- snapshot ---------------------------------------------------------------------------------
+log "warm-up read (page cache)"
+docker cp "$C:$PGDATA" - >/dev/null
+best_raw_snap=""
+for i in $(seq 1 "$RUNS"); do
+	t0=$(now)
+	docker cp "$C:$PGDATA" - >/dev/null
+	t=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
+	log "raw docker cp → /dev/null: ${t}s"
+	if [ -z "$best_raw_snap" ] || ge "$best_raw_snap" "$t"; then best_raw_snap=$t; fi
+done
+
+best_nodus_snap=""
+best_snap_wall=""
+SNAP_ID=""
+for i in $(seq 1 "$RUNS"); do
+	t0=$(now)
+	n snapshot create db >&2
+	wall=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
+	m=$(n snapshot list --json | jq -c 'map(select(.service == "db")) | sort_by(.created_at) | last')
+	id=$(jq -r .id <<<"$m")
+	ms=$(n snapshot show "$id" | jq -r .duration_ms)
+	t=$(awk -v ms="$ms" 'BEGIN { print ms / 1000 }')
+	log "nodus snapshot $id: transfer ${t}s, command ${wall}s"
+	if [ -z "$best_nodus_snap" ] || ge "$best_nodus_snap" "$t"; then
+		best_nodus_snap=$t
+		best_snap_wall=$wall
+		SNAP_ID=$id
+	fi
+done
+MANIFEST=$(n snapshot show "$SNAP_ID")
+RAW_BYTES=$(jq -r .archive.raw_bytes <<<"$MANIFEST")
+ZST_BYTES=$(jq -r .archive.compressed_bytes <<<"$MANIFEST")
+
+# --- restore ----------------------------------------------------------------------------------
+docker cp "$C:$PGDATA" - >"$WORK/data.tar"
+best_raw_rest=""
+for i in $(seq 1 "$RUNS"); do
+	t0=$(now)
+	docker cp - "$C:$(dirname "$PGDATA")" <"$WORK/data.tar"
+	t=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
+	log "raw docker cp tar → container: ${t}s"
+	if [ -z "$best_raw_rest" ] || ge "$best_raw_rest" "$t"; then best_raw_rest=$t; fi
+done
+rm -f "$WORK/data.tar"
+
+best_nodus_rest=""
+best_rest_wall=""
+for i in $(seq 1 "$RUNS"); do
+	n stop --no-snapshot db >&2 || true
+	t0=$(now)
+	out=$(n --json snapshot restore "$SNAP_ID" --yes --no-safety)
+	wall=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
+	r=$(jq -cs 'map(select(type == "object" and has("restored"))) | last | .restored[0]' <<<"$out")
+	[ "$r" != "null" ] || die "no restore report in: $out"
+	[ "$(jq -r .census <<<"$r")" != "mismatch" ] || die "census mismatch after restore: $r"
+	ms=$(jq -r .upload_ms <<<"$r")
+	t=$(awk -v ms="$ms" 'BEGIN { print ms / 1000 }')
+	log "nodus restore: upload ${t}s (emptying $(jq -r .empty_ms <<<"$r") ms), command ${wall}s"
+	if [ -z "$best_nodus_rest" ] || ge "$best_nodus_rest" "$t"; then
+		best_nodus_rest=$t
+		best_rest_wall=$wall
+	fi
+done
+
+# --- report -----------------------------------------------------------------------------------
+raw_snap_mbps=$(mbps "$RAW_BYTES" "$best_raw_snap")
+nodus_snap_mbps=$(mbps "$RAW_BYTES" "$best_nodus_snap")
+raw_rest_mbps=$(mbps "$RAW_BYTES" "$best_raw_rest")
+nodus_rest_mbps=$(mbps "$RAW_BYTES" "$best_nodus_rest")
+snap_ratio=$(ratio "$nodus_snap_mbps" "$raw_snap_mbps")
+rest_ratio=$(ratio "$nodus_rest_mbps" "$raw_rest_mbps")
+size_ratio=$(ratio "$ZST_BYTES" "$RAW_BYTES")
+
+verdict() { if ge "$1" "$2"; then echo ok; else echo MISSED; fi; }
+v_snap=$(verdict "$snap_ratio" 0.9)
+v_rest=$(verdict "$rest_ratio" 0.9)
+v_size=$(if ge 0.5 "$size_ratio"; then echo ok; else echo MISSED; fi)
+
+cat <<EOF
+nodus snapshot benchmark ($(nproc) cores, $(docker version -f '{{.Server.Version}}') engine)
+  data (tar):            $(mbps "$RAW_BYTES" 1) MiB, compressed $(mbps "$ZST_BYTES" 1) MiB (ratio $size_ratio, goal <= 0.5: $v_size)
+  snapshot  raw docker cp:  $raw_snap_mbps MiB/s (${best_raw_snap}s)
+            nodus:          $nodus_snap_mbps MiB/s (${best_nodus_snap}s transfer, ${best_snap_wall}s command)
+            ratio:          $snap_ratio (goal >= 0.9: $v_snap)
+  restore   raw docker cp:  $raw_rest_mbps MiB/s (${best_raw_rest}s)
+            nodus:          $nodus_rest_mbps MiB/s (${best_nodus_rest}s upload, ${best_rest_wall}s command incl. verify, start, census)
+            ratio:          $rest_ratio (goal >= 0.9: $v_rest)
+EOF
+[ "$v_snap$v_rest$v_size" = okokok ]
