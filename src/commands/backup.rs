@@ -201,7 +201,12 @@ async fn restore_cmd(ctx: &Ctx, file: &Path, service: Option<String>) -> anyhow:
             file.display(),
             st.service
         ),
-        &format!("nodus backup restore {} --service {} --yes", file.display(), st.service),
+        &format!(
+            "{} backup restore {} --service {} --yes",
+            super::snapshot::nodus_cmd(ctx, &project),
+            super::snapshot::shell_word(&file.display().to_string()),
+            st.service
+        ),
     )?;
     let report = backup::load(&*engine, &container, file, sql_bytes, &ctx.ui).await?;
     if report.errors > 0 {

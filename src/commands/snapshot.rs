@@ -62,6 +62,31 @@ fn lifecycle<'a>(ctx: &'a Ctx, project: &'a Project, engine: &'a dyn Engine) -> 
     }
 }
 
+/// `nodus` plus the global flags needed to address this stack again (`-f`, `-p`, `--state-dir`),
+/// for commands printed to the user.
+pub(crate) fn nodus_cmd(ctx: &Ctx, project: &Project) -> String {
+    let mut s = String::from("nodus");
+    for f in &ctx.global.stack {
+        s.push_str(&format!(" -f {}", shell_word(&f.display().to_string())));
+    }
+    if project.stack.project_source == crate::stack::ProjectSource::Flag {
+        s.push_str(&format!(" -p {}", project.name()));
+    }
+    if let Some(d) = &ctx.global.state_dir {
+        s.push_str(&format!(" --state-dir {}", shell_word(&d.display().to_string())));
+    }
+    s
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+pub(crate) fn shell_word(w: &str) -> String {
+    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c)) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
 fn stack_files(project: &Project) -> Vec<String> {
     project
         .stack
@@ -501,7 +526,7 @@ fn delete(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     };
     ctx.ui.confirm(
         &format!("Delete {what}?"),
-        &format!("nodus snapshot delete {} --yes", e.id),
+        &format!("{} snapshot delete {} --yes", nodus_cmd(ctx, &project), e.id),
     )?;
     store.delete(&e.id)?;
     ctx.ui.success(format!("deleted {what}"));
@@ -717,13 +742,17 @@ async fn restore_cmd(
         .collect();
     let ids: Vec<&str> = plans.iter().map(|p| p.entry.id.as_str()).collect();
     let again = if plans.len() == 1 {
-        format!("nodus snapshot restore {} --yes", ids[0])
+        format!("{} snapshot restore {} --yes", nodus_cmd(ctx, &project), ids[0])
     } else {
         let svcs: Vec<String> = plans
             .iter()
             .map(|p| format!("--service {}", p.stateful.service))
             .collect();
-        format!("nodus snapshot restore --latest {} --yes", svcs.join(" "))
+        format!(
+            "{} snapshot restore --latest {} --yes",
+            nodus_cmd(ctx, &project),
+            svcs.join(" ")
+        )
     };
     ctx.ui.confirm(
         &format!(
@@ -813,7 +842,24 @@ async fn restore_cmd(
         results.push((p, target, stats));
     }
 
-    // 7. Start again (guarded) and compare the census with the snapshot's.
+    // 7. Start again (guarded) and compare the census with the snapshot's. The guard compares
+    // with what the snapshots recorded instead of its ledger, and records the result.
+    let mut expected = crate::guard::census::Census {
+        taken_at: plans
+            .iter()
+            .map(|p| p.manifest.created_at.clone())
+            .max()
+            .unwrap_or_default(),
+        services: Default::default(),
+    };
+    for p in &plans {
+        if let Ok(c) = restore::recorded_census(p.manifest.census.as_ref()) {
+            expected.services.insert(p.stateful.service.clone(), c);
+        }
+    }
+    if !expected.services.is_empty() {
+        session.expect_census(expected);
+    }
     let all_exist = {
         let mut ok = true;
         for s in &svc_names {

@@ -87,6 +87,7 @@ pub async fn snapshot_container(
         Codec::Zstd { level, .. } => level,
         Codec::Gzip { level } => level as i32,
     };
+    let min_level = (stats.min_level_used != level).then_some(stats.min_level_used);
     let manifest = Manifest {
         format: FORMAT,
         id: id.clone(),
@@ -102,6 +103,7 @@ pub async fn snapshot_container(
             file: DATA_FILE.into(),
             compression: "zstd".into(),
             level,
+            min_level,
             raw_bytes: stats.raw_bytes,
             compressed_bytes: stats.compressed_bytes,
             sha256: stats.sha256,

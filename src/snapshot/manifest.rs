@@ -70,7 +70,11 @@ pub struct ArchiveInfo {
     pub file: String,
     /// "zstd"
     pub compression: String,
+    /// The configured level.
     pub level: i32,
+    /// The lowest level used while adapting to the engine's speed (see `pipeline::Codec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_level: Option<i32>,
     /// Bytes of tar as the engine streamed it.
     pub raw_bytes: u64,
     /// Bytes of `file`.
@@ -258,6 +262,7 @@ pub(crate) mod tests {
                 file: DATA_FILE.into(),
                 compression: "zstd".into(),
                 level: 3,
+                min_level: None,
                 raw_bytes: 1000,
                 compressed_bytes: 100,
                 sha256: "ab".repeat(32),

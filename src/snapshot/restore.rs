@@ -432,24 +432,42 @@ pub fn check_census(
         Ok(c) => c,
         Err(why) => return CensusCheck::NoBaseline(why),
     };
-    if &before == now {
+    let (before, now) = if logical {
+        (without_identity(before), without_identity(now.clone()))
+    } else {
+        (before, now.clone())
+    };
+    if before == now {
         return CensusCheck::Exact;
     }
-    let mut d = diff::compare(&before, now);
-    if logical {
-        d.system_identifier_changed = None;
-    }
+    let d = diff::compare(&before, &now);
     if d.is_loss() || d.system_identifier_changed.is_some() {
         CensusCheck::Mismatch(d)
-    } else if d == ServiceDiff::default() {
-        CensusCheck::Exact
     } else {
         CensusCheck::Superset(d)
     }
 }
 
-/// Human-readable lines for a diff.
+fn without_identity(c: ServiceCensus) -> ServiceCensus {
+    match c {
+        ServiceCensus::Postgres(mut pg) => {
+            pg.system_identifier = String::new();
+            ServiceCensus::Postgres(pg)
+        }
+        other => other,
+    }
+}
+
+/// Human-readable lines for a diff (never empty: row increases are not itemised by the diff).
 pub fn describe_diff(d: &ServiceDiff) -> Vec<String> {
+    let mut out = describe_items(d);
+    if out.is_empty() {
+        out.push("more rows than recorded (written after the census was taken)".into());
+    }
+    out
+}
+
+fn describe_items(d: &ServiceDiff) -> Vec<String> {
     let mut out = Vec::new();
     if let Some((a, b)) = &d.system_identifier_changed {
         out.push(format!(
@@ -498,15 +516,21 @@ pub async fn service_container(
         .filter(|c| !c.labels.contains_key(labels::HELPER))
         .filter(|c| c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True"))
         .collect();
-    // Prefer a running one.
+    // Prefer a running one; inspect it for complete information (a listing may lack env/mounts).
     found.sort_by_key(|c| c.state != RunState::Running);
-    Ok(found.into_iter().next())
+    match found.into_iter().next() {
+        Some(c) => match engine.inspect_container(&c.id).await {
+            Ok(full) => Ok(Some(full)),
+            Err(EngineError::ContainerNotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        },
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guard::census::{DbCensus, Persistence, PgCensus, TableCensus};
 
     #[test]
     fn parent_and_base_of_data_dirs() {
@@ -522,21 +546,14 @@ mod tests {
     }
 
     fn pg(rows: i64) -> ServiceCensus {
-        let mut db = DbCensus::default();
-        db.tables.insert(
-            "public.t".into(),
-            TableCensus {
-                persistence: Persistence::Permanent,
-                rows,
-                estimated: false,
-            },
-        );
-        let mut c = PgCensus {
-            system_identifier: "42".into(),
-            ..Default::default()
-        };
-        c.databases.insert("app".into(), db);
-        ServiceCensus::Postgres(c)
+        serde_json::from_value(serde_json::json!({
+            "kind": "postgres",
+            "system_identifier": "42",
+            "databases": { "app": { "tables": {
+                "public.t": { "persistence": "permanent", "rows": rows }
+            } } }
+        }))
+        .unwrap()
     }
 
     #[test]
@@ -554,6 +571,27 @@ mod tests {
         assert!(recorded_census(Some(&unavailable))
             .unwrap_err()
             .contains("down"));
+    }
+
+    #[test]
+    fn fewer_rows_or_another_cluster_is_a_mismatch_more_is_a_superset() {
+        let rec = serde_json::to_value(pg(10)).unwrap();
+        assert!(matches!(check_census(Some(&rec), &pg(9), false), CensusCheck::Mismatch(_)));
+        match check_census(Some(&rec), &pg(11), false) {
+            CensusCheck::Superset(d) => assert!(!d.is_loss()),
+            other => panic!("{other:?}"),
+        }
+        let mut other = serde_json::to_value(pg(10)).unwrap();
+        other["system_identifier"] = "43".into();
+        let other: ServiceCensus = serde_json::from_value(other).unwrap();
+        assert!(matches!(check_census(Some(&rec), &other, false), CensusCheck::Mismatch(_)));
+        // A logical load re-creates the data in another cluster: that is expected.
+        assert!(matches!(check_census(Some(&rec), &other, true), CensusCheck::Exact));
+        let lines = match check_census(Some(&rec), &pg(9), false) {
+            CensusCheck::Mismatch(d) => describe_diff(&d),
+            _ => unreachable!(),
+        };
+        assert!(lines.iter().any(|l| l.contains("10") && l.contains("9")), "{lines:?}");
     }
 
     #[test]
