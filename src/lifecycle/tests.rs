@@ -417,7 +417,9 @@ async fn unhealthy_dependency_fails_up_naming_it() {
     let h = hardened(STACK);
     let ui = ui();
     let mut rec = Rec::new(&e);
+    let t = Instant::now();
     let err = lc(&e, &h, &ui).up(&up_opts(), &mut rec).await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(2), "fails fast, not after the 5s timeout");
     match &err {
         LifecycleError::NotHealthy {
             service,
