@@ -56,7 +56,8 @@ impl ImageBehavior {
             polls: 1,
             stop_exit_code: 0,
             stop_log: postgres.then(|| "LOG:  database system is shut down".to_string()),
-            start_log: postgres.then(|| "LOG:  database system is ready to accept connections".to_string()),
+            start_log: postgres
+                .then(|| "LOG:  database system is ready to accept connections".to_string()),
             image_healthcheck: false,
             oom_on_stop: false,
         }
@@ -107,7 +108,8 @@ impl State {
     }
     fn now(&mut self) -> String {
         self.clock += 1;
-        let t = chrono::DateTime::from_timestamp(1_700_000_000 + self.clock as i64, 0).unwrap_or_default();
+        let t = chrono::DateTime::from_timestamp(1_700_000_000 + self.clock as i64, 0)
+            .unwrap_or_default();
         t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     }
     fn find(&self, id_or_name: &str) -> Option<usize> {
@@ -182,7 +184,9 @@ impl FakeEngine {
 
     /// Makes images present locally.
     pub fn with_images(self, images: &[&str]) -> Self {
-        self.st().images.extend(images.iter().map(|s| s.to_string()));
+        self.st()
+            .images
+            .extend(images.iter().map(|s| s.to_string()));
         self
     }
     pub fn add_image(&self, image: &str) {
@@ -206,7 +210,10 @@ impl FakeEngine {
         }
     }
     /// Answers `exec`/`exec_stream` (default: exit 0, no output).
-    pub fn set_exec_handler(&self, f: impl Fn(&ContainerInfo, &[String]) -> ExecOutput + Send + Sync + 'static) {
+    pub fn set_exec_handler(
+        &self,
+        f: impl Fn(&ContainerInfo, &[String]) -> ExecOutput + Send + Sync + 'static,
+    ) {
         *self.exec_handler.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(f));
     }
     /// A volume that exists already (e.g. foreign, or created by docker-compose).
@@ -287,7 +294,9 @@ impl FakeEngine {
     }
     /// Content returned by `download_archive` for (container name, path); default: an empty tar.
     pub fn set_archive(&self, container: &str, path: &str, tar: Vec<u8>) {
-        self.st().archives.insert((container.to_string(), path.to_string()), tar);
+        self.st()
+            .archives
+            .insert((container.to_string(), path.to_string()), tar);
     }
 
     // ---- inspection ----------------------------------------------------------------------------
@@ -322,7 +331,11 @@ impl FakeEngine {
         st.find(name).map(|i| st.containers[i].spec.clone())
     }
     pub fn container_names(&self) -> Vec<String> {
-        self.st().containers.iter().map(|c| c.info.name.clone()).collect()
+        self.st()
+            .containers
+            .iter()
+            .map(|c| c.info.name.clone())
+            .collect()
     }
     pub fn volume(&self, name: &str) -> Option<VolumeInfo> {
         self.st().volumes.get(name).cloned()
@@ -338,7 +351,10 @@ impl FakeEngine {
     }
     /// Uploaded archive bytes for (container name, path).
     pub fn uploaded(&self, container: &str, path: &str) -> Option<Vec<u8>> {
-        self.st().archives.get(&(container.to_string(), path.to_string())).cloned()
+        self.st()
+            .archives
+            .get(&(container.to_string(), path.to_string()))
+            .cloned()
     }
 
     fn run_exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput> {
@@ -346,13 +362,22 @@ impl FakeEngine {
             let mut st = self.st();
             let c = st.container(id)?;
             if c.info.state != RunState::Running {
-                return Err(EngineError::api("exec", c.info.name.clone(), "container is not running"));
+                return Err(EngineError::api(
+                    "exec",
+                    c.info.name.clone(),
+                    "container is not running",
+                ));
             }
             let info = c.info.clone();
-            st.calls.push(format!("exec {} {}", info.name, cmd.join(" ")));
+            st.calls
+                .push(format!("exec {} {}", info.name, cmd.join(" ")));
             info
         };
-        let handler = self.exec_handler.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let handler = self
+            .exec_handler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Ok(match handler {
             Some(h) => h(&info, cmd),
             None => ExecOutput {
@@ -380,7 +405,11 @@ impl Engine for FakeEngine {
         Ok(self.st().images.contains(image))
     }
 
-    async fn pull_image(&self, image: &str, progress: &(dyn Fn(PullProgress) + Send + Sync)) -> Result<()> {
+    async fn pull_image(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<()> {
         let ok = {
             let mut st = self.st();
             st.calls.push(format!("pull {image}"));
@@ -434,8 +463,12 @@ impl Engine for FakeEngine {
                     c.info.finished_at = Some(now);
                     c.logs.push(format!("fatal: exiting with code {code}"));
                 }
-                FakeHealth::Healthy if reached && c.has_healthcheck() => c.info.health = Health::Healthy,
-                FakeHealth::Unhealthy if reached && c.has_healthcheck() => c.info.health = Health::Unhealthy,
+                FakeHealth::Healthy if reached && c.has_healthcheck() => {
+                    c.info.health = Health::Healthy
+                }
+                FakeHealth::Unhealthy if reached && c.has_healthcheck() => {
+                    c.info.health = Health::Unhealthy
+                }
                 _ => {}
             }
         }
@@ -448,11 +481,18 @@ impl Engine for FakeEngine {
             return Err(EngineError::api(
                 "create container",
                 spec.name.clone(),
-                format!("Conflict. The container name \"/{}\" is already in use", spec.name),
+                format!(
+                    "Conflict. The container name \"/{}\" is already in use",
+                    spec.name
+                ),
             ));
         }
         if !st.images.contains(&spec.image) {
-            return Err(EngineError::api("create container", spec.name.clone(), format!("No such image: {}", spec.image)));
+            return Err(EngineError::api(
+                "create container",
+                spec.name.clone(),
+                format!("No such image: {}", spec.image),
+            ));
         }
         if let Some(first) = spec.networks.first() {
             if !st.networks.contains_key(&first.network) {
@@ -464,7 +504,11 @@ impl Engine for FakeEngine {
         for m in &spec.mounts {
             let name_or_source = match m.kind {
                 MountKind::Volume => {
-                    let name = if m.source.is_empty() { st.id("anon") } else { m.source.clone() };
+                    let name = if m.source.is_empty() {
+                        st.id("anon")
+                    } else {
+                        m.source.clone()
+                    };
                     if !st.volumes.contains_key(&name) {
                         let created_at = st.now();
                         st.volumes.insert(
@@ -505,7 +549,12 @@ impl Engine for FakeEngine {
             env: spec.env.clone(),
             stop_signal: spec.stop_signal.clone(),
             stop_timeout_secs: spec.stop_timeout_secs,
-            networks: spec.networks.first().map(|n| n.network.clone()).into_iter().collect(),
+            networks: spec
+                .networks
+                .first()
+                .map(|n| n.network.clone())
+                .into_iter()
+                .collect(),
         };
         st.calls.push(format!("create_container {}", spec.name));
         st.containers.push(FakeContainer {
@@ -521,7 +570,9 @@ impl Engine for FakeEngine {
     async fn start_container(&self, id: &str) -> Result<()> {
         let mut st = self.st();
         let now = st.now();
-        let i = st.find(id).ok_or_else(|| EngineError::ContainerNotFound(id.to_string()))?;
+        let i = st
+            .find(id)
+            .ok_or_else(|| EngineError::ContainerNotFound(id.to_string()))?;
         if let Some(missing) = st.containers[i]
             .info
             .networks
@@ -542,7 +593,11 @@ impl Engine for FakeEngine {
         c.info.started_at = Some(now);
         c.info.finished_at = None;
         c.polls = 0;
-        c.info.health = if c.has_healthcheck() { Health::Starting } else { Health::None };
+        c.info.health = if c.has_healthcheck() {
+            Health::Starting
+        } else {
+            Health::None
+        };
         if let Some(l) = &c.behavior.start_log {
             c.logs.push(l.clone());
         }
@@ -553,7 +608,11 @@ impl Engine for FakeEngine {
             .map(|p| PublishedPort {
                 container_port: p.container_port,
                 protocol: p.protocol.clone(),
-                host_ip: if p.host_ip.is_empty() { "0.0.0.0".into() } else { p.host_ip.clone() },
+                host_ip: if p.host_ip.is_empty() {
+                    "0.0.0.0".into()
+                } else {
+                    p.host_ip.clone()
+                },
                 host_port: p.host_port.unwrap_or_else(|| {
                     next_port += 1;
                     next_port - 1
@@ -571,11 +630,18 @@ impl Engine for FakeEngine {
         let now = st.now();
         let c = st.container(id)?;
         let name = c.info.name.clone();
-        if matches!(c.info.state, RunState::Running | RunState::Restarting | RunState::Paused) {
+        if matches!(
+            c.info.state,
+            RunState::Running | RunState::Restarting | RunState::Paused
+        ) {
             c.info.state = RunState::Exited;
             c.info.finished_at = Some(now);
             c.info.oom_killed = c.behavior.oom_on_stop;
-            c.info.exit_code = Some(if c.behavior.oom_on_stop { 137 } else { c.behavior.stop_exit_code });
+            c.info.exit_code = Some(if c.behavior.oom_on_stop {
+                137
+            } else {
+                c.behavior.stop_exit_code
+            });
             if c.info.exit_code != Some(137) {
                 if let Some(l) = &c.behavior.stop_log {
                     c.logs.push(l.clone());
@@ -589,7 +655,9 @@ impl Engine for FakeEngine {
 
     async fn remove_container(&self, id: &str, force: bool) -> Result<()> {
         let mut st = self.st();
-        let i = st.find(id).ok_or_else(|| EngineError::ContainerNotFound(id.to_string()))?;
+        let i = st
+            .find(id)
+            .ok_or_else(|| EngineError::ContainerNotFound(id.to_string()))?;
         let c = &st.containers[i];
         if c.info.state == RunState::Running && !force {
             return Err(EngineError::api(
@@ -610,7 +678,13 @@ impl Engine for FakeEngine {
         Ok(c.logs[skip..].iter().map(|l| format!("{l}\n")).collect())
     }
 
-    async fn exec(&self, id: &str, cmd: &[String], _env: &[String], _user: Option<&str>) -> Result<ExecOutput> {
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        _env: &[String],
+        _user: Option<&str>,
+    ) -> Result<ExecOutput> {
         self.run_exec(id, cmd)
     }
 
@@ -719,7 +793,11 @@ impl Engine for FakeEngine {
     async fn create_network(&self, name: &str, labels: &Labels) -> Result<String> {
         let mut st = self.st();
         if st.networks.contains_key(name) {
-            return Err(EngineError::api("create network", name, "network with name already exists"));
+            return Err(EngineError::api(
+                "create network",
+                name,
+                "network with name already exists",
+            ));
         }
         let id = st.id("n");
         st.networks.insert(
@@ -734,7 +812,12 @@ impl Engine for FakeEngine {
         Ok(id)
     }
 
-    async fn connect_network(&self, network: &str, container: &str, _aliases: &[String]) -> Result<()> {
+    async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        _aliases: &[String],
+    ) -> Result<()> {
         let mut st = self.st();
         if !st.networks.contains_key(network) {
             return Err(EngineError::NetworkNotFound(network.to_string()));
@@ -753,8 +836,16 @@ impl Engine for FakeEngine {
         if !st.networks.contains_key(name) {
             return Err(EngineError::NetworkNotFound(name.to_string()));
         }
-        if st.containers.iter().any(|c| c.info.networks.iter().any(|n| n == name)) {
-            return Err(EngineError::api("remove network", name, "network has active endpoints"));
+        if st
+            .containers
+            .iter()
+            .any(|c| c.info.networks.iter().any(|n| n == name))
+        {
+            return Err(EngineError::api(
+                "remove network",
+                name,
+                "network has active endpoints",
+            ));
         }
         st.networks.remove(name);
         st.calls.push(format!("remove_network {name}"));
@@ -800,24 +891,47 @@ mod tests {
     #[tokio::test]
     async fn lifecycle_of_a_container() {
         let e = FakeEngine::new().with_images(&["postgres:16"]);
-        assert!(e.create_container(&spec("db", "postgres:16", true)).await.is_err(), "network missing");
+        assert!(
+            e.create_container(&spec("db", "postgres:16", true))
+                .await
+                .is_err(),
+            "network missing"
+        );
         e.create_network("net", &Labels::new()).await.unwrap();
-        let id = e.create_container(&spec("db", "postgres:16", true)).await.unwrap();
-        assert!(e.create_container(&spec("db", "postgres:16", true)).await.is_err(), "name conflict");
+        let id = e
+            .create_container(&spec("db", "postgres:16", true))
+            .await
+            .unwrap();
+        assert!(
+            e.create_container(&spec("db", "postgres:16", true))
+                .await
+                .is_err(),
+            "name conflict"
+        );
         // the named volume was created implicitly, without labels
         assert!(e.volume("data").unwrap().labels.is_empty());
         e.start_container(&id).await.unwrap();
         let i = e.container("db").unwrap();
         assert_eq!((i.state, i.health), (RunState::Running, Health::Starting));
         assert_eq!(i.ports[0].host_port, 49153);
-        assert_eq!(e.inspect_container(&id).await.unwrap().health, Health::Starting);
-        assert_eq!(e.inspect_container(&id).await.unwrap().health, Health::Healthy);
+        assert_eq!(
+            e.inspect_container(&id).await.unwrap().health,
+            Health::Starting
+        );
+        assert_eq!(
+            e.inspect_container(&id).await.unwrap().health,
+            Health::Healthy
+        );
         assert!(e.remove_container(&id, false).await.is_err());
         assert!(e.remove_network("net").await.is_err(), "in use");
         e.stop_container(&id, Some(60)).await.unwrap();
         let i = e.inspect_container("db").await.unwrap();
         assert_eq!((i.state, i.exit_code), (RunState::Exited, Some(0)));
-        assert!(e.logs(&id, 50).await.unwrap().contains("database system is shut down"));
+        assert!(e
+            .logs(&id, 50)
+            .await
+            .unwrap()
+            .contains("database system is shut down"));
         assert!(e.remove_volume("data").await.is_err(), "in use");
         e.remove_container(&id, false).await.unwrap();
         e.remove_network("net").await.unwrap();
@@ -872,7 +986,9 @@ mod tests {
         // archives
         let mut s = e.download_archive("p", "/data").await.unwrap();
         assert_eq!(s.next().await.unwrap().unwrap(), empty_tar());
-        e.upload_archive("p", "/data", bytes_stream(b"abc".to_vec())).await.unwrap();
+        e.upload_archive("p", "/data", bytes_stream(b"abc".to_vec()))
+            .await
+            .unwrap();
         assert_eq!(e.uploaded("p", "/data").unwrap(), b"abc");
         // exec
         e.set_exec_handler(|_, cmd| ExecOutput {
@@ -880,12 +996,21 @@ mod tests {
             stdout: cmd.join(" ").into_bytes(),
             stderr: vec![],
         });
-        let out = e.exec("p", &["echo".into(), "hi".into()], &[], None).await.unwrap();
+        let out = e
+            .exec("p", &["echo".into(), "hi".into()], &[], None)
+            .await
+            .unwrap();
         assert_eq!(out.stdout, b"echo hi");
-        let (xid, mut st) = e.exec_stream("p", &["dump".into()], &[], None).await.unwrap();
+        let (xid, mut st) = e
+            .exec_stream("p", &["dump".into()], &[], None)
+            .await
+            .unwrap();
         assert_eq!(st.next().await.unwrap().unwrap(), b"dump");
         assert_eq!(e.exec_exit_code(&xid).await.unwrap(), Some(0));
-        assert!(e.exec("c", &["x".into()], &[], None).await.is_err(), "not running");
+        assert!(
+            e.exec("c", &["x".into()], &[], None).await.is_err(),
+            "not running"
+        );
     }
 
     #[tokio::test]

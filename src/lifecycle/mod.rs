@@ -13,12 +13,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::engine::{ContainerInfo, Engine, EngineError, Health, Labels, MountKind, PullProgress, RunState};
+use crate::engine::{
+    ContainerInfo, Engine, EngineError, Health, Labels, MountKind, PullProgress, RunState,
+};
 use crate::labels;
 use crate::output::Ui;
 use crate::project::Project;
 use crate::stack::model::DependsCondition;
-use crate::stack::{plan, ComposeFile, Hardened, Service, ServiceKind, StackError, StatefulService};
+use crate::stack::{
+    plan, ComposeFile, Hardened, Service, ServiceKind, StackError, StatefulService,
+};
 use spec::{BuiltSpec, SpecError};
 
 #[derive(Debug, thiserror::Error)]
@@ -136,16 +140,28 @@ pub trait Hooks: Send {
         Ok(BTreeMap::new())
     }
     /// The services stopped; their containers still exist (snapshots are taken here).
-    async fn after_stop(&mut self, _transition: Transition, _stopped: &[StoppedService]) -> anyhow::Result<()> {
+    async fn after_stop(
+        &mut self,
+        _transition: Transition,
+        _stopped: &[StoppedService],
+    ) -> anyhow::Result<()> {
         Ok(())
     }
     /// A service became ready (healthy, or started when it has no healthcheck); services that
     /// depend on it have not been started yet (provisioning, first census).
-    async fn service_ready(&mut self, _transition: Transition, _svc: &RunningService) -> anyhow::Result<()> {
+    async fn service_ready(
+        &mut self,
+        _transition: Transition,
+        _svc: &RunningService,
+    ) -> anyhow::Result<()> {
         Ok(())
     }
     /// Every service of the transition is up and ready (settled census, comparison).
-    async fn all_ready(&mut self, _transition: Transition, _started: &[RunningService]) -> anyhow::Result<()> {
+    async fn all_ready(
+        &mut self,
+        _transition: Transition,
+        _started: &[RunningService],
+    ) -> anyhow::Result<()> {
         Ok(())
     }
 }
@@ -170,7 +186,11 @@ impl Hooks for HookChain {
         }
         Ok(out)
     }
-    async fn after_stop(&mut self, t: Transition, stopped: &[StoppedService]) -> anyhow::Result<()> {
+    async fn after_stop(
+        &mut self,
+        t: Transition,
+        stopped: &[StoppedService],
+    ) -> anyhow::Result<()> {
         for h in &mut self.0 {
             h.after_stop(t, stopped).await?;
         }
@@ -322,7 +342,10 @@ impl Drop for Spin {
 }
 
 const POSTGRES_SHUTDOWN: &str = "database system is shut down";
-const POSTGRES_STARTUP: [&str; 2] = ["database system is ready to accept connections", "starting PostgreSQL"];
+const POSTGRES_STARTUP: [&str; 2] = [
+    "database system is ready to accept connections",
+    "starting PostgreSQL",
+];
 const FAILURE_LOG_LINES: usize = 30;
 const SHUTDOWN_LOG_LINES: usize = 50;
 
@@ -338,13 +361,18 @@ pub fn postgres_shutdown(logs: &str) -> (bool, Option<String>) {
         }
     }
     match last_stop {
-        Some((i, line)) if last_start.is_none_or(|s| s < i) => (true, Some(line.trim().to_string())),
+        Some((i, line)) if last_start.is_none_or(|s| s < i) => {
+            (true, Some(line.trim().to_string()))
+        }
         _ => (false, None),
     }
 }
 
 fn is_running(c: &ContainerInfo) -> bool {
-    matches!(c.state, RunState::Running | RunState::Restarting | RunState::Paused)
+    matches!(
+        c.state,
+        RunState::Running | RunState::Restarting | RunState::Paused
+    )
 }
 
 fn service_label(c: &ContainerInfo) -> Option<&str> {
@@ -447,7 +475,12 @@ impl<'a> Lifecycle<'a> {
                 .stack
                 .files
                 .iter()
-                .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()).to_string_lossy().into_owned())
+                .map(|f| {
+                    std::path::absolute(f)
+                        .unwrap_or_else(|_| f.clone())
+                        .to_string_lossy()
+                        .into_owned()
+                })
                 .collect(),
         }
     }
@@ -466,13 +499,18 @@ impl<'a> Lifecycle<'a> {
     }
 
     fn stateful(&self, service: &str) -> Option<StatefulService> {
-        self.hardened.stateful.iter().find(|s| s.service == service).cloned()
+        self.hardened
+            .stateful
+            .iter()
+            .find(|s| s.service == service)
+            .cloned()
     }
 
     /// The container spec of a service (warnings included).
     pub fn build_spec(&self, name: &str) -> Result<BuiltSpec, LifecycleError> {
         let svc = self.service(name)?;
-        let wd = std::path::absolute(self.working_dir).unwrap_or_else(|_| self.working_dir.to_path_buf());
+        let wd = std::path::absolute(self.working_dir)
+            .unwrap_or_else(|_| self.working_dir.to_path_buf());
         Ok(spec::container_spec(
             self.project,
             name,
@@ -487,7 +525,10 @@ impl<'a> Lifecycle<'a> {
     /// The project's service containers (all states), found by label: not nodus' helpers, not
     /// one-off containers.
     async fn project_containers(&self) -> Result<Vec<ContainerInfo>, LifecycleError> {
-        let all = self.engine.list_containers(&labels::project_filter(self.project)).await?;
+        let all = self
+            .engine
+            .list_containers(&labels::project_filter(self.project))
+            .await?;
         Ok(all
             .into_iter()
             .filter(|c| {
@@ -515,8 +556,13 @@ impl<'a> Lifecycle<'a> {
         }
     }
 
-    pub async fn up(&self, opts: &UpOptions, hooks: &mut dyn Hooks) -> Result<Report, LifecycleError> {
-        self.bring_up(opts, Transition::Up, Mode::Converge, hooks).await
+    pub async fn up(
+        &self,
+        opts: &UpOptions,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
+        self.bring_up(opts, Transition::Up, Mode::Converge, hooks)
+            .await
     }
 
     async fn bring_up(
@@ -573,7 +619,9 @@ impl<'a> Lifecycle<'a> {
                     }
                 }
                 None if mode == Mode::StartOnly => {
-                    return Err(LifecycleError::NoContainer { service: name.clone() });
+                    return Err(LifecycleError::NoContainer {
+                        service: name.clone(),
+                    });
                 }
                 None => {
                     match self.engine.inspect_container(&built.spec.name).await {
@@ -681,13 +729,21 @@ impl<'a> Lifecycle<'a> {
                 container: info,
                 stateful: self.stateful(name),
             };
-            hooks.service_ready(transition, &rs).await.map_err(LifecycleError::hook)?;
-            self.ui
-                .success(format!("{name:<width$}  {verb} ({})", describe(&rs.container)));
+            hooks
+                .service_ready(transition, &rs)
+                .await
+                .map_err(LifecycleError::hook)?;
+            self.ui.success(format!(
+                "{name:<width$}  {verb} ({})",
+                describe(&rs.container)
+            ));
             ids.insert(name.clone(), id);
             ready.push(rs);
         }
-        hooks.all_ready(transition, &ready).await.map_err(LifecycleError::hook)?;
+        hooks
+            .all_ready(transition, &ready)
+            .await
+            .map_err(LifecycleError::hook)?;
         Ok(report)
     }
 
@@ -745,7 +801,11 @@ impl<'a> Lifecycle<'a> {
                     })
                 }
                 None => {
-                    let declared = compose.networks.get(&key).map(|d| d.labels.clone()).unwrap_or_default();
+                    let declared = compose
+                        .networks
+                        .get(&key)
+                        .map(|d| d.labels.clone())
+                        .unwrap_or_default();
                     networks.push((net.name, spec::network_labels(project, &key, &declared)));
                 }
             }
@@ -781,7 +841,11 @@ impl<'a> Lifecycle<'a> {
                     })
                 }
                 None => {
-                    let declared = compose.volumes.get(&v.key).map(|d| d.labels.clone()).unwrap_or_default();
+                    let declared = compose
+                        .volumes
+                        .get(&v.key)
+                        .map(|d| d.labels.clone())
+                        .unwrap_or_default();
                     volumes.push((v.name, spec::volume_labels(project, &v.key, &declared)));
                 }
             }
@@ -800,7 +864,9 @@ impl<'a> Lifecycle<'a> {
         let img = image.to_string();
         let progress = move |p: PullProgress| {
             let msg = match (p.current, p.total) {
-                (Some(c), Some(t)) if t > 0 => format!("pulling {img}: {} {}%", p.status, c.saturating_mul(100) / t),
+                (Some(c), Some(t)) if t > 0 => {
+                    format!("pulling {img}: {} {}%", p.status, c.saturating_mul(100) / t)
+                }
                 _ => format!("pulling {img}: {}", p.status),
             };
             pb.set_message(msg);
@@ -812,7 +878,9 @@ impl<'a> Lifecycle<'a> {
                 self.ui.success(format!("pulled {image}"));
                 Ok(())
             }
-            Err(e @ (EngineError::Unreachable { .. } | EngineError::ImageUnavailable { .. })) => Err(e.into()),
+            Err(e @ (EngineError::Unreachable { .. } | EngineError::ImageUnavailable { .. })) => {
+                Err(e.into())
+            }
             Err(e) => Err(EngineError::ImageUnavailable {
                 image: image.to_string(),
                 reason: e.to_string(),
@@ -824,7 +892,9 @@ impl<'a> Lifecycle<'a> {
     async fn create(&self, built: &BuiltSpec) -> Result<String, LifecycleError> {
         let id = self.engine.create_container(&built.spec).await?;
         for att in built.spec.networks.iter().skip(1) {
-            self.engine.connect_network(&att.network, &id, &att.aliases).await?;
+            self.engine
+                .connect_network(&att.network, &id, &att.aliases)
+                .await?;
         }
         Ok(id)
     }
@@ -900,10 +970,10 @@ impl<'a> Lifecycle<'a> {
                 });
             }
             if spin.is_none() {
-                spin = Some(Spin(self.ui.spinner(format!(
-                    "{service}: waiting until {}",
-                    want.describe()
-                ))));
+                spin = Some(Spin(
+                    self.ui
+                        .spinner(format!("{service}: waiting until {}", want.describe())),
+                ));
             }
             tokio::time::sleep(delay.min(timeout - elapsed)).await;
             delay = (delay * 2).min(Duration::from_millis(500));
@@ -943,11 +1013,19 @@ impl<'a> Lifecycle<'a> {
             return Ok(Vec::new());
         }
         let pre = if with_hooks {
-            hooks.before_stop(transition, &running).await.map_err(LifecycleError::hook)?
+            hooks
+                .before_stop(transition, &running)
+                .await
+                .map_err(LifecycleError::hook)?
         } else {
             BTreeMap::new()
         };
-        let width = self.width(&running.iter().map(|r| r.service.clone()).collect::<Vec<_>>());
+        let width = self.width(
+            &running
+                .iter()
+                .map(|r| r.service.clone())
+                .collect::<Vec<_>>(),
+        );
         let mut stopped = Vec::new();
         for rs in running {
             let secs = timeout.map(secs_ceil).or(rs.container.stop_timeout_secs);
@@ -963,7 +1041,10 @@ impl<'a> Lifecycle<'a> {
             self.ui.success(format!(
                 "{:<width$}  stopped (exit {})",
                 rs.service,
-                evidence.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "?".into())
+                evidence
+                    .exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "?".into())
             ));
             report.stopped.push(rs.service.clone());
             report.evidence.insert(rs.service.clone(), evidence.clone());
@@ -976,13 +1057,19 @@ impl<'a> Lifecycle<'a> {
             });
         }
         if with_hooks {
-            hooks.after_stop(transition, &stopped).await.map_err(LifecycleError::hook)?;
+            hooks
+                .after_stop(transition, &stopped)
+                .await
+                .map_err(LifecycleError::hook)?;
         }
         Ok(stopped)
     }
 
     /// How a container stopped (and a warning when it was not clean).
-    async fn evidence(&self, rs: &RunningService) -> Result<(ContainerInfo, StopEvidence), LifecycleError> {
+    async fn evidence(
+        &self,
+        rs: &RunningService,
+    ) -> Result<(ContainerInfo, StopEvidence), LifecycleError> {
         let info = self.engine.inspect_container(&rs.container.id).await?;
         let mut ev = StopEvidence {
             exit_code: info.exit_code,
@@ -990,7 +1077,10 @@ impl<'a> Lifecycle<'a> {
             killed: info.exit_code == Some(137) || info.oom_killed,
             ..StopEvidence::default()
         };
-        let postgres = rs.stateful.as_ref().is_some_and(|s| s.kind == ServiceKind::Postgres);
+        let postgres = rs
+            .stateful
+            .as_ref()
+            .is_some_and(|s| s.kind == ServiceKind::Postgres);
         let reason = if info.oom_killed {
             "OOM-killed".to_string()
         } else if ev.killed {
@@ -1005,7 +1095,9 @@ impl<'a> Lifecycle<'a> {
                     ev.clean_shutdown = Some(clean);
                     ev.log_line = line;
                 }
-                Err(e) => self.ui.warn(format!("cannot read the log of {}: {e}", info.name)),
+                Err(e) => self
+                    .ui
+                    .warn(format!("cannot read the log of {}: {e}", info.name)),
             }
             if ev.killed || ev.clean_shutdown == Some(false) {
                 let why = if ev.killed {
@@ -1029,7 +1121,11 @@ impl<'a> Lifecycle<'a> {
 
     /// Containers in stop order: orphans first, then the stack's services in reverse dependency
     /// order.
-    fn in_stop_order(&self, containers: Vec<ContainerInfo>, order: &[String]) -> Vec<(String, ContainerInfo)> {
+    fn in_stop_order(
+        &self,
+        containers: Vec<ContainerInfo>,
+        order: &[String],
+    ) -> Vec<(String, ContainerInfo)> {
         let mut by = by_service(containers);
         let mut out: Vec<(String, ContainerInfo)> = Vec::new();
         let orphans: Vec<String> = by
@@ -1054,20 +1150,36 @@ impl<'a> Lifecycle<'a> {
         out
     }
 
-    pub async fn down(&self, opts: &DownOptions, hooks: &mut dyn Hooks) -> Result<Report, LifecycleError> {
+    pub async fn down(
+        &self,
+        opts: &DownOptions,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
         let mut report = Report::default();
         let order = plan::stop_order(self.compose(), &[])?;
         let containers = self.project_containers().await?;
         let targets = self.in_stop_order(containers, &order);
-        self.stop_services(&targets, opts.timeout, Transition::Down, hooks, true, &mut report)
-            .await?;
+        self.stop_services(
+            &targets,
+            opts.timeout,
+            Transition::Down,
+            hooks,
+            true,
+            &mut report,
+        )
+        .await?;
         let width = self.width(&targets.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>());
         for (service, c) in &targets {
             self.engine.remove_container(&c.id, false).await?;
-            self.ui.success(format!("{service:<width$}  removed ({})", c.name));
+            self.ui
+                .success(format!("{service:<width$}  removed ({})", c.name));
             report.removed.push(service.clone());
         }
-        for n in self.engine.list_networks(&labels::project_filter(self.project)).await? {
+        for n in self
+            .engine
+            .list_networks(&labels::project_filter(self.project))
+            .await?
+        {
             self.engine.remove_network(&n.name).await?;
             self.ui.detail(format!("removed network {}", n.name));
         }
@@ -1090,7 +1202,10 @@ impl<'a> Lifecycle<'a> {
                 continue;
             }
             match self.engine.inspect_volume(&v.name).await? {
-                Some(info) if info.labels.get(labels::PROJECT).map(String::as_str) == Some(self.project) => {
+                Some(info)
+                    if info.labels.get(labels::PROJECT).map(String::as_str)
+                        == Some(self.project) =>
+                {
                     out.push(v.name)
                 }
                 Some(_) => self.ui.warn(format!(
@@ -1117,7 +1232,14 @@ impl<'a> Lifecycle<'a> {
             .filter_map(|s| by.remove(s).map(|c| (s.clone(), c)))
             .collect();
         let stopped = self
-            .stop_services(&targets, timeout, Transition::Stop, hooks, true, &mut report)
+            .stop_services(
+                &targets,
+                timeout,
+                Transition::Stop,
+                hooks,
+                true,
+                &mut report,
+            )
             .await?;
         if stopped.is_empty() {
             self.ui.status("nothing to stop: no service is running");
@@ -1125,11 +1247,20 @@ impl<'a> Lifecycle<'a> {
         Ok(report)
     }
 
-    pub async fn start(&self, opts: &UpOptions, hooks: &mut dyn Hooks) -> Result<Report, LifecycleError> {
-        self.bring_up(opts, Transition::Start, Mode::StartOnly, hooks).await
+    pub async fn start(
+        &self,
+        opts: &UpOptions,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
+        self.bring_up(opts, Transition::Start, Mode::StartOnly, hooks)
+            .await
     }
 
-    pub async fn restart(&self, opts: &UpOptions, hooks: &mut dyn Hooks) -> Result<Report, LifecycleError> {
+    pub async fn restart(
+        &self,
+        opts: &UpOptions,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
         let compose = self.compose();
         let start = plan::start_order(compose, &opts.services)?;
         let stop = plan::stop_order(compose, &opts.services)?;
@@ -1144,9 +1275,18 @@ impl<'a> Lifecycle<'a> {
             .filter_map(|s| by.remove(s).map(|c| (s.clone(), c)))
             .collect();
         let mut report = Report::default();
-        self.stop_services(&targets, None, Transition::Restart, hooks, true, &mut report)
+        self.stop_services(
+            &targets,
+            None,
+            Transition::Restart,
+            hooks,
+            true,
+            &mut report,
+        )
+        .await?;
+        let started = self
+            .bring_up(opts, Transition::Restart, Mode::StartOnly, hooks)
             .await?;
-        let started = self.bring_up(opts, Transition::Restart, Mode::StartOnly, hooks).await?;
         report.started = started.started;
         report.unchanged = started.unchanged;
         Ok(report)
@@ -1203,19 +1343,26 @@ impl<'a> Lifecycle<'a> {
     }
 
     /// Running container of a service, if any (used by census, snapshots, backups).
-    pub async fn container_of(&self, service: &str) -> Result<Option<ContainerInfo>, LifecycleError> {
+    pub async fn container_of(
+        &self,
+        service: &str,
+    ) -> Result<Option<ContainerInfo>, LifecycleError> {
         Ok(self.any_container_of(service).await?.filter(is_running))
     }
 
     /// The container of a service in any state (stopped ones too), freshly inspected.
-    pub async fn any_container_of(&self, service: &str) -> Result<Option<ContainerInfo>, LifecycleError> {
+    pub async fn any_container_of(
+        &self,
+        service: &str,
+    ) -> Result<Option<ContainerInfo>, LifecycleError> {
         let mut filter = labels::project_filter(self.project);
         filter.insert(labels::SERVICE.to_string(), service.to_string());
         let found = self.engine.list_containers(&filter).await?;
         let found: Vec<ContainerInfo> = found
             .into_iter()
             .filter(|c| {
-                !c.labels.contains_key(labels::HELPER) && c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")
+                !c.labels.contains_key(labels::HELPER)
+                    && c.labels.get(labels::ONEOFF).map(String::as_str) != Some("True")
             })
             .collect();
         match by_service(found).remove(service) {

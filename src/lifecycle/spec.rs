@@ -6,7 +6,9 @@ use std::path::{Component, Path, PathBuf};
 use indexmap::IndexMap;
 use serde_yaml::Value;
 
-use crate::engine::{ContainerSpec, HealthSpec, Labels, MountKind, MountSpec, NetworkAttachment, PortSpec};
+use crate::engine::{
+    ContainerSpec, HealthSpec, Labels, MountKind, MountSpec, NetworkAttachment, PortSpec,
+};
 use crate::labels;
 use crate::stack::duration::parse_duration;
 use crate::stack::model::{Healthcheck, Port, PortLong, StringOrList, VolumeType};
@@ -95,7 +97,10 @@ pub fn stack_volumes(project: &str, compose: &ComposeFile) -> Vec<StackVolume> {
 /// `external: {name: x}` (compose v2 legacy syntax).
 fn external_name(external: &Option<Value>) -> Option<String> {
     match external {
-        Some(Value::Mapping(m)) => m.get(Value::String("name".into())).and_then(|v| v.as_str()).map(str::to_string),
+        Some(Value::Mapping(m)) => m
+            .get(Value::String("name".into()))
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
         _ => None,
     }
 }
@@ -205,13 +210,20 @@ pub fn container_spec(
     let config_hash = crate::stack::plan::config_hash(&resolved);
 
     // Labels: the service's own, then ours (ours win: they decide ownership).
-    let mut labels: Labels = service.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut labels: Labels = service
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     labels.extend(labels::base(project));
     labels.insert(labels::SERVICE.into(), name.to_string());
     labels.insert(labels::CONTAINER_NUMBER.into(), "1".into());
     labels.insert(labels::ONEOFF.into(), "False".into());
     labels.insert(labels::CONFIG_HASH.into(), config_hash.clone());
-    labels.insert(labels::WORKING_DIR.into(), working_dir.to_string_lossy().into_owned());
+    labels.insert(
+        labels::WORKING_DIR.into(),
+        working_dir.to_string_lossy().into_owned(),
+    );
     labels.insert(labels::CONFIG_FILES.into(), config_files.join(","));
     labels.insert(labels::COMPOSE_VERSION.into(), COMPOSE_VERSION.into());
 
@@ -257,10 +269,13 @@ pub fn container_spec(
                 }
             },
             VolumeType::Bind => {
-                let src = v
-                    .source
-                    .as_deref()
-                    .ok_or_else(|| invalid(name, "volumes", format!("bind mount on {} has no source", v.target)))?;
+                let src = v.source.as_deref().ok_or_else(|| {
+                    invalid(
+                        name,
+                        "volumes",
+                        format!("bind mount on {} has no source", v.target),
+                    )
+                })?;
                 MountSpec {
                     kind: MountKind::Bind,
                     source: absolutise(src, working_dir, lookup_env)
@@ -278,7 +293,11 @@ pub fn container_spec(
                 read_only: v.read_only,
             },
             VolumeType::Npipe => {
-                return Err(invalid(name, "volumes", "npipe mounts exist only on Windows engines"));
+                return Err(invalid(
+                    name,
+                    "volumes",
+                    "npipe mounts exist only on Windows engines",
+                ));
             }
         };
         if !v.extra.is_empty() {
@@ -306,7 +325,11 @@ pub fn container_spec(
     // Networks.
     let mut networks = Vec::new();
     if service.extra.contains_key("network_mode") && !service.networks.is_empty() {
-        return Err(invalid(name, "networks", "`network_mode` and `networks` cannot be combined"));
+        return Err(invalid(
+            name,
+            "networks",
+            "`network_mode` and `networks` cannot be combined",
+        ));
     }
     for key in service_network_keys(service) {
         let net = network(project, compose, &key).ok_or_else(|| {
@@ -324,7 +347,9 @@ pub fn container_spec(
                 }
             }
             for k in sn.extra.keys() {
-                warnings.push(format!("service {name}: network option `{k}` on {key} is not applied by nodus"));
+                warnings.push(format!(
+                    "service {name}: network option `{k}` on {key} is not applied by nodus"
+                ));
             }
         }
         networks.push(NetworkAttachment {
@@ -471,9 +496,14 @@ pub fn split_command(s: &str) -> Result<Vec<String>, String> {
 }
 
 /// Absolute, lexically normalised host path for a bind source.
-fn absolutise(src: &str, working_dir: &Path, lookup_env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, String> {
+fn absolutise(
+    src: &str,
+    working_dir: &Path,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> Result<PathBuf, String> {
     let path = if src == "~" || src.starts_with("~/") {
-        let home = lookup_env("HOME").ok_or_else(|| format!("cannot expand {src}: HOME is not set"))?;
+        let home =
+            lookup_env("HOME").ok_or_else(|| format!("cannot expand {src}: HOME is not set"))?;
         PathBuf::from(home).join(src.trim_start_matches('~').trim_start_matches('/'))
     } else if Path::new(src).is_absolute() {
         PathBuf::from(src)
@@ -631,7 +661,11 @@ fn health_spec(h: &Healthcheck) -> Result<HealthSpec, String> {
         Some(StringOrList::String(s)) => vec!["CMD-SHELL".to_string(), s.clone()],
         Some(StringOrList::List(l)) => match l.first().map(String::as_str) {
             Some("CMD") | Some("CMD-SHELL") | Some("NONE") => l.clone(),
-            Some(_) => return Err(format!("test must start with CMD, CMD-SHELL or NONE, found {l:?}")),
+            Some(_) => {
+                return Err(format!(
+                    "test must start with CMD, CMD-SHELL or NONE, found {l:?}"
+                ))
+            }
             None => Vec::new(),
         },
     };
@@ -647,7 +681,9 @@ fn health_spec(h: &Healthcheck) -> Result<HealthSpec, String> {
 /// A byte size: a number, or "64m", "1g", "512k", "1.5gb", "100b" (binary units, as the engine).
 pub fn parse_bytes(s: &str) -> Result<i64, String> {
     let t = s.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
     let mult: f64 = match unit.trim() {
@@ -656,7 +692,11 @@ pub fn parse_bytes(s: &str) -> Result<i64, String> {
         "m" | "mb" | "mib" => 1024.0 * 1024.0,
         "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
         "t" | "tb" | "tib" => 1024f64.powi(4),
-        u => return Err(format!("invalid size {s:?}: unknown unit {u:?} (use b, k, m, g)")),
+        u => {
+            return Err(format!(
+                "invalid size {s:?}: unknown unit {u:?} (use b, k, m, g)"
+            ))
+        }
     };
     Ok((n * mult) as i64)
 }
@@ -671,7 +711,10 @@ fn parse_bytes_value(v: &Value) -> Result<i64, String> {
 
 /// Labels for a network nodus creates.
 pub fn network_labels(project: &str, key: &str, declared: &IndexMap<String, String>) -> Labels {
-    let mut l: Labels = declared.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut l: Labels = declared
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     l.extend(labels::base(project));
     l.insert(labels::NETWORK.into(), key.to_string());
     l
@@ -679,7 +722,10 @@ pub fn network_labels(project: &str, key: &str, declared: &IndexMap<String, Stri
 
 /// Labels for a volume nodus creates.
 pub fn volume_labels(project: &str, key: &str, declared: &IndexMap<String, String>) -> Labels {
-    let mut l: Labels = declared.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut l: Labels = declared
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     l.extend(labels::base(project));
     l.insert(labels::VOLUME.into(), key.to_string());
     l
@@ -792,7 +838,11 @@ networks:
         assert_eq!(s.name, "proj-db-1");
         assert_eq!(s.image, "postgres:16");
         // labels
-        assert_eq!(s.labels[labels::PROJECT], "proj", "our labels win over the service's");
+        assert_eq!(
+            s.labels[labels::PROJECT],
+            "proj",
+            "our labels win over the service's"
+        );
         assert_eq!(s.labels["team"], "data");
         assert_eq!(s.labels[labels::SERVICE], "db");
         assert_eq!(s.labels[labels::CONTAINER_NUMBER], "1");
@@ -804,11 +854,20 @@ networks:
         assert!(labels::owned_by(&s.labels, "proj"));
         assert_eq!(s.labels[labels::NODUS_PROJECT], "proj");
         // env
-        assert_eq!(s.env, ["POSTGRES_PASSWORD=secret", "FROM_SHELL=shell-value"]);
+        assert_eq!(
+            s.env,
+            ["POSTGRES_PASSWORD=secret", "FROM_SHELL=shell-value"]
+        );
         // command
         assert_eq!(
             s.cmd.as_ref().unwrap(),
-            &["postgres", "-c", "shared_buffers=256MB", "-c", "log_line_prefix=%m [%p] "]
+            &[
+                "postgres",
+                "-c",
+                "shared_buffers=256MB",
+                "-c",
+                "log_line_prefix=%m [%p] "
+            ]
         );
         assert_eq!(s.entrypoint, None);
         // mounts
@@ -821,8 +880,18 @@ networks:
         assert_eq!(
             s.mounts,
             vec![
-                m(MountKind::Volume, "proj_pgdata", "/var/lib/postgresql/data", false),
-                m(MountKind::Bind, "/work/app/init", "/docker-entrypoint-initdb.d", true),
+                m(
+                    MountKind::Volume,
+                    "proj_pgdata",
+                    "/var/lib/postgresql/data",
+                    false
+                ),
+                m(
+                    MountKind::Bind,
+                    "/work/app/init",
+                    "/docker-entrypoint-initdb.d",
+                    true
+                ),
                 m(MountKind::Bind, "/work/shared", "/shared", false),
                 m(MountKind::Bind, "/home/dev/cache", "/cache", false),
                 m(MountKind::Volume, "", "/anon", false),
@@ -870,7 +939,10 @@ networks:
         assert_eq!(s.user.as_deref(), Some("999"));
         assert_eq!(s.working_dir.as_deref(), Some("/var/lib/postgresql"));
         assert_eq!(s.hostname.as_deref(), Some("dbhost"));
-        assert_eq!(s.extra_hosts, ["host.docker.internal:host-gateway", "other:10.0.0.1"]);
+        assert_eq!(
+            s.extra_hosts,
+            ["host.docker.internal:host-gateway", "other:10.0.0.1"]
+        );
         assert_eq!(s.tmpfs, ["/run"]);
         assert_eq!(s.shm_size, Some(256 * 1024 * 1024));
         assert!(s.privileged && s.tty && s.stdin_open);
@@ -931,7 +1003,12 @@ networks:
     #[test]
     fn errors() {
         let e = build("services:\n  a: {build: .}\n", "a").unwrap_err();
-        assert_eq!(e, SpecError::NoImage { service: "a".into() });
+        assert_eq!(
+            e,
+            SpecError::NoImage {
+                service: "a".into()
+            }
+        );
         let e = build("services:\n  a: {image: x, volumes: ['nope:/data']}\n", "a").unwrap_err();
         assert!(e.to_string().contains("volume `nope`"), "{e}");
         let e = build("services:\n  a: {image: x, networks: [nope]}\n", "a").unwrap_err();
@@ -969,8 +1046,14 @@ networks:
     fn shell_split() {
         assert_eq!(split_command("a b  c").unwrap(), ["a", "b", "c"]);
         assert_eq!(split_command("  ").unwrap(), Vec::<String>::new());
-        assert_eq!(split_command(r#"sh -c "echo \"hi\" \$HOME""#).unwrap(), ["sh", "-c", r#"echo "hi" $HOME"#]);
-        assert_eq!(split_command(r"a\ b 'c d' e''f").unwrap(), ["a b", "c d", "ef"]);
+        assert_eq!(
+            split_command(r#"sh -c "echo \"hi\" \$HOME""#).unwrap(),
+            ["sh", "-c", r#"echo "hi" $HOME"#]
+        );
+        assert_eq!(
+            split_command(r"a\ b 'c d' e''f").unwrap(),
+            ["a b", "c d", "ef"]
+        );
         assert_eq!(split_command("''").unwrap(), [""]);
         assert_eq!(split_command(r#""a\nb""#).unwrap(), [r"a\nb"]);
         assert!(split_command("'x").is_err());
@@ -984,11 +1067,22 @@ networks:
             let v = parse_port(s).unwrap();
             assert_eq!(v.len(), 1, "{s}");
             let p = &v[0];
-            (p.host_ip.clone(), p.host_port, p.container_port, p.protocol.clone())
+            (
+                p.host_ip.clone(),
+                p.host_port,
+                p.container_port,
+                p.protocol.clone(),
+            )
         };
         assert_eq!(one("5432"), ("".into(), None, 5432, "tcp".into()));
-        assert_eq!(one("[::1]:8080:80"), ("::1".into(), Some(8080), 80, "tcp".into()));
-        assert_eq!(one("0.0.0.0:53:53/udp"), ("0.0.0.0".into(), Some(53), 53, "udp".into()));
+        assert_eq!(
+            one("[::1]:8080:80"),
+            ("::1".into(), Some(8080), 80, "tcp".into())
+        );
+        assert_eq!(
+            one("0.0.0.0:53:53/udp"),
+            ("0.0.0.0".into(), Some(53), 53, "udp".into())
+        );
         assert_eq!(parse_port("7000-7002").unwrap().len(), 3);
         assert!(parse_port("8000-8001:80").is_err());
         assert!(parse_port("0").is_err());

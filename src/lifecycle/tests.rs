@@ -34,7 +34,11 @@ fn hardened(yaml: &str) -> Hardened {
     let stateful = compose
         .services
         .iter()
-        .filter(|(_, s)| s.image.as_deref().is_some_and(|i| i.starts_with("postgres")))
+        .filter(|(_, s)| {
+            s.image
+                .as_deref()
+                .is_some_and(|i| i.starts_with("postgres"))
+        })
         .map(|(name, _)| StatefulService {
             service: name.clone(),
             kind: ServiceKind::Postgres,
@@ -112,15 +116,28 @@ impl Hooks for Rec {
     ) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
         let names: Vec<&str> = running.iter().map(|r| r.service.as_str()).collect();
         for r in running {
-            assert_eq!(r.container.state, RunState::Running, "before_stop sees running containers");
+            assert_eq!(
+                r.container.state,
+                RunState::Running,
+                "before_stop sees running containers"
+            );
         }
         self.push(format!("before_stop {t:?} {}", names.join(",")));
         Ok(running
             .iter()
-            .map(|r| (r.service.clone(), serde_json::json!({ "census": r.service })))
+            .map(|r| {
+                (
+                    r.service.clone(),
+                    serde_json::json!({ "census": r.service }),
+                )
+            })
             .collect())
     }
-    async fn after_stop(&mut self, t: Transition, stopped: &[StoppedService]) -> anyhow::Result<()> {
+    async fn after_stop(
+        &mut self,
+        t: Transition,
+        stopped: &[StoppedService],
+    ) -> anyhow::Result<()> {
         for s in stopped {
             assert_eq!(s.pre_stop, Some(serde_json::json!({ "census": s.service })));
             // The container still exists when after_stop runs (snapshots happen here).
@@ -132,7 +149,11 @@ impl Hooks for Rec {
         Ok(())
     }
     async fn service_ready(&mut self, t: Transition, svc: &RunningService) -> anyhow::Result<()> {
-        let stateful = svc.stateful.as_ref().map(|s| format!("{:?}", s.kind)).unwrap_or_default();
+        let stateful = svc
+            .stateful
+            .as_ref()
+            .map(|s| format!("{:?}", s.kind))
+            .unwrap_or_default();
         self.push(format!(
             "service_ready {t:?} {} {} {stateful} @{}",
             svc.service,
@@ -235,9 +256,15 @@ async fn changed_definition_recreates_only_that_service() {
     e.clear_calls();
 
     // A stateless service: no hooks around its stop.
-    let changed = hardened(&STACK.replace("    image: api:1\n", "    image: api:1\n    environment: {FOO: bar}\n"));
+    let changed = hardened(&STACK.replace(
+        "    image: api:1\n",
+        "    image: api:1\n    environment: {FOO: bar}\n",
+    ));
     let mut rec = Rec::new(&e);
-    let report = lc(&e, &changed, &ui).up(&up_opts(), &mut rec).await.unwrap();
+    let report = lc(&e, &changed, &ui)
+        .up(&up_opts(), &mut rec)
+        .await
+        .unwrap();
     assert_eq!(report.recreated, ["api"]);
     assert_eq!(report.unchanged, ["db", "cache"]);
     assert_eq!(
@@ -254,14 +281,35 @@ async fn changed_definition_recreates_only_that_service() {
 
     // A stateful service: recreation is a stop, so the hooks run around it, with its grace period.
     e.clear_calls();
-    let changed2 = hardened(&STACK.replace("    stop_grace_period: 60s\n", "    stop_grace_period: 90s\n"));
+    let changed2 = hardened(&STACK.replace(
+        "    stop_grace_period: 60s\n",
+        "    stop_grace_period: 90s\n",
+    ));
     let mut rec = Rec::new(&e);
-    let report = lc(&e, &changed2, &ui).up(&up_opts(), &mut rec).await.unwrap();
+    let report = lc(&e, &changed2, &ui)
+        .up(&up_opts(), &mut rec)
+        .await
+        .unwrap();
     // api is recreated too: it went back to the definition without FOO.
     assert_eq!(report.recreated, ["db", "api"]);
-    assert_eq!(e.calls()[..4], ["stop nt-db-1", "remove_container nt-db-1", "create_container nt-db-1", "start nt-db-1"]);
-    assert_eq!(e.stop_timeouts().last().unwrap(), &("nt-api-1".to_string(), None));
-    assert!(e.stop_timeouts().contains(&("nt-db-1".to_string(), Some(60))), "old container's own grace period");
+    assert_eq!(
+        e.calls()[..4],
+        [
+            "stop nt-db-1",
+            "remove_container nt-db-1",
+            "create_container nt-db-1",
+            "start nt-db-1"
+        ]
+    );
+    assert_eq!(
+        e.stop_timeouts().last().unwrap(),
+        &("nt-api-1".to_string(), None)
+    );
+    assert!(
+        e.stop_timeouts()
+            .contains(&("nt-db-1".to_string(), Some(60))),
+        "old container's own grace period"
+    );
     let log = rec.log();
     assert_eq!(log[0], "before_stop Up db");
     assert_eq!(log[1], "after_stop Up db");
@@ -275,10 +323,20 @@ async fn foreign_container_is_refused_and_nothing_touched() {
     e.add_container("nt-cache-1", "redis:7", &Labels::new(), RunState::Running);
     let h = hardened(STACK);
     let ui = ui();
-    let err = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap_err();
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
     match &err {
-        LifecycleError::Foreign { kind, name, project } => {
-            assert_eq!((*kind, name.as_str(), project.as_str()), ("container", "nt-cache-1", "nt"))
+        LifecycleError::Foreign {
+            kind,
+            name,
+            project,
+        } => {
+            assert_eq!(
+                (*kind, name.as_str(), project.as_str()),
+                ("container", "nt-cache-1", "nt")
+            )
         }
         e => panic!("unexpected {e:?}"),
     }
@@ -286,7 +344,10 @@ async fn foreign_container_is_refused_and_nothing_touched() {
     assert_eq!(e.calls(), Vec::<String>::new());
     assert_eq!(e.container("nt-cache-1").unwrap().state, RunState::Running);
     // down does not touch it either: it is not found by label.
-    lc(&e, &h, &ui).down(&down_opts(true), &mut NoHooks).await.unwrap();
+    lc(&e, &h, &ui)
+        .down(&down_opts(true), &mut NoHooks)
+        .await
+        .unwrap();
     assert!(e.container("nt-cache-1").is_some());
     assert_eq!(e.calls(), Vec::<String>::new());
 }
@@ -298,17 +359,33 @@ async fn foreign_volume_and_network_are_refused() {
 
     let e = FakeEngine::new().with_images(IMAGES);
     e.add_volume("nt_data", &Labels::new());
-    let err = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap_err();
-    assert!(matches!(&err, LifecycleError::Foreign { kind: "volume", name, .. } if name == "nt_data"), "{err:?}");
-    assert_eq!(e.calls(), Vec::<String>::new(), "not even the network was created");
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::Foreign { kind: "volume", name, .. } if name == "nt_data"),
+        "{err:?}"
+    );
+    assert_eq!(
+        e.calls(),
+        Vec::<String>::new(),
+        "not even the network was created"
+    );
     assert!(e.volume("nt_data").is_some());
 
     let e = FakeEngine::new().with_images(IMAGES);
     let mut other = labels::base("someone-else");
     other.insert(labels::NETWORK.into(), "default".into());
     e.add_network("nt_default", &other);
-    let err = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap_err();
-    assert!(matches!(&err, LifecycleError::Foreign { kind: "network", name, .. } if name == "nt_default"), "{err:?}");
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::Foreign { kind: "network", name, .. } if name == "nt_default"),
+        "{err:?}"
+    );
     assert_eq!(e.calls(), Vec::<String>::new());
 }
 
@@ -325,9 +402,16 @@ async fn docker_compose_volume_is_adopted() {
     let report = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
     assert!(report.volumes_created.is_empty());
     assert!(!e.calls().iter().any(|c| c.starts_with("create_volume")));
-    assert_eq!(e.volume("nt_data").unwrap(), before, "same volume, same creation time");
+    assert_eq!(
+        e.volume("nt_data").unwrap(),
+        before,
+        "same volume, same creation time"
+    );
     // down --volumes removes it: it carries the project's label.
-    lc(&e, &h, &ui).down(&down_opts(true), &mut NoHooks).await.unwrap();
+    lc(&e, &h, &ui)
+        .down(&down_opts(true), &mut NoHooks)
+        .await
+        .unwrap();
     assert!(e.volume("nt_data").is_none());
 }
 
@@ -353,7 +437,13 @@ async fn down_stops_in_reverse_order_removes_containers_and_network_keeps_volume
             "remove_network nt_default",
         ]
     );
-    assert_eq!(rec.log(), ["before_stop Down api,cache,db", "after_stop Down api,cache,db"]);
+    assert_eq!(
+        rec.log(),
+        [
+            "before_stop Down api,cache,db",
+            "after_stop Down api,cache,db"
+        ]
+    );
     assert_eq!(report.stopped, ["api", "cache", "db"]);
     assert_eq!(report.removed, ["api", "cache", "db"]);
     assert!(e.volume("nt_data").is_some(), "volumes are kept");
@@ -370,9 +460,16 @@ async fn down_stops_in_reverse_order_removes_containers_and_network_keeps_volume
     let ev = &report.evidence["db"];
     assert_eq!(ev.exit_code, Some(0));
     assert_eq!(ev.clean_shutdown, Some(true));
-    assert!(ev.log_line.as_deref().unwrap().contains("database system is shut down"));
+    assert!(ev
+        .log_line
+        .as_deref()
+        .unwrap()
+        .contains("database system is shut down"));
     assert!(!ev.killed);
-    assert_eq!(report.evidence["cache"].clean_shutdown, None, "only postgres is checked");
+    assert_eq!(
+        report.evidence["cache"].clean_shutdown, None,
+        "only postgres is checked"
+    );
     assert!(e.container_names().is_empty());
     assert!(e.network_names().is_empty());
 }
@@ -389,7 +486,11 @@ async fn down_timeout_override() {
         timeout: Some(Duration::from_millis(2500)),
     };
     l.down(&opts, &mut NoHooks).await.unwrap();
-    assert!(e.stop_timeouts().iter().all(|(_, t)| *t == Some(3)), "{:?}", e.stop_timeouts());
+    assert!(
+        e.stop_timeouts().iter().all(|(_, t)| *t == Some(3)),
+        "{:?}",
+        e.stop_timeouts()
+    );
 }
 
 #[tokio::test]
@@ -407,7 +508,10 @@ async fn down_volumes_removes_only_labelled_stack_volumes() {
     assert_eq!(l.removable_volumes().await.unwrap(), ["nt_data"]);
     let report = l.down(&down_opts(true), &mut NoHooks).await.unwrap();
     assert_eq!(report.volumes_removed, ["nt_data"]);
-    assert_eq!(e.volume_names(), ["ext", "nt_scratch", "other_data", "unrelated"]);
+    assert_eq!(
+        e.volume_names(),
+        ["ext", "nt_scratch", "other_data", "unrelated"]
+    );
 }
 
 #[tokio::test]
@@ -419,7 +523,10 @@ async fn unhealthy_dependency_fails_up_naming_it() {
     let mut rec = Rec::new(&e);
     let t = Instant::now();
     let err = lc(&e, &h, &ui).up(&up_opts(), &mut rec).await.unwrap_err();
-    assert!(t.elapsed() < Duration::from_secs(2), "fails fast, not after the 5s timeout");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "fails fast, not after the 5s timeout"
+    );
     match &err {
         LifecycleError::NotHealthy {
             service,
@@ -433,8 +540,15 @@ async fn unhealthy_dependency_fails_up_naming_it() {
         }
         e => panic!("unexpected {e:?}"),
     }
-    assert!(!e.calls().iter().any(|c| c.contains("nt-api-1")), "{:?}", e.calls());
-    assert!(rec.log().is_empty(), "no service_ready for an unhealthy service");
+    assert!(
+        !e.calls().iter().any(|c| c.contains("nt-api-1")),
+        "{:?}",
+        e.calls()
+    );
+    assert!(
+        rec.log().is_empty(),
+        "no service_ready for an unhealthy service"
+    );
 }
 
 #[tokio::test]
@@ -443,7 +557,10 @@ async fn exiting_service_fails_with_exit_code_and_logs() {
     e.tweak("postgres:16", |b| b.health = FakeHealth::Exits(1));
     let h = hardened(STACK);
     let ui = ui();
-    let err = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap_err();
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
     match &err {
         LifecycleError::Exited {
             service,
@@ -470,7 +587,10 @@ async fn health_timeout() {
     };
     let t = Instant::now();
     let err = lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap_err();
-    assert!(matches!(&err, LifecycleError::NotHealthy { service, .. } if service == "db"), "{err:?}");
+    assert!(
+        matches!(&err, LifecycleError::NotHealthy { service, .. } if service == "db"),
+        "{err:?}"
+    );
     assert!(t.elapsed() >= Duration::from_millis(300));
     assert!(t.elapsed() < Duration::from_secs(3));
 }
@@ -499,8 +619,14 @@ services:
 
     let e = FakeEngine::new().with_images(IMAGES);
     e.tweak("migrate:1", |b| b.health = FakeHealth::Exits(2));
-    let err = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap_err();
-    assert!(matches!(&err, LifecycleError::Exited { service, exit_code: 2, .. } if service == "migrate"), "{err:?}");
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::Exited { service, exit_code: 2, .. } if service == "migrate"),
+        "{err:?}"
+    );
     assert!(!e.calls().contains(&"create_container nt-api-1".to_string()));
 }
 
@@ -527,7 +653,10 @@ async fn selected_services_bring_their_dependencies() {
         timeout: Duration::from_secs(5),
     };
     let err = lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap_err();
-    assert!(matches!(err, LifecycleError::Stack(StackError::UnknownService { .. })));
+    assert!(matches!(
+        err,
+        LifecycleError::Stack(StackError::UnknownService { .. })
+    ));
 }
 
 #[tokio::test]
@@ -540,7 +669,10 @@ async fn missing_image_is_pulled_or_fails_before_anything_is_created() {
     assert_eq!(e.calls()[0], "pull api:1");
 
     let e = FakeEngine::new().with_images(&["postgres:16", "redis:7"]);
-    let err = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap_err();
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, LifecycleError::Engine(EngineError::ImageUnavailable { image, .. }) if image == "api:1"),
         "{err:?}"
@@ -555,8 +687,14 @@ async fn no_image_is_an_error() {
     let h = hardened("services:\n  a:\n    build: .\n");
     let ui = ui();
     let e = FakeEngine::new();
-    let err = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap_err();
-    assert!(matches!(&err, LifecycleError::NoImage { service } if service == "a"), "{err:?}");
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::NoImage { service } if service == "a"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -565,16 +703,31 @@ async fn external_resources_must_exist() {
     let h = hardened(yaml);
     let ui = ui();
     let e = FakeEngine::new().with_images(IMAGES);
-    let err = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap_err();
-    assert!(matches!(&err, LifecycleError::ExternalMissing { kind: "network", name } if name == "shared"), "{err:?}");
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::ExternalMissing { kind: "network", name } if name == "shared"),
+        "{err:?}"
+    );
     e.add_network("shared", &Labels::new());
-    let err = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap_err();
-    assert!(matches!(&err, LifecycleError::ExternalMissing { kind: "volume", name } if name == "the-ext"), "{err:?}");
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::ExternalMissing { kind: "volume", name } if name == "the-ext"),
+        "{err:?}"
+    );
     e.add_volume("the-ext", &Labels::new());
     lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
     assert_eq!(e.calls(), ["create_container nt-a-1", "start nt-a-1"]);
     // down leaves external resources alone.
-    lc(&e, &h, &ui).down(&down_opts(true), &mut NoHooks).await.unwrap();
+    lc(&e, &h, &ui)
+        .down(&down_opts(true), &mut NoHooks)
+        .await
+        .unwrap();
     assert!(e.network("shared").is_some() && e.volume("the-ext").is_some());
 }
 
@@ -595,7 +748,10 @@ async fn extra_networks_are_connected_before_start() {
             "start nt-a-1"
         ]
     );
-    lc(&e, &h, &ui).down(&down_opts(false), &mut NoHooks).await.unwrap();
+    lc(&e, &h, &ui)
+        .down(&down_opts(false), &mut NoHooks)
+        .await
+        .unwrap();
     assert!(e.network_names().is_empty());
 }
 
@@ -614,7 +770,11 @@ async fn stop_evidence_killed_postgres() {
     let ev = &report.evidence["db"];
     assert_eq!(ev.exit_code, Some(137));
     assert!(ev.killed);
-    assert_eq!(ev.clean_shutdown, Some(false), "the shut-down line is from no earlier run either");
+    assert_eq!(
+        ev.clean_shutdown,
+        Some(false),
+        "the shut-down line is from no earlier run either"
+    );
     assert_eq!(ev.log_line, None);
     assert_eq!(rec.log(), ["before_stop Stop db", "after_stop Stop db"]);
     assert!(e.container("nt-db-1").is_some(), "stop keeps containers");
@@ -653,7 +813,10 @@ async fn start_and_restart() {
     let ui = ui();
     let l = lc(&e, &h, &ui);
     let err = l.start(&up_opts(), &mut NoHooks).await.unwrap_err();
-    assert!(matches!(&err, LifecycleError::NoContainer { service } if service == "db"), "{err:?}");
+    assert!(
+        matches!(&err, LifecycleError::NoContainer { service } if service == "db"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("nodus up db"));
     assert_eq!(e.calls(), Vec::<String>::new());
 
@@ -663,7 +826,10 @@ async fn start_and_restart() {
     let mut rec = Rec::new(&e);
     let report = l.start(&up_opts(), &mut rec).await.unwrap();
     assert_eq!(report.started, ["db", "cache", "api"]);
-    assert_eq!(e.calls(), ["start nt-db-1", "start nt-cache-1", "start nt-api-1"]);
+    assert_eq!(
+        e.calls(),
+        ["start nt-db-1", "start nt-cache-1", "start nt-api-1"]
+    );
     assert_eq!(rec.log().last().unwrap(), "all_ready Start db,cache,api");
     assert!(rec.log()[0].starts_with("service_ready Start db healthy"));
 
@@ -723,10 +889,21 @@ async fn orphans_show_in_status_and_go_on_down() {
 
     let st = l.status().await.unwrap();
     let names: Vec<(&str, bool)> = st.iter().map(|s| (s.service.as_str(), s.orphan)).collect();
-    assert_eq!(names, [("db", false), ("cache", false), ("api", false), ("old", true)]);
+    assert_eq!(
+        names,
+        [
+            ("db", false),
+            ("cache", false),
+            ("api", false),
+            ("old", true)
+        ]
+    );
     let db = &st[0];
     assert_eq!(db.container.as_deref(), Some("nt-db-1"));
-    assert_eq!((db.state.as_str(), db.health.as_str()), ("running", "healthy"));
+    assert_eq!(
+        (db.state.as_str(), db.health.as_str()),
+        ("running", "healthy")
+    );
     assert_eq!(db.image, "postgres:16");
     assert_eq!(db.volumes, ["nt_data"]);
     let api = &st[2];
@@ -740,7 +917,10 @@ async fn orphans_show_in_status_and_go_on_down() {
     assert_eq!(e.calls()[0], "stop nt-old-1", "orphans first");
     assert_eq!(rec.log()[0], "before_stop Down old,api,cache,db");
     assert!(e.container("nt-old-1").is_none());
-    assert!(e.container("nt-helper").is_some(), "helpers are not touched");
+    assert!(
+        e.container("nt-helper").is_some(),
+        "helpers are not touched"
+    );
 
     // Status before anything exists.
     let e = FakeEngine::new();
@@ -753,15 +933,27 @@ async fn orphans_show_in_status_and_go_on_down() {
 #[tokio::test]
 async fn container_of_finds_by_label() {
     let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(&STACK.replace("  cache:\n    image: redis:7\n", "  cache:\n    image: redis:7\n    container_name: custom-cache\n"));
+    let h = hardened(&STACK.replace(
+        "  cache:\n    image: redis:7\n",
+        "  cache:\n    image: redis:7\n    container_name: custom-cache\n",
+    ));
     let ui = ui();
     let l = lc(&e, &h, &ui);
     assert!(l.container_of("cache").await.unwrap().is_none());
     l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    assert_eq!(l.container_of("cache").await.unwrap().unwrap().name, "custom-cache");
+    assert_eq!(
+        l.container_of("cache").await.unwrap().unwrap().name,
+        "custom-cache"
+    );
     l.stop(&["cache".into()], None, &mut NoHooks).await.unwrap();
-    assert!(l.container_of("cache").await.unwrap().is_none(), "not running");
-    assert_eq!(l.any_container_of("cache").await.unwrap().unwrap().state, RunState::Exited);
+    assert!(
+        l.container_of("cache").await.unwrap().is_none(),
+        "not running"
+    );
+    assert_eq!(
+        l.any_container_of("cache").await.unwrap().unwrap().state,
+        RunState::Exited
+    );
 }
 
 #[tokio::test]

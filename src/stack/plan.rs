@@ -35,7 +35,11 @@ pub fn start_order(compose: &ComposeFile, selected: &[String]) -> Result<Vec<Str
     }
 
     // The set to order: everything, or the selection's transitive closure.
-    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
     let mut wanted: BTreeSet<usize> = BTreeSet::new();
     if selected.is_empty() {
         wanted.extend(0..names.len());
@@ -67,7 +71,11 @@ pub fn start_order(compose: &ComposeFile, selected: &[String]) -> Result<Vec<Str
                 order.push(names[i].clone());
             }
             None => {
-                let remaining: Vec<usize> = wanted.iter().copied().filter(|i| !placed.contains(i)).collect();
+                let remaining: Vec<usize> = wanted
+                    .iter()
+                    .copied()
+                    .filter(|i| !placed.contains(i))
+                    .collect();
                 return Err(StackError::DependencyCycle {
                     cycle: find_cycle(compose, &index, &remaining),
                 });
@@ -79,9 +87,19 @@ pub fn start_order(compose: &ComposeFile, selected: &[String]) -> Result<Vec<Str
 
 /// A cycle among `remaining` (every one of which has an unplaced dependency), as
 /// `[a, b, c, a]`.
-fn find_cycle(compose: &ComposeFile, index: &HashMap<&str, usize>, remaining: &[usize]) -> Vec<String> {
+fn find_cycle(
+    compose: &ComposeFile,
+    index: &HashMap<&str, usize>,
+    remaining: &[usize],
+) -> Vec<String> {
     let rem: BTreeSet<usize> = remaining.iter().copied().collect();
-    let name = |i: usize| compose.services.get_index(i).map(|(n, _)| n.clone()).unwrap_or_default();
+    let name = |i: usize| {
+        compose
+            .services
+            .get_index(i)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default()
+    };
     // Walk from the first remaining service along unplaced dependencies until a node repeats.
     let mut path: Vec<usize> = Vec::new();
     let mut cur = remaining[0];
@@ -181,9 +199,14 @@ services:
     #[test]
     fn dependencies_first_ties_in_file_order() {
         let c = compose(STACK);
-        assert_eq!(start_order(&c, &[]).unwrap(), ["cache", "db", "api", "web", "tools"]);
+        assert_eq!(
+            start_order(&c, &[]).unwrap(),
+            ["cache", "db", "api", "web", "tools"]
+        );
         // The exact ordering rule: earliest ready service in file order.
-        let c2 = compose("services:\n  b: {image: x, depends_on: [a]}\n  a: {image: x}\n  c: {image: x}\n");
+        let c2 = compose(
+            "services:\n  b: {image: x, depends_on: [a]}\n  a: {image: x}\n  c: {image: x}\n",
+        );
         assert_eq!(start_order(&c2, &[]).unwrap(), ["a", "b", "c"]);
     }
 
@@ -191,8 +214,14 @@ services:
     fn selection_includes_transitive_dependencies_only() {
         let c = compose(STACK);
         assert_eq!(start_order(&c, &["api".into()]).unwrap(), ["db", "api"]);
-        assert_eq!(start_order(&c, &["web".into()]).unwrap(), ["cache", "db", "api", "web"]);
-        assert_eq!(start_order(&c, &["tools".into(), "db".into()]).unwrap(), ["db", "tools"]);
+        assert_eq!(
+            start_order(&c, &["web".into()]).unwrap(),
+            ["cache", "db", "api", "web"]
+        );
+        assert_eq!(
+            start_order(&c, &["tools".into(), "db".into()]).unwrap(),
+            ["db", "tools"]
+        );
     }
 
     #[test]
@@ -211,7 +240,10 @@ services:
     fn missing_dependency() {
         let c = compose("services:\n  a: {image: x, depends_on: [ghost]}\n");
         match start_order(&c, &[]).unwrap_err() {
-            StackError::MissingDependency { service, dependency } => {
+            StackError::MissingDependency {
+                service,
+                dependency,
+            } => {
                 assert_eq!((service.as_str(), dependency.as_str()), ("a", "ghost"))
             }
             e => panic!("unexpected {e:?}"),
@@ -228,17 +260,28 @@ services:
             StackError::DependencyCycle { cycle } => assert_eq!(cycle, &["a", "b", "c", "a"]),
             e => panic!("unexpected {e:?}"),
         }
-        assert_eq!(err.to_string(), "dependency cycle between services: a -> b -> c -> a");
+        assert_eq!(
+            err.to_string(),
+            "dependency cycle between services: a -> b -> c -> a"
+        );
         // A self-dependency is a cycle too.
         let c = compose("services:\n  a: {image: x, depends_on: [a]}\n");
-        assert!(matches!(start_order(&c, &[]).unwrap_err(), StackError::DependencyCycle { cycle } if cycle == ["a", "a"]));
+        assert!(
+            matches!(start_order(&c, &[]).unwrap_err(), StackError::DependencyCycle { cycle } if cycle == ["a", "a"])
+        );
     }
 
     #[test]
     fn stop_order_is_reverse() {
         let c = compose(STACK);
-        assert_eq!(stop_order(&c, &[]).unwrap(), ["tools", "web", "api", "db", "cache"]);
-        assert_eq!(stop_order(&c, &["db".into(), "web".into()]).unwrap(), ["web", "db"]);
+        assert_eq!(
+            stop_order(&c, &[]).unwrap(),
+            ["tools", "web", "api", "db", "cache"]
+        );
+        assert_eq!(
+            stop_order(&c, &["db".into(), "web".into()]).unwrap(),
+            ["web", "db"]
+        );
         assert!(stop_order(&c, &["nope".into()]).is_err());
     }
 
