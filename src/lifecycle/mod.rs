@@ -1038,8 +1038,12 @@ impl<'a> Lifecycle<'a> {
                 self.engine.stop_container(&rs.container.id, secs).await?;
             }
             let (container, evidence) = self.evidence(&rs).await?;
+            let clean = match evidence.clean_shutdown {
+                Some(true) if !evidence.killed => ", postgres shut down cleanly",
+                _ => "",
+            };
             self.ui.success(format!(
-                "{:<width$}  stopped (exit {})",
+                "{:<width$}  stopped (exit {}{clean})",
                 rs.service,
                 evidence
                     .exit_code
