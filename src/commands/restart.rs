@@ -22,7 +22,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::RestartArgs) -> anyhow::Result<()>
     )?;
     let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
     let opts = UpOptions {
-        services: args.services,
+        services: super::up::selection(&project, args.services),
         timeout,
     };
     let report = lc.restart(&opts, &mut session.chain).await?;

@@ -20,7 +20,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
     )?;
     let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
     let opts = UpOptions {
-        services: args.services,
+        services: super::up::selection(&project, args.services),
         timeout,
     };
     let report = lc.start(&opts, &mut session.chain).await?;

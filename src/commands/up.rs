@@ -24,7 +24,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
     )?;
     let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
     let opts = UpOptions {
-        services: args.services,
+        services: super::up::selection(&project, args.services),
         timeout,
     };
     let report = lc.up(&opts, &mut session.chain).await?;
@@ -39,6 +39,16 @@ pub(super) fn write_compose(project: &Project) -> anyhow::Result<()> {
     let yaml = crate::stack::harden::render_yaml(&project.hardened.compose);
     crate::state::atomic_write(&path, yaml.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The services named on the command line, or the default ones (profiles honoured).
+pub(super) fn selection(project: &Project, named: Vec<String>) -> Vec<String> {
+    if !named.is_empty() {
+        return named;
+    }
+    let profiles =
+        crate::stack::plan::parse_profiles(project.env.get("COMPOSE_PROFILES").map(String::as_str));
+    crate::stack::plan::default_services(&project.hardened.compose, &profiles)
 }
 
 /// One closing status line.

@@ -182,9 +182,8 @@ pub fn container_spec(
             "service {name}: `build` is not applied by nodus; it uses image {image} as it is (build it with docker compose -f .nodus/compose.yaml build {name})"
         ));
     }
-    if service.env_file.is_some() {
-        warnings.push(not_applied("env_file"));
-    }
+    // `env_file:` is read by project loading into `environment` (the key stays for the rendered
+    // file), so it is applied.
     for key in service.extra.keys() {
         if key.starts_with("x-") || key == "expose" {
             continue;

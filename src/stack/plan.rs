@@ -123,6 +123,30 @@ fn find_cycle(
     }
 }
 
+/// The services `up`/`start` act on when none are named: those without `profiles:`, and those
+/// with a profile in `active` (`COMPOSE_PROFILES`, comma-separated; `*` enables all).
+pub fn default_services(compose: &ComposeFile, active: &[String]) -> Vec<String> {
+    compose
+        .services
+        .iter()
+        .filter(|(_, s)| {
+            s.profiles.is_empty() || active.iter().any(|a| a == "*" || s.profiles.contains(a))
+        })
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// Parses `COMPOSE_PROFILES`.
+pub fn parse_profiles(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The order to stop services in: reverse dependency order (dependents first). `selected` empty
 /// = all; otherwise only the selected services (their dependencies keep running).
 pub fn stop_order(compose: &ComposeFile, selected: &[String]) -> Result<Vec<String>, StackError> {
@@ -269,6 +293,27 @@ services:
         assert!(
             matches!(start_order(&c, &[]).unwrap_err(), StackError::DependencyCycle { cycle } if cycle == ["a", "a"])
         );
+    }
+
+    #[test]
+    fn profiles() {
+        let c = compose(
+            "services:\n  a: {image: x}\n  dbg: {image: x, profiles: [debug]}\n  t: {image: x, profiles: [tools, debug]}\n",
+        );
+        assert_eq!(default_services(&c, &[]), ["a"]);
+        assert_eq!(
+            default_services(&c, &parse_profiles(Some("tools"))),
+            ["a", "t"]
+        );
+        assert_eq!(
+            default_services(&c, &parse_profiles(Some(" debug , x"))),
+            ["a", "dbg", "t"]
+        );
+        assert_eq!(
+            default_services(&c, &parse_profiles(Some("*"))),
+            ["a", "dbg", "t"]
+        );
+        assert!(parse_profiles(None).is_empty());
     }
 
     #[test]
