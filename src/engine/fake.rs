@@ -505,7 +505,7 @@ impl Engine for FakeEngine {
             let name_or_source = match m.kind {
                 MountKind::Volume => {
                     let name = if m.source.is_empty() {
-                        st.id("anon")
+                        st.id("") // 64 hex digits, like an engine-made anonymous volume
                     } else {
                         m.source.clone()
                     };

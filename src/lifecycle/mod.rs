@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::engine::{
-    ContainerInfo, Engine, EngineError, Health, Labels, MountKind, PullProgress, RunState,
+    ContainerInfo, ContainerSpec, Engine, EngineError, Health, Labels, MountKind, MountSpec,
+    PullProgress, RunState,
 };
 use crate::labels;
 use crate::output::Ui;
@@ -368,6 +369,34 @@ pub fn postgres_shutdown(logs: &str) -> (bool, Option<String>) {
     }
 }
 
+/// Like compose on recreation: anonymous volumes of the old container are mounted into the new
+/// one at the same path (where the new spec has an anonymous volume there, or nothing: a VOLUME
+/// of the image), so their data is not silently left behind. Returns (volume, target) carried.
+fn carry_anonymous_volumes(spec: &mut ContainerSpec, old: &ContainerInfo) -> Vec<(String, String)> {
+    let anonymous = |name: &str| name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit());
+    let mut carried = Vec::new();
+    for m in old
+        .mounts
+        .iter()
+        .filter(|m| m.kind == MountKind::Volume && anonymous(&m.name_or_source))
+    {
+        match spec.mounts.iter_mut().find(|n| n.target == m.target) {
+            Some(n) if n.kind == MountKind::Volume && n.source.is_empty() => {
+                n.source = m.name_or_source.clone();
+            }
+            Some(_) => continue,
+            None => spec.mounts.push(MountSpec {
+                kind: MountKind::Volume,
+                source: m.name_or_source.clone(),
+                target: m.target.clone(),
+                read_only: false,
+            }),
+        }
+        carried.push((m.name_or_source.clone(), m.target.clone()));
+    }
+    carried
+}
+
 fn is_running(c: &ContainerInfo) -> bool {
     matches!(
         c.state,
@@ -705,8 +734,17 @@ impl<'a> Lifecycle<'a> {
                     (c.id, "started")
                 }
                 Action::Recreate(c) => {
-                    self.retire(name, c, transition, hooks, &mut report).await?;
-                    let id = self.create(built).await?;
+                    let old = self.engine.inspect_container(&c.id).await?;
+                    let mut spec = built.spec.clone();
+                    let carried = carry_anonymous_volumes(&mut spec, &old);
+                    self.retire(name, old, transition, hooks, &mut report)
+                        .await?;
+                    for (vol, target) in carried {
+                        self.ui.detail(format!(
+                            "{name}: keeping anonymous volume {vol} at {target}"
+                        ));
+                    }
+                    let id = self.create_from(&spec).await?;
                     self.engine.start_container(&id).await?;
                     report.recreated.push(name.clone());
                     (id, "recreated")
@@ -890,8 +928,12 @@ impl<'a> Lifecycle<'a> {
     }
 
     async fn create(&self, built: &BuiltSpec) -> Result<String, LifecycleError> {
-        let id = self.engine.create_container(&built.spec).await?;
-        for att in built.spec.networks.iter().skip(1) {
+        self.create_from(&built.spec).await
+    }
+
+    async fn create_from(&self, spec: &ContainerSpec) -> Result<String, LifecycleError> {
+        let id = self.engine.create_container(spec).await?;
+        for att in spec.networks.iter().skip(1) {
             self.engine
                 .connect_network(&att.network, &id, &att.aliases)
                 .await?;
@@ -1184,8 +1226,14 @@ impl<'a> Lifecycle<'a> {
             .list_networks(&labels::project_filter(self.project))
             .await?
         {
-            self.engine.remove_network(&n.name).await?;
-            self.ui.detail(format!("removed network {}", n.name));
+            match self.engine.remove_network(&n.name).await {
+                Ok(()) => self.ui.detail(format!("removed network {}", n.name)),
+                // Something else is still attached: leave the network, the stack is down.
+                Err(e @ EngineError::Api { .. }) => self
+                    .ui
+                    .warn(format!("network {} was left in place: {e}", n.name)),
+                Err(e) => return Err(e.into()),
+            }
         }
         if opts.remove_volumes {
             for v in self.removable_volumes().await? {

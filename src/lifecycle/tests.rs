@@ -996,3 +996,78 @@ async fn resolve_environment_fills_missing_values() {
     assert_eq!(e["OTHER"], None);
     assert_eq!(e["SET"].as_deref(), Some("1"));
 }
+
+#[tokio::test]
+async fn recreation_keeps_anonymous_volumes() {
+    let yaml = "services:\n  a:\n    image: api:1\n    volumes: [/cache]\n";
+    let e = FakeEngine::new().with_images(IMAGES);
+    let ui = ui();
+    let h = hardened(yaml);
+    lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    let before = e.container("nt-a-1").unwrap().mounts[0]
+        .name_or_source
+        .clone();
+    assert_eq!(before.len(), 64);
+    let h2 = hardened(&yaml.replace("[/cache]", "[/cache]\n    environment: {X: '1'}"));
+    let report = lc(&e, &h2, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(report.recreated, ["a"]);
+    let after = e.container("nt-a-1").unwrap().mounts;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].name_or_source, before, "same anonymous volume");
+}
+
+#[test]
+fn carry_anonymous_volumes_rules() {
+    let anon = "a".repeat(64);
+    let old = ContainerInfo {
+        id: "x".into(),
+        name: "x".into(),
+        image: "i".into(),
+        labels: Labels::new(),
+        state: RunState::Exited,
+        health: Health::None,
+        exit_code: Some(0),
+        oom_killed: false,
+        started_at: None,
+        finished_at: None,
+        ports: vec![],
+        mounts: vec![
+            // an image VOLUME the spec does not mention: carried
+            crate::engine::MountInfo {
+                kind: MountKind::Volume,
+                name_or_source: anon.clone(),
+                target: "/var/lib/data".into(),
+            },
+            // a named volume no longer mounted: not carried
+            crate::engine::MountInfo {
+                kind: MountKind::Volume,
+                name_or_source: "nt_old".into(),
+                target: "/old".into(),
+            },
+            // an anonymous volume where the spec now mounts a named one: not carried
+            crate::engine::MountInfo {
+                kind: MountKind::Volume,
+                name_or_source: "b".repeat(64),
+                target: "/named".into(),
+            },
+        ],
+        env: vec![],
+        stop_signal: None,
+        stop_timeout_secs: None,
+        networks: vec![],
+    };
+    let mut spec = ContainerSpec {
+        mounts: vec![MountSpec {
+            kind: MountKind::Volume,
+            source: "nt_named".into(),
+            target: "/named".into(),
+            read_only: false,
+        }],
+        ..ContainerSpec::default()
+    };
+    let carried = carry_anonymous_volumes(&mut spec, &old);
+    assert_eq!(carried, [(anon.clone(), "/var/lib/data".to_string())]);
+    assert_eq!(spec.mounts.len(), 2);
+    assert_eq!(spec.mounts[1].source, anon);
+    assert_eq!(spec.mounts[0].source, "nt_named");
+}
