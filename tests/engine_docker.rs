@@ -635,7 +635,7 @@ async fn unreachable_endpoints_are_named() {
     match DockerEngine::connect_to(Some("tcp://127.0.0.1:1")).await {
         Err(EngineError::Unreachable { endpoint, reason }) => {
             assert_eq!(endpoint, "tcp://127.0.0.1:1");
-            assert!(!reason.is_empty());
+            assert!(reason.contains("refused"), "{reason}");
         }
         other => panic!(
             "expected Unreachable, got {:?}",
