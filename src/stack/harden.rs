@@ -575,8 +575,8 @@ fn render_with_header(compose: &ComposeFile, header: &str) -> Result<String, ser
     if let Value::Mapping(m) = &mut value {
         // `name:` is rejected by docker-compose 1.x, and `version:` is obsolete (and would make
         // compose check the file against an old schema).
-        m.remove("name");
-        m.remove("version");
+        m.shift_remove("name");
+        m.shift_remove("version");
     }
     escape_dollars(&mut value);
     let mut out = String::from(header);

@@ -62,7 +62,7 @@ pub(super) fn load(
 
     // ---- services, one by one so errors name the service ----
     let services_files = files_defining(sources, &docs, &["services"]);
-    let services_map = match top.remove("services") {
+    let services_map = match top.shift_remove("services") {
         Some(Value::Mapping(m)) => m,
         None | Some(Value::Null) => Mapping::new(),
         Some(other) => {
