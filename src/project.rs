@@ -307,9 +307,9 @@ pub fn parse_dotenv(text: &str, lookup: &Env) -> Result<Vec<(String, String)>, (
                     ))
                 }
             }
-        } else if rest.starts_with('"') {
+        } else if let Some(body) = rest.strip_prefix('"') {
             // may continue on the next lines
-            let mut buf = rest[1..].to_string();
+            let mut buf = body.to_string();
             let closed = loop {
                 if let Some(end) = closing_double_quote(&buf) {
                     buf.truncate(end);

@@ -587,11 +587,7 @@ fn render_with_header(compose: &ComposeFile, header: &str) -> Result<String, ser
 /// Every `$` in a string value becomes `$$`, so compose does not interpolate it again.
 fn escape_dollars(v: &mut Value) {
     match v {
-        Value::String(s) => {
-            if s.contains('$') {
-                *s = escape(s);
-            }
-        }
+        Value::String(s) if s.contains('$') => *s = escape(s),
         Value::Sequence(items) => items.iter_mut().for_each(escape_dollars),
         Value::Mapping(m) => m.values_mut().for_each(escape_dollars),
         Value::Tagged(t) => escape_dollars(&mut t.value),

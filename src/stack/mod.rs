@@ -153,6 +153,6 @@ pub fn normalize_project_name(raw: &str) -> String {
         .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
         .collect();
     lowered
-        .trim_start_matches(|c: char| c == '_' || c == '-')
+        .trim_start_matches(['_', '-'])
         .to_string()
 }
