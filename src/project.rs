@@ -147,6 +147,26 @@ pub fn load(global: &GlobalArgs, ui: &Ui) -> anyhow::Result<Project> {
     })
 }
 
+/// Writes the hardened compose file to the state dir (`.nodus/compose.yaml`, 0600: environment
+/// values may be passwords) and a `.env` beside it with `COMPOSE_PROJECT_NAME`, so plain
+/// `docker compose -f .nodus/compose.yaml ...` uses this project (and its volumes) rather than one
+/// named after the `.nodus` directory. Returns the compose file's path.
+pub fn write_rendered(project: &Project) -> anyhow::Result<PathBuf> {
+    let yaml = crate::stack::render_yaml_for(&project.stack, &project.hardened.compose)
+        .context("rendering the compose file")?;
+    let path = project.state.compose_path();
+    crate::state::atomic_write(&path, yaml.as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let env_path = project.state.root().join(".env");
+    let env = format!(
+        "# Written by nodus: plain compose reading compose.yaml here uses the same project.\nCOMPOSE_PROJECT_NAME={}\n",
+        project.name()
+    );
+    crate::state::atomic_write(&env_path, env.as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", env_path.display()))?;
+    Ok(path)
+}
+
 fn rename_warning(old: &str, new: &str, hardened: &Hardened) -> String {
     // An example volume whose engine name follows the project name.
     let key = hardened

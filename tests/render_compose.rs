@@ -248,6 +248,13 @@ fn anonymous_pgdata_becomes_a_named_volume() {
     assert_eq!(vols[0]["target"].as_str(), Some("/var/lib/postgresql/data"));
     assert!(doc["volumes"]["db_data"].is_mapping(), "{text}");
 
+    // plain compose run on .nodus/compose.yaml picks the same project from the .env beside it
+    let dotenv = std::fs::read_to_string(dir.join(".nodus/.env")).unwrap();
+    assert!(
+        dotenv.lines().any(|l| l == "COMPOSE_PROJECT_NAME=anon"),
+        "{dotenv}"
+    );
+
     // compose resolves the file from inside .nodus/
     let cfg = yaml(&compose_config(&rendered, false));
     assert_eq!(

@@ -27,20 +27,16 @@ pub async fn run(ctx: &Ctx, args: crate::cli::RenderArgs) -> anyhow::Result<()> 
     let yaml = render_yaml_for(&project.stack, &project.hardened.compose)
         .context("rendering the compose file")?;
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));
-    let path: Option<PathBuf> = if to_stdout {
-        None
-    } else {
-        Some(
-            args.output
-                .clone()
-                .unwrap_or_else(|| project.state.compose_path()),
-        )
-    };
-    if let Some(p) = &path {
+    let path: Option<PathBuf> = match &args.output {
+        _ if to_stdout => None,
         // 0600: environment values (passwords) are in it.
-        atomic_write(p, yaml.as_bytes(), 0o600)
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
+        Some(p) => {
+            atomic_write(p, yaml.as_bytes(), 0o600)
+                .with_context(|| format!("writing {}", p.display()))?;
+            Some(p.clone())
+        }
+        None => Some(crate::project::write_rendered(&project)?),
+    };
 
     let h = &project.hardened;
     let shown = path

@@ -128,14 +128,54 @@ fn postgres_major(image: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// Image families whose data layout differs from the official images'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Official,
+    /// `bitnami/*`: data under `/bitnami/<name>`, no `VOLUME` declared.
+    Bitnami,
+    /// `timescale/timescaledb-ha`: `PGDATA=/home/postgres/pgdata/data`, `VOLUME /home/postgres/pgdata`.
+    TimescaleHa,
+}
+
+fn family(svc: &Service) -> Family {
+    let image = svc.image.as_deref().unwrap_or_default();
+    let repo = image.split('@').next().unwrap_or(image);
+    let repo = repo.strip_prefix("docker.io/").unwrap_or(repo);
+    let last = repo.rsplit('/').next().unwrap_or(repo);
+    let name = last.split(':').next().unwrap_or(last);
+    if repo.starts_with("bitnami/") {
+        Family::Bitnami
+    } else if name == "timescaledb-ha" {
+        Family::TimescaleHa
+    } else {
+        Family::Official
+    }
+}
+
 /// The default data directory of a kind (postgres: `PGDATA` when set).
 pub fn default_data_dir(kind: ServiceKind, svc: &Service) -> Option<String> {
+    let fam = family(svc);
+    if fam == Family::Bitnami {
+        return match kind {
+            ServiceKind::Postgres => Some("/bitnami/postgresql".into()),
+            ServiceKind::Redis => Some("/bitnami/redis/data".into()),
+            ServiceKind::Mysql => Some("/bitnami/mysql".into()),
+            ServiceKind::Mariadb => Some("/bitnami/mariadb".into()),
+            ServiceKind::Mongo => Some("/bitnami/mongodb".into()),
+            ServiceKind::Qdrant => Some("/qdrant/storage".into()),
+            ServiceKind::Other => None,
+        };
+    }
     match kind {
         ServiceKind::Postgres => {
             if let Some(Some(pgdata)) = svc.environment.get("PGDATA") {
                 if !pgdata.trim().is_empty() {
                     return Some(pgdata.trim().to_string());
                 }
+            }
+            if fam == Family::TimescaleHa {
+                return Some("/home/postgres/pgdata/data".into());
             }
             match svc.image.as_deref().and_then(postgres_major) {
                 Some(major) if major >= 18 => Some(format!("/var/lib/postgresql/{major}/docker")),
@@ -150,18 +190,20 @@ pub fn default_data_dir(kind: ServiceKind, svc: &Service) -> Option<String> {
     }
 }
 
-/// The `VOLUME` the official image declares for its data (an anonymous volume appears there
-/// whenever no mount is exactly at that path).
+/// The `VOLUME` the image declares for its data (an anonymous volume appears there whenever no
+/// mount is exactly at that path).
 fn image_volume(kind: ServiceKind, svc: &Service) -> Option<&'static str> {
-    match kind {
-        ServiceKind::Postgres => match svc.image.as_deref().and_then(postgres_major) {
+    match (family(svc), kind) {
+        (Family::Bitnami, _) => None,
+        (Family::TimescaleHa, ServiceKind::Postgres) => Some("/home/postgres/pgdata"),
+        (_, ServiceKind::Postgres) => match svc.image.as_deref().and_then(postgres_major) {
             Some(major) if major >= 18 => Some("/var/lib/postgresql"),
             _ => Some("/var/lib/postgresql/data"),
         },
-        ServiceKind::Redis => Some("/data"),
-        ServiceKind::Mysql | ServiceKind::Mariadb => Some("/var/lib/mysql"),
-        ServiceKind::Mongo => Some("/data/db"),
-        ServiceKind::Qdrant | ServiceKind::Other => None,
+        (_, ServiceKind::Redis) => Some("/data"),
+        (_, ServiceKind::Mysql | ServiceKind::Mariadb) => Some("/var/lib/mysql"),
+        (_, ServiceKind::Mongo) => Some("/data/db"),
+        (_, ServiceKind::Qdrant | ServiceKind::Other) => None,
     }
 }
 
@@ -885,6 +927,30 @@ mod tests {
         assert_eq!(
             h.stateful_service("db").unwrap().data_dir,
             "/var/lib/postgresql/18/docker"
+        );
+    }
+
+    #[test]
+    fn image_families_have_their_own_layout() {
+        let h = stack("services:\n  db:\n    image: bitnami/postgresql:16\n    volumes: ['pg:/bitnami/postgresql']\n  r:\n    image: docker.io/bitnami/redis:7.2\nvolumes:\n  pg: {}\n").harden();
+        assert_eq!(
+            h.compose.services["db"].volumes.len(),
+            1,
+            "{:?}",
+            h.findings
+        );
+        assert_eq!(
+            h.stateful_service("db").unwrap().volume_key.as_deref(),
+            Some("pg")
+        );
+        assert!(mount(&h, "r", "/bitnami/redis/data").is_some());
+        let h = stack("services:\n  ts:\n    image: timescale/timescaledb-ha:pg16\n").harden();
+        assert!(mount(&h, "ts", "/home/postgres/pgdata/data").is_some());
+        let h = stack("services:\n  ts:\n    image: timescale/timescaledb-ha:pg16\n    volumes: ['t:/home/postgres']\nvolumes:\n  t: {}\n").harden();
+        assert!(
+            fixes(&h, "VOLUME /home/postgres/pgdata"),
+            "{:?}",
+            h.findings
         );
     }
 
