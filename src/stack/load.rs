@@ -201,8 +201,7 @@ pub(super) fn load(
         })?,
     };
 
-    let stack_files = display_all(sources);
-    validate(&compose, &nodus, &stack_files, sources, &docs)?;
+    validate(&compose, &nodus, sources, &docs)?;
 
     // ---- project name ----
     let (raw, project_source) = match project_override {
@@ -241,7 +240,6 @@ pub(super) fn load(
 fn validate(
     compose: &ComposeFile,
     nodus: &XNodus,
-    stack_files: &str,
     sources: &[SourceFile],
     docs: &[Value],
 ) -> Result<(), StackError> {
@@ -316,7 +314,6 @@ fn validate(
             }
         }
     }
-    let _ = stack_files;
     Ok(())
 }
 
