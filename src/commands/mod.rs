@@ -34,7 +34,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn project(&self) -> anyhow::Result<Project> {
-        crate::project::load(&self.global)
+        crate::project::load(&self.global, &self.ui)
     }
 
     pub async fn engine(&self) -> anyhow::Result<Arc<dyn Engine>> {
