@@ -554,16 +554,19 @@ pub fn harden(stack: &Stack) -> Hardened {
                     );
                 }
             }
-            if let Some(port) = census_port(kind) {
-                if !publishes(&svc.ports, port) {
-                    svc.ports.push(Port::Short(format!("127.0.0.1::{port}")));
-                    find(
-                        FindingLevel::Fixed,
-                        format!(
-                            "port {port} published on 127.0.0.1 at an ephemeral host port, so nodus can take the census from the host"
-                        ),
-                    );
-                }
+        }
+        // Not hardening but observation: the guard must reach the database from the host (Linux and
+        // Docker Desktop alike), so the census port is published on loopback even with
+        // `harden: false`. It changes nothing about where data lives.
+        if let (Some(port), Some(svc)) = (census_port(kind), compose.services.get_mut(&name)) {
+            if !publishes(&svc.ports, port) {
+                svc.ports.push(Port::Short(format!("127.0.0.1::{port}")));
+                find(
+                    FindingLevel::Fixed,
+                    format!(
+                        "port {port} published on 127.0.0.1 at an ephemeral host port, so nodus can take the census from the host"
+                    ),
+                );
             }
         }
 
@@ -1079,8 +1082,19 @@ mod tests {
         let text = "services:\n  db:\n    image: postgres:15\n    volumes: [/var/lib/postgresql/data]\n  r:\n    image: redis:7\n";
         let s = stack(&format!("{text}x-nodus:\n  harden: false\n"));
         let h = s.harden();
-        assert_eq!(h.compose, s.compose, "passed through unchanged");
-        assert!(h.findings.is_empty());
+        // Everything passes through unchanged except the loopback census ports.
+        let mut expected = s.compose.clone();
+        expected.services["db"]
+            .ports
+            .push(Port::Short("127.0.0.1::5432".into()));
+        expected.services["r"]
+            .ports
+            .push(Port::Short("127.0.0.1::6379".into()));
+        assert_eq!(
+            h.compose, expected,
+            "passed through unchanged but for census ports"
+        );
+        assert!(h.findings.iter().all(|f| f.message.contains("census")));
         assert_eq!(h.stateful.len(), 2, "still known as stateful");
         assert_eq!(h.stateful_service("db").unwrap().volume_key, None);
 
@@ -1088,7 +1102,11 @@ mod tests {
             "{text}x-nodus:\n  services:\n    db:\n      harden: false\n"
         ));
         let h = s.harden();
-        assert_eq!(h.compose.services["db"], s.compose.services["db"]);
+        assert_eq!(
+            h.compose.services["db"].volumes,
+            s.compose.services["db"].volumes
+        );
+        assert_eq!(h.compose.services["db"].stop_signal, None);
         assert_ne!(
             h.compose.services["r"], s.compose.services["r"],
             "only db opted out"
