@@ -1,7 +1,5 @@
 //! `nodus up [SERVICE...] [--timeout 120s]`
 
-use anyhow::Context as _;
-
 use super::hooks::{Session, SessionOptions};
 use super::{parse_duration_arg, Ctx};
 use crate::lifecycle::{resolve_environment, Lifecycle, Report, Transition, UpOptions};
@@ -12,7 +10,8 @@ pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
     let mut project = ctx.project()?;
     project.stack.check_services(&args.services)?;
     let _lock = ctx.lock(&project)?;
-    write_compose(&project)?;
+    // The generated compose file, so `docker compose -f .nodus/compose.yaml` works as a fallback.
+    crate::project::write_rendered(&project)?;
     resolve_environment(&mut project.hardened.compose, &project.env);
     let engine = ctx.engine().await?;
     let mut session = Session::new(
@@ -30,15 +29,6 @@ pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
     let report = lc.up(&opts, &mut session.chain).await?;
     summary(ctx, &project, "up", &report);
     session.finish(ctx, &report)
-}
-
-/// Writes the generated compose file (so `docker compose -f .nodus/compose.yaml` works as a
-/// fallback), atomically and private: it may contain passwords.
-pub(super) fn write_compose(project: &Project) -> anyhow::Result<()> {
-    let path = project.state.compose_path();
-    let yaml = crate::stack::harden::render_yaml(&project.hardened.compose);
-    crate::state::atomic_write(&path, yaml.as_bytes(), 0o600)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The services named on the command line, or the default ones (profiles honoured).
