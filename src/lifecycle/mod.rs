@@ -1381,7 +1381,12 @@ impl<'a> Lifecycle<'a> {
             service: service.to_string(),
             container: Some(c.name.clone()),
             state,
-            health: health_str(c.health).to_string(),
+            // The engine keeps the last health of a stopped container; it means nothing then.
+            health: if is_running(c) {
+                health_str(c.health).to_string()
+            } else {
+                "none".to_string()
+            },
             image: c.image.clone(),
             volumes: c
                 .mounts
