@@ -47,7 +47,8 @@ impl Session {
     /// `DataLossDetected` when data went missing.
     pub fn finish(self, ctx: &Ctx, report: &Report) -> anyhow::Result<()> {
         if ctx.ui.json {
-            ctx.ui.json_out(&serde_json::json!({ "transition": self.transition, "report": report }));
+            ctx.ui
+                .json_out(&serde_json::json!({ "transition": self.transition, "report": report }));
         }
         Ok(())
     }

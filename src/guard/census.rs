@@ -33,7 +33,9 @@ pub enum ServiceCensus {
     Redis(RedisCensus),
     Qdrant(QdrantCensus),
     /// The service could not be counted (not running, port unreachable...).
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
