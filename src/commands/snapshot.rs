@@ -73,14 +73,20 @@ pub(crate) fn nodus_cmd(ctx: &Ctx, project: &Project) -> String {
         s.push_str(&format!(" -p {}", project.name()));
     }
     if let Some(d) = &ctx.global.state_dir {
-        s.push_str(&format!(" --state-dir {}", shell_word(&d.display().to_string())));
+        s.push_str(&format!(
+            " --state-dir {}",
+            shell_word(&d.display().to_string())
+        ));
     }
     s
 }
 
 /// Quotes a word for a POSIX shell when it needs it.
 pub(crate) fn shell_word(w: &str) -> String {
-    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c)) {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+    {
         w.to_string()
     } else {
         format!("'{}'", w.replace('\'', "'\\''"))
@@ -526,7 +532,11 @@ fn delete(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     };
     ctx.ui.confirm(
         &format!("Delete {what}?"),
-        &format!("{} snapshot delete {} --yes", nodus_cmd(ctx, &project), e.id),
+        &format!(
+            "{} snapshot delete {} --yes",
+            nodus_cmd(ctx, &project),
+            e.id
+        ),
     )?;
     store.delete(&e.id)?;
     ctx.ui.success(format!("deleted {what}"));
@@ -742,7 +752,11 @@ async fn restore_cmd(
         .collect();
     let ids: Vec<&str> = plans.iter().map(|p| p.entry.id.as_str()).collect();
     let again = if plans.len() == 1 {
-        format!("{} snapshot restore {} --yes", nodus_cmd(ctx, &project), ids[0])
+        format!(
+            "{} snapshot restore {} --yes",
+            nodus_cmd(ctx, &project),
+            ids[0]
+        )
     } else {
         let svcs: Vec<String> = plans
             .iter()

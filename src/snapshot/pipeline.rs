@@ -579,11 +579,19 @@ mod tests {
     fn small_machines_compress_at_the_fast_level() {
         assert!(matches!(
             Codec::snapshot_for_cores(2),
-            Codec::Zstd { level: 1, min_level: 1, threads: 2 }
+            Codec::Zstd {
+                level: 1,
+                min_level: 1,
+                threads: 2
+            }
         ));
         assert!(matches!(
             Codec::snapshot_for_cores(8),
-            Codec::Zstd { level: 3, min_level: 1, threads: 8 }
+            Codec::Zstd {
+                level: 3,
+                min_level: 1,
+                threads: 8
+            }
         ));
     }
 

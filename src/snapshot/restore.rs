@@ -576,7 +576,10 @@ mod tests {
     #[test]
     fn fewer_rows_or_another_cluster_is_a_mismatch_more_is_a_superset() {
         let rec = serde_json::to_value(pg(10)).unwrap();
-        assert!(matches!(check_census(Some(&rec), &pg(9), false), CensusCheck::Mismatch(_)));
+        assert!(matches!(
+            check_census(Some(&rec), &pg(9), false),
+            CensusCheck::Mismatch(_)
+        ));
         match check_census(Some(&rec), &pg(11), false) {
             CensusCheck::Superset(d) => assert!(!d.is_loss()),
             other => panic!("{other:?}"),
@@ -584,14 +587,23 @@ mod tests {
         let mut other = serde_json::to_value(pg(10)).unwrap();
         other["system_identifier"] = "43".into();
         let other: ServiceCensus = serde_json::from_value(other).unwrap();
-        assert!(matches!(check_census(Some(&rec), &other, false), CensusCheck::Mismatch(_)));
+        assert!(matches!(
+            check_census(Some(&rec), &other, false),
+            CensusCheck::Mismatch(_)
+        ));
         // A logical load re-creates the data in another cluster: that is expected.
-        assert!(matches!(check_census(Some(&rec), &other, true), CensusCheck::Exact));
+        assert!(matches!(
+            check_census(Some(&rec), &other, true),
+            CensusCheck::Exact
+        ));
         let lines = match check_census(Some(&rec), &pg(9), false) {
             CensusCheck::Mismatch(d) => describe_diff(&d),
             _ => unreachable!(),
         };
-        assert!(lines.iter().any(|l| l.contains("10") && l.contains("9")), "{lines:?}");
+        assert!(
+            lines.iter().any(|l| l.contains("10") && l.contains("9")),
+            "{lines:?}"
+        );
     }
 
     #[test]
