@@ -16,13 +16,13 @@
 #
 # Usage: scripts/bench-snapshot.sh
 # Env:   NODUS=path/to/nodus (default: target/release/nodus, built when missing)
-#        BENCH_ROWS=9000000 (rows of filler; ~110 bytes each on disk)   BENCH_RUNS=2 (best of)
+#        BENCH_ROWS=5000000 (rows of filler: ~1 GiB of PGDATA with its WAL)   BENCH_RUNS=2 (best of)
 #        NODUS_KEEP_BENCH=1 keeps the stack and temp dir for inspection.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-ROWS=${BENCH_ROWS:-9000000}
+ROWS=${BENCH_ROWS:-5000000}
 RUNS=${BENCH_RUNS:-2}
 IMAGE=nodus/postgres-standin:15
 PGDATA=/var/lib/postgresql/data

@@ -216,8 +216,16 @@ async fn restore_cmd(ctx: &Ctx, file: &Path, service: Option<String>) -> anyhow:
             report.already_exists,
             report.errors - report.already_exists
         ));
-        for l in &report.other_errors {
+        const SHOWN: usize = 10;
+        for l in report.other_errors.iter().take(SHOWN) {
             ctx.ui.warn(l);
+        }
+        let other = report.errors - report.already_exists;
+        if other > SHOWN {
+            ctx.ui.status(format!(
+                "... and {} more (the census comparison below says whether data is missing)",
+                other - SHOWN
+            ));
         }
     }
 
