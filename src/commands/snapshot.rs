@@ -227,7 +227,9 @@ async fn create(ctx: &Ctx, services: Vec<String>) -> anyhow::Result<()> {
         )?;
         let hook = SnapshotHook::new(&project, engine.clone(), &ctx.ui)
             .with_reason(Reason::Manual)
-            .only(running.clone());
+            .only(running.clone())
+            // Retention runs after automatic snapshots (and `snapshot prune`), not manual ones.
+            .without_prune();
         let outcome = hook.outcome();
         session.chain.0.push(Box::new(hook));
         ctx.ui.status(format!(
