@@ -252,7 +252,7 @@ fn service_dropping_tables_at_startup_is_named() {
     );
     let x = "x-nodus:\n  settle: 4s\n  services:\n    orm:\n      stateful: false\n";
     // first up without the ORM service to create data
-    let s = TestStack::new("orm", &pg_stack("", x));
+    let s = TestStack::new("orm", &pg_stack("", "x-nodus:\n  settle: 4s\n"));
     s.nodus(&["up"]).ok();
     s.create_tables("db", "app", 3, 2);
     s.nodus(&["down", "--no-snapshot"]).ok();
