@@ -189,7 +189,11 @@ async fn create(ctx: &Ctx, services: Vec<String>) -> anyhow::Result<()> {
                 crate::snapshot::snapshot_container(&*engine, &store, req, &ctx.ui).await
             }
             None => match offline_target(&*engine, &project, st, None).await {
-                Ok(target) => {
+                Ok((target, false)) => Err(crate::snapshot::SnapshotError::Other(format!(
+                    "{} has no container and its volume {} does not exist: nothing to snapshot",
+                    st.service, target.mount.source
+                ))),
+                Ok((target, true)) => {
                     restore::snapshot_via_helper(
                         &*engine,
                         &target,
@@ -280,13 +284,14 @@ async fn create(ctx: &Ctx, services: Vec<String>) -> anyhow::Result<()> {
 }
 
 /// Where a service's data lives when it has no container: the snapshot's recorded mount, or
-/// the volume the stack declares (created with the stack's labels when missing).
+/// the volume the stack declares. Also says whether that volume exists (it must carry the
+/// project's labels when it does).
 async fn offline_target(
     engine: &dyn Engine,
     project: &Project,
     st: &StatefulService,
     recorded: Option<&Manifest>,
-) -> anyhow::Result<RestoreTarget> {
+) -> anyhow::Result<(RestoreTarget, bool)> {
     let image = project
         .hardened
         .compose
@@ -310,23 +315,15 @@ async fn offline_target(
         .filter(|m| m.volume.name.as_deref() == Some(volume.as_str()))
         .and_then(|m| m.volume.mount_target.clone())
         .unwrap_or_else(|| st.data_dir.clone());
-    match engine.inspect_volume(&volume).await? {
-        Some(v) if !crate::labels::owned_by(&v.labels, project.name()) && !v.labels.is_empty() => {
-            bail!(
-                "volume {volume} does not carry the labels of project {}; nodus will not touch it",
-                project.name()
-            )
-        }
-        Some(_) => {}
-        None => {
-            let mut l = crate::labels::base(project.name());
-            if let Some(k) = &st.volume_key {
-                l.insert(crate::labels::VOLUME.to_string(), k.clone());
-            }
-            engine.create_volume(&volume, &l).await?;
-        }
-    }
-    Ok(RestoreTarget {
+    let exists = match engine.inspect_volume(&volume).await? {
+        Some(v) if !crate::labels::owned_by(&v.labels, project.name()) => bail!(
+            "volume {volume} does not carry the labels of project {}; nodus will not touch it",
+            project.name()
+        ),
+        Some(_) => true,
+        None => false,
+    };
+    let target = RestoreTarget {
         project: project.name().to_string(),
         service: st.service.clone(),
         image,
@@ -337,7 +334,23 @@ async fn offline_target(
             target: mount_target,
             read_only: false,
         },
-    })
+    };
+    Ok((target, exists))
+}
+
+/// Creates a service's missing volume with the labels `up` would give it.
+async fn create_volume(
+    engine: &dyn Engine,
+    project: &Project,
+    st: &StatefulService,
+    name: &str,
+) -> anyhow::Result<()> {
+    let mut l = crate::labels::base(project.name());
+    if let Some(k) = &st.volume_key {
+        l.insert(crate::labels::VOLUME.to_string(), k.clone());
+    }
+    engine.create_volume(name, &l).await?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -696,6 +709,8 @@ async fn restore_cmd(
 
     // 3. Where each goes; refuse incompatible ones before asking.
     let mut targets = Vec::new();
+    // Services whose volume does not exist yet (created after the confirmation).
+    let mut missing: Vec<String> = Vec::new();
     for p in &plans {
         let container =
             restore::service_container(&*engine, project.name(), &p.stateful.service).await?;
@@ -720,7 +735,18 @@ async fn restore_cmd(
                     },
                 }
             }
-            None => offline_target(&*engine, &project, &p.stateful, Some(&p.manifest)).await?,
+            None => {
+                let (t, exists) =
+                    offline_target(&*engine, &project, &p.stateful, Some(&p.manifest)).await?;
+                if !exists {
+                    ctx.ui.status(format!(
+                        "volume {} does not exist; it will be created for the restore",
+                        t.mount.source
+                    ));
+                    missing.push(t.service.clone());
+                }
+                t
+            }
         };
         restore::check_compatible(&p.manifest, &target)?;
         if p.manifest.volume.name.as_deref() != Some(target.mount.source.as_str()) {
@@ -837,7 +863,12 @@ async fn restore_cmd(
     // 6. Replace contents.
     let mut results = Vec::new();
     for (p, (target, _)) in plans.iter().zip(&targets) {
-        let helper_safety = (!no_safety && !running.contains(&target.service))
+        let absent = missing.contains(&target.service);
+        if absent {
+            create_volume(&*engine, &project, &p.stateful, &target.mount.source).await?;
+        }
+        // Nothing to keep from a volume that did not exist.
+        let helper_safety = (!no_safety && !absent && !running.contains(&target.service))
             .then(|| (&store, safety_info(&p.stateful, &files)));
         ctx.ui.status(format!(
             "restoring {} into {}...",
