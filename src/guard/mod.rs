@@ -1,4 +1,726 @@
 //! The persistence guard: provisioning, census, ledger, loss detection and cause inference.
+//!
+//! [`Guard`] implements [`Hooks`]: it counts what every stateful service holds before a
+//! transition stops it (and CHECKPOINTs postgres), provisions postgres and counts again right
+//! after each service is ready (before its dependents start) and once everything settled, and
+//! compares with the ledger. The outcome ([`verdict::Verdict`]) is left in a [`SharedOutcome`]
+//! for `commands::hooks::Session::finish` to print and turn into exit code 3.
 
+pub mod cause;
 pub mod census;
 pub mod diff;
+pub mod http;
+pub mod identity;
+pub mod ledger;
+pub mod pg;
+pub mod provision;
+pub mod verdict;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use census::{Census, CensusOptions, ServiceCensus};
+use ledger::{Entry, Ledger, LedgerError, Phase, ServiceIdentity};
+use verdict::{BaselineRef, Judge, Status, Verdict};
+
+use crate::engine::Engine;
+use crate::lifecycle::{Hooks, RunningService, StoppedService, Transition};
+use crate::output::Ui;
+use crate::stack::{Env, ServiceKind, StatefulService, XNodus};
+use crate::state::StateDir;
+
+/// Default wait between "every service is ready" and the settled census.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
+/// How long to retry connecting to a postgres that was just reported ready.
+const READY_CONNECT_RETRY: Duration = Duration::from_secs(30);
+
+/// What the guard needs to know about the stack.
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    pub project: String,
+    pub state: StateDir,
+    pub stateful: Vec<StatefulService>,
+    pub nodus: XNodus,
+    /// For role passwords (`password_env`): the process environment over `.env`.
+    pub env: Env,
+}
+
+impl GuardConfig {
+    pub fn from_project(p: &crate::project::Project) -> GuardConfig {
+        GuardConfig {
+            project: p.name().to_string(),
+            state: p.state.clone(),
+            stateful: p.hardened.stateful.clone(),
+            nodus: p.stack.nodus.clone(),
+            env: p.env.clone(),
+        }
+    }
+
+    pub fn ledger_path(&self) -> std::path::PathBuf {
+        self.state.ledger_path(&self.project)
+    }
+
+    /// `x-nodus.settle`, default 2s.
+    pub fn settle(&self) -> Duration {
+        self.nodus
+            .settle
+            .as_deref()
+            .and_then(|s| crate::stack::duration::parse_duration(s).ok())
+            .unwrap_or(DEFAULT_SETTLE)
+    }
+}
+
+/// Shared between the [`Guard`] inside the hook chain and the session that prints its outcome.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub verdict: Option<Verdict>,
+    /// A restore sets the census it expects (the snapshot's): the settled census is compared
+    /// with it instead of the ledger.
+    pub expected: Option<Census>,
+    /// `nodus down --volumes`: the data is removed on purpose; the next start is a new baseline.
+    pub remove_volumes: bool,
+}
+
+pub type SharedOutcome = Arc<Mutex<Outcome>>;
+
+struct Early {
+    /// Comparison with the baseline right after ready (None: no baseline).
+    diff: Option<diff::ServiceDiff>,
+    /// Number of services that were ready when this census was taken.
+    position: usize,
+}
+
+struct Baseline {
+    entry: Entry,
+    census: ServiceCensus,
+    identity: Option<ServiceIdentity>,
+    guarded: bool,
+}
+
+/// The guard of one transition.
+pub struct Guard {
+    engine: Arc<dyn Engine>,
+    ui: Ui,
+    cfg: GuardConfig,
+    transition: Transition,
+    session: String,
+    shared: SharedOutcome,
+    opts: CensusOptions,
+    ledger: Option<Ledger>,
+    ledger_opened: bool,
+    engine_id: Option<Option<String>>,
+    /// Services in the order they became ready.
+    ready_order: Vec<String>,
+    /// Stateful services that became ready, with their container.
+    ready: Vec<RunningService>,
+    early: BTreeMap<String, Early>,
+    /// When the first service of the start phase became ready.
+    start_time: Option<String>,
+    notes: Vec<String>,
+}
+
+pub fn transition_name(t: Transition) -> &'static str {
+    match t {
+        Transition::Up => "up",
+        Transition::Down => "down",
+        Transition::Stop => "stop",
+        Transition::Start => "start",
+        Transition::Restart => "restart",
+        Transition::Restore => "restore",
+    }
+}
+
+fn new_session_id() -> String {
+    format!(
+        "{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        std::process::id()
+    )
+}
+
+fn countable(s: &RunningService) -> bool {
+    s.stateful.as_ref().is_some_and(|st| census::supports(st.kind))
+}
+
+impl Guard {
+    pub fn new(engine: Arc<dyn Engine>, ui: Ui, cfg: GuardConfig, transition: Transition, shared: SharedOutcome) -> Guard {
+        Guard {
+            engine,
+            ui,
+            cfg,
+            transition,
+            session: new_session_id(),
+            shared,
+            opts: CensusOptions::default(),
+            ledger: None,
+            ledger_opened: false,
+            engine_id: None,
+            ready_order: Vec::new(),
+            ready: Vec::new(),
+            early: BTreeMap::new(),
+            start_time: None,
+            notes: Vec::new(),
+        }
+    }
+
+    fn ledger(&mut self) -> Option<&mut Ledger> {
+        if !self.ledger_opened {
+            self.ledger_opened = true;
+            let path = self.cfg.ledger_path();
+            match open_ledger(&path, &self.cfg.project, &self.ui) {
+                Ok(l) => {
+                    if l.untrusted().is_some() {
+                        self.notes
+                            .push("the census history before the corrupt ledger was set aside is unknown".into());
+                    }
+                    self.ledger = Some(l);
+                }
+                Err(e) => self.ui.warn(format!(
+                    "{e}; this transition is not checked against earlier censuses"
+                )),
+            }
+        }
+        self.ledger.as_mut()
+    }
+
+    fn save_ledger(&mut self) {
+        if let Some(l) = self.ledger.as_mut() {
+            if let Err(e) = l.save() {
+                self.ui.warn(format!("could not record the census: {e}"));
+            }
+        }
+    }
+
+    async fn engine_id(&mut self) -> Option<String> {
+        if self.engine_id.is_none() {
+            self.engine_id = Some(match self.engine.info().await {
+                Ok(i) => Some(i.id),
+                Err(e) => {
+                    tracing::debug!("engine info: {e}");
+                    None
+                }
+            });
+        }
+        self.engine_id.clone().flatten()
+    }
+
+    async fn new_entry(&mut self, phase: Phase, census: Census, services: BTreeMap<String, ServiceIdentity>) -> Entry {
+        Entry {
+            session: self.session.clone(),
+            transition: transition_name(self.transition).to_string(),
+            phase,
+            time: census::now_rfc3339(),
+            project: self.cfg.project.clone(),
+            nodus_version: env!("CARGO_PKG_VERSION").to_string(),
+            engine_id: self.engine_id().await,
+            volumes_removed: false,
+            census,
+            services,
+        }
+    }
+
+    /// Adds `census` (and identities) to this session's entry of `phase`, creating it.
+    async fn record(&mut self, phase: Phase, census: Census, ids: BTreeMap<String, ServiceIdentity>) {
+        let fresh = self.new_entry(phase, Census::default(), BTreeMap::new()).await;
+        let Some(l) = self.ledger() else { return };
+        let entry = match l.find_mut(&fresh.session, phase) {
+            Some(e) => e,
+            None => {
+                l.push(fresh.clone());
+                l.find_mut(&fresh.session, phase).expect("just pushed")
+            }
+        };
+        entry.time = census.taken_at.clone();
+        entry.census.taken_at = census.taken_at.clone();
+        entry.census.services.extend(census.services);
+        entry.services.extend(ids);
+        self.save_ledger();
+    }
+
+    fn baseline_for(&mut self, service: &str) -> Option<Baseline> {
+        let expected = self.shared.lock().ok().and_then(|o| o.expected.clone());
+        if let Some(exp) = expected {
+            let census = exp.services.get(service).filter(|c| c.is_available())?.clone();
+            return Some(Baseline {
+                entry: Entry {
+                    session: self.session.clone(),
+                    transition: "snapshot".into(),
+                    phase: Phase::Pre,
+                    time: exp.taken_at.clone(),
+                    project: self.cfg.project.clone(),
+                    nodus_version: String::new(),
+                    engine_id: None,
+                    volumes_removed: false,
+                    census: Census::default(),
+                    services: BTreeMap::new(),
+                },
+                census,
+                identity: None,
+                guarded: true,
+            });
+        }
+        if self.transition == Transition::Restore {
+            return None;
+        }
+        let session = self.session.clone();
+        let l = self.ledger()?;
+        let e = l.latest_for(service, Some(&session))?;
+        if e.volumes_removed {
+            let msg = format!(
+                "{service}: its volume was removed with `nodus down --volumes` at {}; this census is the new baseline",
+                e.time
+            );
+            if !self.notes.contains(&msg) {
+                self.notes.push(msg);
+            }
+            return None;
+        }
+        Some(Baseline {
+            census: e.census_of(service)?.clone(),
+            identity: e.services.get(service).cloned(),
+            guarded: e.phase == Phase::Pre,
+            entry: e.clone(),
+        })
+    }
+
+    async fn identities(&self, svcs: &[RunningService], census: &Census) -> BTreeMap<String, ServiceIdentity> {
+        let mut out = BTreeMap::new();
+        for s in svcs {
+            if let Some(id) = identity::identify(self.engine.as_ref(), s, census.services.get(&s.service)).await {
+                out.insert(s.service.clone(), id);
+            }
+        }
+        out
+    }
+
+    /// CHECKPOINT, sessions idle in transaction, UNLOGGED tables.
+    async fn pg_before_stop(&self, svc: &RunningService, c: Option<&ServiceCensus>) {
+        let engine = self.engine.as_ref();
+        let name = &svc.service;
+        if let Some(ServiceCensus::Postgres(p)) = c {
+            let unlogged: Vec<String> = p
+                .databases
+                .iter()
+                .flat_map(|(db, d)| {
+                    d.tables
+                        .iter()
+                        .filter(|(_, t)| t.persistence == census::Persistence::Unlogged)
+                        .map(move |(t, tc)| format!("{db}.{t} ({} rows)", tc.rows))
+                })
+                .collect();
+            if !unlogged.is_empty() {
+                self.ui.warn(format!(
+                    "{name}: UNLOGGED tables (emptied by crash recovery if postgres is killed): {}",
+                    unlogged.join(", ")
+                ));
+            }
+        }
+        let mut target = match pg::target_for(engine, name, &svc.container).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.ui.warn(format!("{name}: cannot connect for CHECKPOINT: {}", e.message));
+                return;
+            }
+        };
+        let session = match pg::connect_maintenance(engine, &mut target, Duration::from_secs(5)).await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                self.ui.warn(format!("{name}: cannot connect for CHECKPOINT: {}", e.message));
+                return;
+            }
+        };
+        match session.query(pg::IDLE_IN_TX_QUERY).await {
+            Ok(rows) if !rows.is_empty() => {
+                self.ui.warn(format!(
+                    "{name}: {} {} idle in transaction; their uncommitted work will be rolled back:",
+                    rows.len(),
+                    census::plural(rows.len(), "session is", "sessions are")
+                ));
+                for r in rows {
+                    let f = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+                    let app = if f(2).is_empty() { String::new() } else { format!(" ({})", f(2)) };
+                    eprintln!(
+                        "    {}@{} from {}{app}, idle since {}: {}",
+                        f(1),
+                        f(0),
+                        f(3),
+                        f(4),
+                        f(5)
+                    );
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("{name}: pg_stat_activity: {}", e.message),
+        }
+        let spinner = self.ui.spinner(format!("{name}: CHECKPOINT"));
+        let r = session.execute("CHECKPOINT").await;
+        spinner.finish_and_clear();
+        match r {
+            Ok(()) => self.ui.detail(format!("{name}: CHECKPOINT done")),
+            Err(e) => self.ui.warn(format!("{name}: CHECKPOINT failed: {}", e.message)),
+        }
+    }
+
+    fn started_after(&self, service: &str, started: &[RunningService]) -> Vec<String> {
+        let Some(e) = self.early.get(service) else { return Vec::new() };
+        let mut out: Vec<String> = self.ready_order.iter().skip(e.position).cloned().collect();
+        for s in started {
+            if !self.ready_order.contains(&s.service) && !out.contains(&s.service) {
+                out.push(s.service.clone());
+            }
+        }
+        out.retain(|s| s != service);
+        out
+    }
+
+    fn publish(&self, v: Verdict) {
+        if let Ok(mut o) = self.shared.lock() {
+            o.verdict = Some(v);
+        }
+    }
+}
+
+/// Opens the ledger, reporting a torn one (kept aside, not trusted).
+pub fn open_ledger(path: &std::path::Path, project: &str, ui: &Ui) -> Result<Ledger, LedgerError> {
+    let (l, problem) = Ledger::open(path, project)?;
+    if let Some(p) = problem {
+        ui.warn(p.to_string());
+    } else if let Some(u) = l.untrusted() {
+        ui.warn(format!(
+            "ledger {} is not trusted since {}: the one before it was corrupt ({}; kept as {}); run `nodus verify --accept` to start a new baseline",
+            path.display(),
+            u.since,
+            u.reason,
+            u.corrupt_copy
+        ));
+    }
+    Ok(l)
+}
+
+#[async_trait]
+impl Hooks for Guard {
+    async fn before_stop(
+        &mut self,
+        t: Transition,
+        running: &[RunningService],
+    ) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+        let svcs: Vec<RunningService> = running.iter().filter(|s| countable(s)).cloned().collect();
+        if svcs.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let names: Vec<&str> = svcs.iter().map(|s| s.service.as_str()).collect();
+        let spinner = self.ui.spinner(format!("census of {} before stopping", names.join(", ")));
+        let census = census::take_many(self.engine.as_ref(), &svcs, &self.opts).await;
+        spinner.finish_and_clear();
+        for (name, c) in &census.services {
+            if let ServiceCensus::Unavailable { reason } = c {
+                self.ui.warn(format!(
+                    "{name}: no census before stopping ({reason}); a loss at the next start cannot be told apart from earlier changes"
+                ));
+            }
+        }
+        for s in &svcs {
+            if s.stateful.as_ref().map(|st| st.kind) == Some(ServiceKind::Postgres) {
+                self.pg_before_stop(s, census.services.get(&s.service)).await;
+            }
+        }
+        let ids = self.identities(&svcs, &census).await;
+        let remove_volumes = self.shared.lock().map(|o| o.remove_volumes).unwrap_or(false);
+        let mut entry = self.new_entry(Phase::Pre, census.clone(), ids).await;
+        entry.volumes_removed = remove_volumes && t == Transition::Down;
+        if let Some(l) = self.ledger() {
+            l.push(entry);
+        }
+        self.save_ledger();
+
+        let mut v = Verdict::new(
+            transition_name(t),
+            census.totals(),
+            self.cfg.ledger_path().display().to_string(),
+            census::now_rfc3339(),
+        );
+        v.notes = self.notes.clone();
+        v.conclude();
+        self.publish(v);
+
+        Ok(census
+            .services
+            .iter()
+            .filter_map(|(k, c)| serde_json::to_value(c).ok().map(|v| (k.clone(), v)))
+            .collect())
+    }
+
+    async fn after_stop(&mut self, _t: Transition, stopped: &[StoppedService]) -> anyhow::Result<()> {
+        let session = self.session.clone();
+        let mut changed = false;
+        if let Some(l) = self.ledger() {
+            if let Some(e) = l.find_mut(&session, Phase::Pre) {
+                for s in stopped {
+                    if let Some(id) = e.services.get_mut(&s.service) {
+                        id.stop_evidence = Some(s.evidence.clone());
+                        changed = true;
+                    }
+                }
+            }
+        }
+        for s in stopped {
+            let killed = s.evidence.killed || s.evidence.oom_killed;
+            if killed && s.stateful.as_ref().is_some_and(|st| st.kind == ServiceKind::Postgres) {
+                self.ui.warn(format!(
+                    "{}: postgres did not shut down cleanly (killed); it will run crash recovery at the next start, which empties UNLOGGED tables",
+                    s.service
+                ));
+            }
+        }
+        if changed {
+            self.save_ledger();
+        }
+        Ok(())
+    }
+
+    async fn service_ready(&mut self, _t: Transition, svc: &RunningService) -> anyhow::Result<()> {
+        if self.start_time.is_none() {
+            self.start_time = Some(census::now_rfc3339());
+        }
+        self.ready_order.push(svc.service.clone());
+        if !countable(svc) {
+            return Ok(());
+        }
+        let kind = svc.stateful.as_ref().map(|s| s.kind);
+        let engine = self.engine.clone();
+        if kind == Some(ServiceKind::Postgres) {
+            if let Some(spec) = self.cfg.nodus.services.get(&svc.service) {
+                let created =
+                    provision::provision(engine.as_ref(), svc, spec, &self.cfg.env, READY_CONNECT_RETRY).await?;
+                for c in created {
+                    self.ui.success(format!("{}: {c}", svc.service));
+                }
+            }
+        }
+        let opts = CensusOptions {
+            connect_retry: READY_CONNECT_RETRY,
+            ..self.opts
+        };
+        let c = match census::take_service(engine.as_ref(), svc, &opts).await {
+            Ok(c) => c,
+            Err(e) => ServiceCensus::Unavailable { reason: e.to_string() },
+        };
+        if let ServiceCensus::Unavailable { reason } = &c {
+            self.ui.warn(format!("{}: no census right after start: {reason}", svc.service));
+        }
+        let mut one = Census {
+            taken_at: census::now_rfc3339(),
+            services: BTreeMap::new(),
+        };
+        one.services.insert(svc.service.clone(), c.clone());
+        let ids = self.identities(std::slice::from_ref(svc), &one).await;
+        let diff = self.baseline_for(&svc.service).map(|b| diff::compare(&b.census, &c));
+        if let (Some(d), Some(b)) = (&diff, self.baseline_for(&svc.service)) {
+            if d.is_loss() && (b.guarded || d.is_structural_loss()) {
+                self.ui.warn(format!(
+                    "{}: right after start, {} compared with the census {} at {} (details when all services are up)",
+                    svc.service,
+                    d.summary(),
+                    b.entry.phase.describe(),
+                    b.entry.time
+                ));
+            }
+        }
+        self.record(Phase::PostReady, one, ids).await;
+        self.early.insert(
+            svc.service.clone(),
+            Early {
+                diff,
+                position: self.ready_order.len(),
+            },
+        );
+        self.ready.retain(|r| r.service != svc.service);
+        self.ready.push(svc.clone());
+        Ok(())
+    }
+
+    async fn all_ready(&mut self, t: Transition, started: &[RunningService]) -> anyhow::Result<()> {
+        let mut check: Vec<RunningService> = self.ready.clone();
+        for s in started {
+            if countable(s) && !check.iter().any(|c| c.service == s.service) {
+                check.push(s.clone());
+            }
+        }
+        if check.is_empty() {
+            return Ok(());
+        }
+        let settle = self.cfg.settle();
+        if !settle.is_zero() {
+            let spinner = self.ui.spinner(format!("letting the stack settle ({}s)", settle.as_secs_f32()));
+            tokio::time::sleep(settle).await;
+            spinner.finish_and_clear();
+        }
+        let spinner = self.ui.spinner("census after start");
+        let settled = census::take_many(self.engine.as_ref(), &check, &self.opts).await;
+        spinner.finish_and_clear();
+        let ids = self.identities(&check, &settled).await;
+        let restore_point = self.start_time.clone().unwrap_or_else(census::now_rfc3339);
+
+        let mut v = Verdict::new(
+            transition_name(t),
+            settled.totals(),
+            self.cfg.ledger_path().display().to_string(),
+            restore_point,
+        );
+        for s in &check {
+            let Some(now) = settled.services.get(&s.service) else { continue };
+            let kind = s.stateful.as_ref().map(|st| st.kind).unwrap_or(ServiceKind::Other);
+            let baseline = self.baseline_for(&s.service);
+            let early = self.early.get(&s.service).and_then(|e| e.diff.clone());
+            let after = self.started_after(&s.service, started);
+            let sv = verdict::judge(Judge {
+                service: &s.service,
+                kind,
+                baseline: baseline.as_ref().map(|b| {
+                    (
+                        BaselineRef {
+                            phase: b.entry.phase,
+                            time: b.entry.time.clone(),
+                            transition: b.entry.transition.clone(),
+                            guarded: b.guarded,
+                        },
+                        &b.census,
+                        b.identity.as_ref(),
+                        b.entry.project.as_str(),
+                    )
+                }),
+                now,
+                early,
+                current_identity: ids.get(&s.service),
+                current_project: &self.cfg.project,
+                started_after_early: &after,
+                strict: false,
+            });
+            v.services.insert(s.service.clone(), sv);
+        }
+        v.conclude();
+        if v.verdict == Status::Baseline {
+            let first = self.ledger.as_ref().is_some_and(|l| l.entries().iter().all(|e| e.session == self.session));
+            if first && self.ledger.as_ref().is_some_and(|l| l.untrusted().is_none()) {
+                self.notes.push("first census of this stack: recorded as the baseline".into());
+            }
+        }
+        v.notes = self.notes.clone();
+        self.record(Phase::PostSettled, settled, ids).await;
+        self.publish(v);
+        Ok(())
+    }
+}
+
+/// `nodus verify`: the census now against the latest recorded census of each service (any
+/// phase; every difference counts). With `accept`, the census is recorded as the new baseline.
+pub async fn verify(
+    engine: &dyn Engine,
+    cfg: &GuardConfig,
+    ui: &Ui,
+    accept: bool,
+    fast: bool,
+) -> anyhow::Result<Verdict> {
+    let path = cfg.ledger_path();
+    let mut ledger = open_ledger(&path, &cfg.project, ui)?;
+    let opts = CensusOptions {
+        fast,
+        ..Default::default()
+    };
+    let countable: Vec<StatefulService> = cfg.stateful.iter().filter(|s| census::supports(s.kind)).cloned().collect();
+    let spinner = ui.spinner("census");
+    let running = census::running_stateful(engine, &cfg.project, &countable).await?;
+    let live: Vec<RunningService> = running.values().flatten().cloned().collect();
+    let mut now = census::take_many(engine, &live, &opts).await;
+    spinner.finish_and_clear();
+    for (name, rs) in &running {
+        if rs.is_none() {
+            now.services.insert(
+                name.clone(),
+                ServiceCensus::Unavailable {
+                    reason: "not running (start the stack with `nodus up`)".into(),
+                },
+            );
+        }
+    }
+    let mut ids = BTreeMap::new();
+    for s in &live {
+        if let Some(id) = identity::identify(engine, s, now.services.get(&s.service)).await {
+            ids.insert(s.service.clone(), id);
+        }
+    }
+    let mut v = Verdict::new("verify", now.totals(), path.display().to_string(), census::now_rfc3339());
+    for (name, c) in &now.services {
+        let kind = countable
+            .iter()
+            .find(|s| &s.service == name)
+            .map(|s| s.kind)
+            .unwrap_or(ServiceKind::Other);
+        let entry = ledger.latest_for(name, None);
+        let sv = verdict::judge(Judge {
+            service: name,
+            kind,
+            baseline: entry.and_then(|e| {
+                Some((
+                    BaselineRef {
+                        phase: e.phase,
+                        time: e.time.clone(),
+                        transition: e.transition.clone(),
+                        guarded: e.phase == Phase::Pre,
+                    },
+                    e.census_of(name)?,
+                    e.services.get(name),
+                    e.project.as_str(),
+                ))
+            }),
+            now: c,
+            early: None,
+            current_identity: ids.get(name),
+            current_project: &cfg.project,
+            started_after_early: &[],
+            strict: true,
+        });
+        v.services.insert(name.clone(), sv);
+    }
+    v.conclude();
+    if accept {
+        let unavailable: Vec<&String> = now.services.iter().filter(|(_, c)| !c.is_available()).map(|(n, _)| n).collect();
+        if !unavailable.is_empty() {
+            anyhow::bail!(
+                "cannot accept a census in which {} could not be counted; start the stack first",
+                unavailable.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        let entry = Entry {
+            session: new_session_id(),
+            transition: "verify".into(),
+            phase: Phase::Accepted,
+            time: now.taken_at.clone(),
+            project: cfg.project.clone(),
+            nodus_version: env!("CARGO_PKG_VERSION").to_string(),
+            engine_id: engine.info().await.ok().map(|i| i.id),
+            volumes_removed: false,
+            census: now.clone(),
+            services: ids,
+        };
+        ledger.push(entry);
+        ledger.mark_trusted();
+        ledger.save()?;
+        if v.verdict == Status::Loss {
+            v.notes.push(format!("accepted these differences: {}", v.loss_summary()));
+        }
+        for s in v.services.values_mut() {
+            s.status = Status::Accepted;
+        }
+        v.verdict = Status::Accepted;
+    } else if ledger.entries().is_empty() {
+        v.notes.push(format!(
+            "no census recorded for project {} yet; run `nodus verify --accept` to record one",
+            cfg.project
+        ));
+    }
+    Ok(v)
+}
