@@ -34,7 +34,8 @@ pub async fn run(ctx: &Ctx, args: crate::cli::CensusArgs) -> anyhow::Result<()> 
         return Ok(());
     }
     if c.services.is_empty() {
-        ctx.ui.status("no stateful services nodus can count in this stack");
+        ctx.ui
+            .status("no stateful services nodus can count in this stack");
         return Ok(());
     }
     for line in render(&c) {
@@ -55,9 +56,17 @@ pub fn render(c: &census::Census) -> Vec<String> {
     for (name, sc) in &c.services {
         match sc {
             ServiceCensus::Postgres(p) => {
-                out.push(format!("{name} (postgres, system identifier {})", p.system_identifier));
+                out.push(format!(
+                    "{name} (postgres, system identifier {})",
+                    p.system_identifier
+                ));
                 for (db, d) in &p.databases {
-                    let rows: i64 = d.tables.values().filter(|t| !t.partitioned).map(|t| t.rows).sum();
+                    let rows: i64 = d
+                        .tables
+                        .values()
+                        .filter(|t| !t.partitioned)
+                        .map(|t| t.rows)
+                        .sum();
                     let est = d.tables.values().any(|t| t.estimated);
                     out.push(format!(
                         "  {db}: {} {}, {}{rows} {}",
@@ -66,7 +75,12 @@ pub fn render(c: &census::Census) -> Vec<String> {
                         if est { "~" } else { "" },
                         census::plural(rows as usize, "row", "rows")
                     ));
-                    let width = d.tables.keys().map(|k| k.chars().count()).max().unwrap_or(0);
+                    let width = d
+                        .tables
+                        .keys()
+                        .map(|k| k.chars().count())
+                        .max()
+                        .unwrap_or(0);
                     for (t, tc) in &d.tables {
                         let mut flags = Vec::new();
                         if tc.persistence == census::Persistence::Unlogged {
@@ -94,8 +108,15 @@ pub fn render(c: &census::Census) -> Vec<String> {
                 }
                 for (db, keys) in &r.keys {
                     let ttl = r.expires.get(db).copied().unwrap_or(0);
-                    let ttl = if ttl > 0 { format!(" ({ttl} with a TTL)") } else { String::new() };
-                    out.push(format!("  db{db}: {keys} {}{ttl}", census::plural(*keys as usize, "key", "keys")));
+                    let ttl = if ttl > 0 {
+                        format!(" ({ttl} with a TTL)")
+                    } else {
+                        String::new()
+                    };
+                    out.push(format!(
+                        "  db{db}: {keys} {}{ttl}",
+                        census::plural(*keys as usize, "key", "keys")
+                    ));
                 }
             }
             ServiceCensus::Qdrant(q) => {
@@ -107,7 +128,9 @@ pub fn render(c: &census::Census) -> Vec<String> {
                     out.push(format!("  {coll}: {points} points"));
                 }
             }
-            ServiceCensus::Unavailable { reason } => out.push(format!("{name}: not counted ({reason})")),
+            ServiceCensus::Unavailable { reason } => {
+                out.push(format!("{name}: not counted ({reason})"))
+            }
         }
     }
     out

@@ -35,7 +35,12 @@ pub struct Session {
 /// The command that puts back what `service` held before `before` (RFC 3339): the latest
 /// snapshot of its volume taken before that moment. The snapshot module fills this in; until
 /// then there is nothing to restore from.
-pub fn latest_snapshot_before(state: &StateDir, project: &str, service: &str, before: &str) -> Option<String> {
+pub fn latest_snapshot_before(
+    state: &StateDir,
+    project: &str,
+    service: &str,
+    before: &str,
+) -> Option<String> {
     let _ = (state, project, service, before);
     None
 }
@@ -91,7 +96,9 @@ impl Session {
     pub fn finish(self, ctx: &Ctx, report: &Report) -> anyhow::Result<()> {
         let mut verdict = self.guard.lock().ok().and_then(|mut o| o.verdict.take());
         if let Some(v) = verdict.as_mut() {
-            v.fill_restore(|service, before| latest_snapshot_before(&self.state, &self.project, service, before));
+            v.fill_restore(|service, before| {
+                latest_snapshot_before(&self.state, &self.project, service, before)
+            });
         }
         if ctx.ui.json {
             ctx.ui.json_out(&serde_json::json!({
@@ -117,7 +124,9 @@ impl Session {
 
 /// On a terminal, offers to run the restore. Never prompts without one (or with --json / --yes).
 pub fn offer_restore(ctx: &Ctx, v: &Verdict) {
-    let Some(cmd) = &v.restore_command else { return };
+    let Some(cmd) = &v.restore_command else {
+        return;
+    };
     if ctx.ui.json || !ctx.ui.interactive || ctx.ui.assume_yes {
         return;
     }

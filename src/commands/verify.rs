@@ -13,8 +13,11 @@ pub async fn run(ctx: &Ctx, args: crate::cli::VerifyArgs) -> anyhow::Result<()> 
     let _lock = ctx.lock(&project)?;
     let engine = ctx.engine().await?;
     let cfg = GuardConfig::from_project(&project);
-    let mut v = crate::guard::verify(engine.as_ref(), &cfg, &ctx.ui, args.accept, args.fast).await?;
-    v.fill_restore(|service, before| super::hooks::latest_snapshot_before(&project.state, project.name(), service, before));
+    let mut v =
+        crate::guard::verify(engine.as_ref(), &cfg, &ctx.ui, args.accept, args.fast).await?;
+    v.fill_restore(|service, before| {
+        super::hooks::latest_snapshot_before(&project.state, project.name(), service, before)
+    });
     if ctx.ui.json {
         ctx.ui.json_out(&v);
     } else {

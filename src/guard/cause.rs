@@ -113,11 +113,9 @@ fn short(s: &str) -> &str {
 /// the system identifier changed.
 pub fn infer(input: &CauseInput) -> Cause {
     let b = &input.baseline;
-    let id_change = input
-        .diff
-        .system_identifier_changed
-        .as_ref()
-        .or(input.early.and_then(|e| e.system_identifier_changed.as_ref()));
+    let id_change = input.diff.system_identifier_changed.as_ref().or(input
+        .early
+        .and_then(|e| e.system_identifier_changed.as_ref()));
     let cur = input.current;
     let old = b.identity;
     let old_vol = old.and_then(|i| i.volume.as_ref());
@@ -131,8 +129,14 @@ pub fn infer(input: &CauseInput) -> Cause {
             details.push(format!(
                 "when it stopped last, {} was {} (exit {})",
                 input.service,
-                if ev.oom_killed { "OOM-killed" } else { "killed" },
-                ev.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "?".into())
+                if ev.oom_killed {
+                    "OOM-killed"
+                } else {
+                    "killed"
+                },
+                ev.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "?".into())
             ));
         }
     }
@@ -377,7 +381,11 @@ mod tests {
         c.cur = Some(ident("p_db_data", "2025-03-01T00:00:00.123456789Z"));
         let cause = c.run();
         assert_eq!(cause.code, CauseCode::VolumeRecreated);
-        assert!(cause.summary.starts_with("a new cluster was initialised"), "{}", cause.summary);
+        assert!(
+            cause.summary.starts_with("a new cluster was initialised"),
+            "{}",
+            cause.summary
+        );
         assert!(cause.summary.contains("removed and recreated"));
         assert!(cause.details[0].contains("1 → 2"));
     }
@@ -389,7 +397,11 @@ mod tests {
         c.old = Some(ident("oldname_db_data", "2025-01-01T00:00:00Z"));
         let cause = c.run();
         assert_eq!(cause.code, CauseCode::ProjectRenamed);
-        assert!(cause.summary.contains("from oldname to p"), "{}", cause.summary);
+        assert!(
+            cause.summary.contains("from oldname to p"),
+            "{}",
+            cause.summary
+        );
         assert!(cause.summary.contains("-p oldname"));
     }
 
@@ -405,7 +417,11 @@ mod tests {
         let c = Case::new(id_changed());
         let cause = c.run();
         assert_eq!(cause.code, CauseCode::DataDirOffVolume);
-        assert!(cause.summary.contains("PGDATA is not on it"), "{}", cause.summary);
+        assert!(
+            cause.summary.contains("PGDATA is not on it"),
+            "{}",
+            cause.summary
+        );
     }
 
     #[test]
@@ -417,7 +433,11 @@ mod tests {
         c.cur = Some(cur);
         let cause = c.run();
         assert_eq!(cause.code, CauseCode::DataDirOffVolume);
-        assert!(cause.summary.contains("anonymous volume (aaaaaaaaaaaa)"), "{}", cause.summary);
+        assert!(
+            cause.summary.contains("anonymous volume (aaaaaaaaaaaa)"),
+            "{}",
+            cause.summary
+        );
     }
 
     #[test]
@@ -444,7 +464,11 @@ mod tests {
         c.started = vec!["migrate".into(), "web".into()];
         let cause = c.run();
         assert_eq!(cause.code, CauseCode::DroppedDuringStartup);
-        assert!(cause.summary.contains("by migrate, web"), "{}", cause.summary);
+        assert!(
+            cause.summary.contains("by migrate, web"),
+            "{}",
+            cause.summary
+        );
     }
 
     #[test]
@@ -513,6 +537,13 @@ mod tests {
         c.old = Some(old);
         let cause = c.run();
         assert_eq!(cause.code, CauseCode::UnloggedCrashRecovery);
-        assert!(cause.details.iter().any(|d| d.contains("killed (exit 137)")), "{:?}", cause.details);
+        assert!(
+            cause
+                .details
+                .iter()
+                .any(|d| d.contains("killed (exit 137)")),
+            "{:?}",
+            cause.details
+        );
     }
 }

@@ -37,7 +37,9 @@ pub enum ServiceCensus {
     Redis(RedisCensus),
     Qdrant(QdrantCensus),
     /// The service could not be counted (not running, port unreachable...).
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
 }
 
 impl ServiceCensus {
@@ -91,10 +93,41 @@ pub struct TableCensus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct RedisCensus {
     /// Keys per logical database (db index → key count).
+    #[serde(with = "db_index_keys")]
     pub keys: BTreeMap<u32, u64>,
     /// Keys with a TTL per logical database (they may legitimately vanish).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "db_index_keys"
+    )]
     pub expires: BTreeMap<u32, u64>,
+}
+
+/// Integer map keys inside the internally tagged [`ServiceCensus`]: serde buffers the content and
+/// then cannot parse `"0"` as a u32, so the keys go through strings explicitly.
+mod db_index_keys {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<u32, u64>, s: S) -> Result<S::Ok, S::Error> {
+        m.iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<BTreeMap<String, u64>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, u64>, D::Error> {
+        let m = BTreeMap::<String, u64>::deserialize(d)?;
+        m.into_iter()
+            .map(|(k, v)| {
+                k.parse::<u32>()
+                    .map(|k| (k, v))
+                    .map_err(|_| serde::de::Error::custom(format!("bad redis db index {k:?}")))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -124,7 +157,10 @@ impl CensusOptions {
 
 /// Kinds nodus can count.
 pub fn supports(kind: ServiceKind) -> bool {
-    matches!(kind, ServiceKind::Postgres | ServiceKind::Redis | ServiceKind::Qdrant)
+    matches!(
+        kind,
+        ServiceKind::Postgres | ServiceKind::Redis | ServiceKind::Qdrant
+    )
 }
 
 /// Census of one running stateful service.
@@ -178,7 +214,11 @@ pub fn kind_str(k: ServiceKind) -> &'static str {
 
 /// Census of several running services at once (concurrently). A service that cannot be counted is
 /// recorded as `Unavailable` with the reason; services of kinds nodus cannot count are left out.
-pub async fn take_many(engine: &dyn Engine, services: &[RunningService], opts: &CensusOptions) -> Census {
+pub async fn take_many(
+    engine: &dyn Engine,
+    services: &[RunningService],
+    opts: &CensusOptions,
+) -> Census {
     let countable: Vec<&RunningService> = services
         .iter()
         .filter(|s| s.stateful.as_ref().is_some_and(|st| supports(st.kind)))
@@ -189,7 +229,9 @@ pub async fn take_many(engine: &dyn Engine, services: &[RunningService], opts: &
         services: BTreeMap::new(),
     };
     for (svc, r) in countable.into_iter().zip(results) {
-        let c = r.unwrap_or_else(|e| ServiceCensus::Unavailable { reason: e.to_string() });
+        let c = r.unwrap_or_else(|e| ServiceCensus::Unavailable {
+            reason: e.to_string(),
+        });
         census.services.insert(svc.service.clone(), c);
     }
     census
@@ -202,7 +244,9 @@ pub async fn running_stateful(
     project: &str,
     stateful: &[StatefulService],
 ) -> Result<BTreeMap<String, Option<RunningService>>, EngineError> {
-    let containers = engine.list_containers(&crate::labels::project_filter(project)).await?;
+    let containers = engine
+        .list_containers(&crate::labels::project_filter(project))
+        .await?;
     let mut out = BTreeMap::new();
     for st in stateful {
         let found = containers.iter().find(|c| {
@@ -210,7 +254,10 @@ pub async fn running_stateful(
                 && crate::labels::owned_by(&c.labels, project)
                 && c.labels.get(crate::labels::SERVICE) == Some(&st.service)
                 && !c.labels.contains_key(crate::labels::HELPER)
-                && c.labels.get(crate::labels::ONEOFF).map(|v| v.eq_ignore_ascii_case("true")) != Some(true)
+                && c.labels
+                    .get(crate::labels::ONEOFF)
+                    .map(|v| v.eq_ignore_ascii_case("true"))
+                    != Some(true)
         });
         let rs = match found {
             // The listing may not carry env/ports/mounts: inspect for the full picture.
@@ -275,12 +322,18 @@ async fn pg_census(
     let (maint, maint_db) = pg::connect_maintenance(engine, &mut target, opts.retry())
         .await
         .map_err(|e| e.message)?;
-    let rows = maint.query(pg::CLUSTER_QUERY).await.map_err(|e| e.message)?;
+    let rows = maint
+        .query(pg::CLUSTER_QUERY)
+        .await
+        .map_err(|e| e.message)?;
     let system_identifier = rows
         .first()
         .and_then(|r| r.first().cloned().flatten())
         .unwrap_or_default();
-    let dbs: Vec<String> = rows.into_iter().filter_map(|r| r.get(1).cloned().flatten()).collect();
+    let dbs: Vec<String> = rows
+        .into_iter()
+        .filter_map(|r| r.get(1).cloned().flatten())
+        .collect();
 
     let target = &target;
     let maint = &maint;
@@ -381,8 +434,13 @@ async fn census_db(s: &PgSession<'_>, fast: bool) -> Result<DbCensus, pg::PgErro
 async fn exact_counts(s: &PgSession<'_>, tables: &[TableRow]) -> Result<Vec<i64>, pg::PgError> {
     let mut counts = vec![0i64; tables.len()];
     for (chunk_no, chunk) in tables.chunks(COUNT_BATCH).enumerate() {
-        let names: Vec<(String, String)> = chunk.iter().map(|t| (t.schema.clone(), t.name.clone())).collect();
-        let Some(sql) = pg::count_query(&names) else { continue };
+        let names: Vec<(String, String)> = chunk
+            .iter()
+            .map(|t| (t.schema.clone(), t.name.clone()))
+            .collect();
+        let Some(sql) = pg::count_query(&names) else {
+            continue;
+        };
         for row in s.query(&sql).await? {
             let idx: usize = row
                 .first()
@@ -480,7 +538,10 @@ async fn qdrant_census(c: &ContainerInfo) -> Result<ServiceCensus, String> {
         .env_var("QDRANT__SERVICE__API_KEY")
         .filter(|k| !k.is_empty())
         .map(str::to_string);
-    let headers: Vec<(&str, &str)> = key.as_deref().map(|k| vec![("api-key", k)]).unwrap_or_default();
+    let headers: Vec<(&str, &str)> = key
+        .as_deref()
+        .map(|k| vec![("api-key", k)])
+        .unwrap_or_default();
     let timeout = Duration::from_secs(10);
     let list = super::http::get_json(&host, p.host_port, "/collections", &headers, timeout).await?;
     let names = parse_qdrant_collections(&list)?;
@@ -584,7 +645,11 @@ impl Totals {
             ));
         }
         if self.redis_keys > 0 {
-            parts.push(format!("{} redis {}", self.redis_keys, plural(self.redis_keys as usize, "key", "keys")));
+            parts.push(format!(
+                "{} redis {}",
+                self.redis_keys,
+                plural(self.redis_keys as usize, "key", "keys")
+            ));
         }
         if self.qdrant_collections > 0 {
             parts.push(format!(
@@ -630,7 +695,10 @@ mod tests {
         assert_eq!(c.keys, BTreeMap::from([(0, 3), (5, 10)]));
         assert_eq!(c.expires, BTreeMap::from([(0, 1)]));
         // empty keyspace
-        assert_eq!(parse_redis_keyspace("# Keyspace\r\n").unwrap(), RedisCensus::default());
+        assert_eq!(
+            parse_redis_keyspace("# Keyspace\r\n").unwrap(),
+            RedisCensus::default()
+        );
     }
 
     #[test]
@@ -644,11 +712,17 @@ mod tests {
         let list: serde_json::Value =
             serde_json::from_str(r#"{"result":{"collections":[{"name":"docs"},{"name":"a b"}]},"status":"ok","time":0.1}"#)
                 .unwrap();
-        assert_eq!(parse_qdrant_collections(&list).unwrap(), vec!["docs", "a b"]);
-        let info: serde_json::Value =
-            serde_json::from_str(r#"{"result":{"status":"green","points_count":1200,"vectors_count":null}}"#).unwrap();
+        assert_eq!(
+            parse_qdrant_collections(&list).unwrap(),
+            vec!["docs", "a b"]
+        );
+        let info: serde_json::Value = serde_json::from_str(
+            r#"{"result":{"status":"green","points_count":1200,"vectors_count":null}}"#,
+        )
+        .unwrap();
         assert_eq!(parse_qdrant_points(&info).unwrap(), 1200);
-        let old: serde_json::Value = serde_json::from_str(r#"{"result":{"vectors_count":7}}"#).unwrap();
+        let old: serde_json::Value =
+            serde_json::from_str(r#"{"result":{"vectors_count":7}}"#).unwrap();
         assert_eq!(parse_qdrant_points(&old).unwrap(), 7);
         assert!(parse_qdrant_collections(&serde_json::json!({"status": {"error": "x"}})).is_err());
         assert_eq!(percent_encode("a b/c"), "a%20b%2Fc");
@@ -681,11 +755,31 @@ mod tests {
                 expires: BTreeMap::new(),
             }),
         );
-        c.services.insert("vec".into(), ServiceCensus::Unavailable { reason: "not running".into() });
+        c.services.insert(
+            "vec".into(),
+            ServiceCensus::Unavailable {
+                reason: "not running".into(),
+            },
+        );
         let tot = c.totals();
-        assert_eq!((tot.databases, tot.tables, tot.rows, tot.redis_keys), (1, 3, 30, 4));
+        assert_eq!(
+            (tot.databases, tot.tables, tot.rows, tot.redis_keys),
+            (1, 3, 30, 4)
+        );
         assert_eq!(tot.unavailable, vec!["vec"]);
         assert_eq!(tot.summary(), "1 database, 3 tables, 30 rows; 4 redis keys");
+    }
+
+    #[test]
+    fn redis_census_json_round_trips() {
+        let c = ServiceCensus::Redis(RedisCensus {
+            keys: [(0, 3), (12, 1)].into(),
+            expires: [(0, 1)].into(),
+        });
+        let s = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<ServiceCensus>(&s).unwrap(), c);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(serde_json::from_value::<ServiceCensus>(v).unwrap(), c);
     }
 
     #[test]

@@ -73,19 +73,32 @@ impl ServiceDiff {
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         if !self.missing_databases.is_empty() {
-            parts.push(format!("databases missing: {}", self.missing_databases.join(", ")));
+            parts.push(format!(
+                "databases missing: {}",
+                self.missing_databases.join(", ")
+            ));
         }
         for (db, ts) in &self.missing_tables {
             if !ts.is_empty() {
-                parts.push(format!("{} {} missing in {db}", ts.len(), if ts.len() == 1 { "table" } else { "tables" }));
+                parts.push(format!(
+                    "{} {} missing in {db}",
+                    ts.len(),
+                    if ts.len() == 1 { "table" } else { "tables" }
+                ));
             }
         }
         let drops = self.row_drop_count();
         if drops > 0 {
-            parts.push(format!("{drops} {} lost rows", if drops == 1 { "table" } else { "tables" }));
+            parts.push(format!(
+                "{drops} {} lost rows",
+                if drops == 1 { "table" } else { "tables" }
+            ));
         }
         if !self.missing_collections.is_empty() {
-            parts.push(format!("collections missing: {}", self.missing_collections.join(", ")));
+            parts.push(format!(
+                "collections missing: {}",
+                self.missing_collections.join(", ")
+            ));
         }
         for (name, b, a) in &self.other_drops {
             parts.push(format!("{name}: {b} → {a}"));
@@ -108,7 +121,11 @@ pub fn compare(before: &ServiceCensus, after: &ServiceCensus) -> ServiceDiff {
             ..Default::default()
         },
         (b, a) => ServiceDiff {
-            not_verified: Some(format!("the service was {} and is now {}", b.kind_name(), a.kind_name())),
+            not_verified: Some(format!(
+                "the service was {} and is now {}",
+                b.kind_name(),
+                a.kind_name()
+            )),
             ..Default::default()
         },
     }
@@ -116,8 +133,12 @@ pub fn compare(before: &ServiceCensus, after: &ServiceCensus) -> ServiceDiff {
 
 fn compare_pg(b: &PgCensus, a: &PgCensus) -> ServiceDiff {
     let mut d = ServiceDiff::default();
-    if !b.system_identifier.is_empty() && !a.system_identifier.is_empty() && b.system_identifier != a.system_identifier {
-        d.system_identifier_changed = Some((b.system_identifier.clone(), a.system_identifier.clone()));
+    if !b.system_identifier.is_empty()
+        && !a.system_identifier.is_empty()
+        && b.system_identifier != a.system_identifier
+    {
+        d.system_identifier_changed =
+            Some((b.system_identifier.clone(), a.system_identifier.clone()));
     }
     for (name, bdb) in &b.databases {
         let Some(adb) = a.databases.get(name) else {
@@ -138,7 +159,12 @@ fn compare_pg(b: &PgCensus, a: &PgCensus) -> ServiceDiff {
                 }
             }
         }
-        let new: Vec<String> = adb.tables.keys().filter(|t| !bdb.tables.contains_key(*t)).cloned().collect();
+        let new: Vec<String> = adb
+            .tables
+            .keys()
+            .filter(|t| !bdb.tables.contains_key(*t))
+            .cloned()
+            .collect();
         if !missing.is_empty() {
             d.missing_tables.insert(name.clone(), missing);
         }
@@ -149,7 +175,12 @@ fn compare_pg(b: &PgCensus, a: &PgCensus) -> ServiceDiff {
             d.new_tables.insert(name.clone(), new);
         }
     }
-    d.new_databases = a.databases.keys().filter(|n| !b.databases.contains_key(*n)).cloned().collect();
+    d.new_databases = a
+        .databases
+        .keys()
+        .filter(|n| !b.databases.contains_key(*n))
+        .cloned()
+        .collect();
     d
 }
 
@@ -171,7 +202,10 @@ fn compare_qdrant(b: &QdrantCensus, a: &QdrantCensus) -> ServiceDiff {
     for (name, &points) in &b.collections {
         match a.collections.get(name) {
             None => d.missing_collections.push(name.clone()),
-            Some(&now) if now < points => d.other_drops.push((format!("collection {name}"), points, now)),
+            Some(&now) if now < points => {
+                d.other_drops
+                    .push((format!("collection {name}"), points, now))
+            }
             Some(_) => {}
         }
     }
@@ -211,7 +245,10 @@ mod tests {
 
     #[test]
     fn identical_is_clean() {
-        let c = pg("1", &[("app", &[("public.users", 3), ("public.orders", 0)])]);
+        let c = pg(
+            "1",
+            &[("app", &[("public.users", 3), ("public.orders", 0)])],
+        );
         let d = compare(&c, &c);
         assert!(!d.is_loss());
         assert_eq!(d, ServiceDiff::default());
@@ -226,7 +263,10 @@ mod tests {
                 ("other", &[("public.x", 1)]),
             ],
         );
-        let after = pg("1", &[("app", &[("public.b", 2)]), ("other", &[("public.x", 1)])]);
+        let after = pg(
+            "1",
+            &[("app", &[("public.b", 2)]), ("other", &[("public.x", 1)])],
+        );
         let d = compare(&before, &after);
         assert!(d.is_loss());
         assert!(d.is_structural_loss());
@@ -249,20 +289,32 @@ mod tests {
     #[test]
     fn row_drops_and_new_things() {
         let before = pg("1", &[("app", &[("public.a", 10), ("public.b", 5)])]);
-        let after = pg("1", &[("app", &[("public.a", 4), ("public.b", 6), ("public.n", 1)]), ("new", &[])]);
+        let after = pg(
+            "1",
+            &[
+                ("app", &[("public.a", 4), ("public.b", 6), ("public.n", 1)]),
+                ("new", &[]),
+            ],
+        );
         let d = compare(&before, &after);
         assert_eq!(d.row_drops["app"], vec![("public.a".to_string(), 10, 4)]);
         assert_eq!(d.new_tables["app"], vec!["public.n"]);
         assert_eq!(d.new_databases, vec!["new"]);
         assert!(d.is_loss());
         assert!(!d.is_structural_loss());
-        assert_eq!(d.lost_tables(), vec![("app".to_string(), "public.a".to_string())]);
+        assert_eq!(
+            d.lost_tables(),
+            vec![("app".to_string(), "public.a".to_string())]
+        );
     }
 
     #[test]
     fn growth_only_is_not_loss() {
         let before = pg("1", &[("app", &[("public.a", 1)])]);
-        let after = pg("1", &[("app", &[("public.a", 100), ("public.b", 1)]), ("x", &[])]);
+        let after = pg(
+            "1",
+            &[("app", &[("public.a", 100), ("public.b", 1)]), ("x", &[])],
+        );
         assert!(!compare(&before, &after).is_loss());
     }
 
@@ -271,7 +323,13 @@ mod tests {
         let before = pg("1", &[("app", &[("public.a", 10)])]);
         let mut after = pg("1", &[("app", &[("public.a", 0)])]);
         if let ServiceCensus::Postgres(p) = &mut after {
-            p.databases.get_mut("app").unwrap().tables.get_mut("public.a").unwrap().estimated = true;
+            p.databases
+                .get_mut("app")
+                .unwrap()
+                .tables
+                .get_mut("public.a")
+                .unwrap()
+                .estimated = true;
         }
         let d = compare(&before, &after);
         assert!(!d.is_loss());
@@ -296,7 +354,10 @@ mod tests {
             expires: [].into(),
         });
         let d = compare(&before, &after_bad);
-        assert_eq!(d.other_drops, vec![("db0".to_string(), 10, 5), ("db1".to_string(), 5, 0)]);
+        assert_eq!(
+            d.other_drops,
+            vec![("db0".to_string(), 10, 5), ("db1".to_string(), 5, 0)]
+        );
     }
 
     #[test]
@@ -309,7 +370,10 @@ mod tests {
         });
         let d = compare(&before, &after);
         assert_eq!(d.missing_collections, vec!["img"]);
-        assert_eq!(d.other_drops, vec![("collection docs".to_string(), 100, 90)]);
+        assert_eq!(
+            d.other_drops,
+            vec![("collection docs".to_string(), 100, 90)]
+        );
         assert!(d.is_loss());
     }
 

@@ -23,7 +23,10 @@ pub async fn get_json(
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        stream.write_all(req.as_bytes()).await.map_err(|e| format!("sending request: {e}"))?;
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("sending request: {e}"))?;
         let mut buf = Vec::new();
         stream
             .read_to_end(&mut buf)
@@ -31,14 +34,20 @@ pub async fn get_json(
             .map_err(|e| format!("reading response: {e}"))?;
         Ok::<_, String>(buf)
     };
-    let raw = tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| format!("GET {path} on {host}:{port} timed out after {}s", timeout.as_secs()))??;
+    let raw = tokio::time::timeout(timeout, fut).await.map_err(|_| {
+        format!(
+            "GET {path} on {host}:{port} timed out after {}s",
+            timeout.as_secs()
+        )
+    })??;
     let (status, body) = parse_response(&raw)?;
     if !(200..300).contains(&status) {
         return Err(format!(
             "GET {path}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body).chars().take(200).collect::<String>()
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(200)
+                .collect::<String>()
         ));
     }
     serde_json::from_slice(&body).map_err(|e| format!("GET {path}: invalid JSON: {e}"))
@@ -80,7 +89,9 @@ pub fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
         return Ok((status, dechunk(body)?));
     }
     match length {
-        Some(n) if body.len() < n => Err(format!("truncated HTTP body ({} of {n} bytes)", body.len())),
+        Some(n) if body.len() < n => {
+            Err(format!("truncated HTTP body ({} of {n} bytes)", body.len()))
+        }
         Some(n) => Ok((status, body[..n].to_vec())),
         None => Ok((status, body.to_vec())),
     }
@@ -95,7 +106,8 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
             .ok_or("truncated chunked body")?;
         let size_text = std::str::from_utf8(&body[..line_end]).map_err(|_| "bad chunk size")?;
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
         body = &body[line_end + 2..];
         if size == 0 {
             return Ok(out);
@@ -141,13 +153,22 @@ mod tests {
             let n = s.read(&mut buf).await.unwrap();
             let req = String::from_utf8_lossy(&buf[..n]).to_string();
             let body = r#"{"result":{"points_count":42},"status":"ok"}"#;
-            let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
             s.write_all(resp.as_bytes()).await.unwrap();
             req
         });
-        let v = get_json("127.0.0.1", port, "/collections/x", &[("api-key", "k")], Duration::from_secs(5))
-            .await
-            .unwrap();
+        let v = get_json(
+            "127.0.0.1",
+            port,
+            "/collections/x",
+            &[("api-key", "k")],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert_eq!(v["result"]["points_count"], 42);
         let req = server.await.unwrap();
         assert!(req.starts_with("GET /collections/x HTTP/1.1\r\n"), "{req}");

@@ -20,7 +20,11 @@ pub fn effective_data_dir(st: &StatefulService, c: &ContainerInfo) -> String {
 /// True when `path` is `dir` or inside it.
 fn path_within(path: &str, dir: &str) -> bool {
     let dir = dir.trim_end_matches('/');
-    dir.is_empty() || path == dir || path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+    dir.is_empty()
+        || path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// A generated volume name (64 hex characters).
@@ -29,7 +33,11 @@ pub fn looks_anonymous(name: &str) -> bool {
 }
 
 /// The mount that holds `data_dir` (the deepest one containing it).
-pub fn data_mount(c: &ContainerInfo, st: &StatefulService, data_dir: &str) -> Option<MountIdentity> {
+pub fn data_mount(
+    c: &ContainerInfo,
+    st: &StatefulService,
+    data_dir: &str,
+) -> Option<MountIdentity> {
     let m = c
         .mounts
         .iter()
@@ -47,7 +55,11 @@ pub fn data_mount(c: &ContainerInfo, st: &StatefulService, data_dir: &str) -> Op
 }
 
 /// Identity of a running service's data. Engine errors leave the volume unknown (None).
-pub async fn identify(engine: &dyn Engine, svc: &RunningService, census: Option<&ServiceCensus>) -> Option<ServiceIdentity> {
+pub async fn identify(
+    engine: &dyn Engine,
+    svc: &RunningService,
+    census: Option<&ServiceCensus>,
+) -> Option<ServiceIdentity> {
     let st = svc.stateful.as_ref()?;
     let data_dir = effective_data_dir(st, &svc.container);
     let mount = data_mount(&svc.container, st, &data_dir);
@@ -67,7 +79,9 @@ pub async fn identify(engine: &dyn Engine, svc: &RunningService, census: Option<
         _ => None,
     };
     let system_identifier = match census {
-        Some(ServiceCensus::Postgres(p)) if !p.system_identifier.is_empty() => Some(p.system_identifier.clone()),
+        Some(ServiceCensus::Postgres(p)) if !p.system_identifier.is_empty() => {
+            Some(p.system_identifier.clone())
+        }
         _ => None,
     };
     Some(ServiceIdentity {
@@ -140,11 +154,17 @@ mod tests {
 
     #[test]
     fn pgdata_off_the_volume_has_no_mount() {
-        let c = container(&["PGDATA=/pgdata"], &[("p_db_data", "/var/lib/postgresql/data")]);
+        let c = container(
+            &["PGDATA=/pgdata"],
+            &[("p_db_data", "/var/lib/postgresql/data")],
+        );
         let dir = effective_data_dir(&st(), &c);
         assert!(data_mount(&c, &st(), &dir).is_none());
         // a sibling path with the same prefix is not inside
-        let c = container(&["PGDATA=/var/lib/postgresql/data2"], &[("p_db_data", "/var/lib/postgresql/data")]);
+        let c = container(
+            &["PGDATA=/var/lib/postgresql/data2"],
+            &[("p_db_data", "/var/lib/postgresql/data")],
+        );
         assert!(data_mount(&c, &st(), &effective_data_dir(&st(), &c)).is_none());
     }
 

@@ -105,7 +105,10 @@ pub struct Entry {
 impl Entry {
     /// The census of `service`, when it was counted.
     pub fn census_of(&self, service: &str) -> Option<&ServiceCensus> {
-        self.census.services.get(service).filter(|c| c.is_available())
+        self.census
+            .services
+            .get(service)
+            .filter(|c| c.is_available())
     }
 }
 
@@ -137,7 +140,11 @@ pub enum LedgerError {
         source: std::io::Error,
     },
     #[error("ledger {path} is torn or unreadable ({reason}); it is not trusted and was kept as {kept}; run `nodus verify --accept` to start a new baseline")]
-    Corrupt { path: PathBuf, reason: String, kept: PathBuf },
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+        kept: PathBuf,
+    },
     #[error("ledger {path} was written by a newer nodus (format {found}, this nodus reads {LEDGER_VERSION}); upgrade nodus")]
     TooNew { path: PathBuf, found: u32 },
 }
@@ -300,7 +307,8 @@ impl Ledger {
         if let Some(dir) = self.path.parent() {
             crate::state::ensure_private_dir(dir).map_err(io)?;
         }
-        let bytes = serde_json::to_vec_pretty(&self.doc).map_err(|e| io(std::io::Error::other(e)))?;
+        let bytes =
+            serde_json::to_vec_pretty(&self.doc).map_err(|e| io(std::io::Error::other(e)))?;
         crate::state::atomic_write(&self.path, &bytes, 0o600).map_err(io)
     }
 }
@@ -382,9 +390,12 @@ mod tests {
         assert!(l.entries().is_empty());
         l.push(entry("s1", Phase::Pre, &[("cache", 3)]));
         l.save().unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let (l2, problem) = Ledger::open(&path, "p").unwrap();
-        assert!(problem.is_none());
+        assert!(problem.is_none(), "{problem:?}");
         assert_eq!(l2.entries(), l.entries());
     }
 
@@ -409,7 +420,11 @@ mod tests {
         assert!(l.latest_for("cache", None).is_none());
         // the bad file is kept, byte for byte
         assert_eq!(std::fs::read(&kept).unwrap(), &full[..full.len() / 2]);
-        assert!(kept.file_name().unwrap().to_string_lossy().starts_with("p.json.corrupt-"));
+        assert!(kept
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("p.json.corrupt-"));
         // the fresh ledger remembers it is untrusted, also for the next command
         let u = l.untrusted().unwrap();
         assert_eq!(u.corrupt_copy, kept.display().to_string());
@@ -421,11 +436,19 @@ mod tests {
     #[test]
     fn empty_and_wrong_shape_files_are_corrupt() {
         let d = tempfile::tempdir().unwrap();
-        for content in ["", "{\"version\":1}", "[1,2,3]", "{\"version\":0,\"project\":\"p\",\"entries\":[]}"] {
+        for content in [
+            "",
+            "{\"version\":1}",
+            "[1,2,3]",
+            "{\"version\":0,\"project\":\"p\",\"entries\":[]}",
+        ] {
             let path = d.path().join("p.json");
             std::fs::write(&path, content).unwrap();
             let (_, problem) = Ledger::open(&path, "p").unwrap();
-            assert!(matches!(problem, Some(LedgerError::Corrupt { .. })), "{content:?}: {problem:?}");
+            assert!(
+                matches!(problem, Some(LedgerError::Corrupt { .. })),
+                "{content:?}: {problem:?}"
+            );
         }
     }
 
@@ -436,7 +459,10 @@ mod tests {
         let content = "{\"version\":99,\"whatever\":true}";
         std::fs::write(&path, content).unwrap();
         let (mut l, problem) = Ledger::open(&path, "p").unwrap();
-        assert!(matches!(problem, Some(LedgerError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            problem,
+            Some(LedgerError::TooNew { found: 99, .. })
+        ));
         l.push(entry("s", Phase::Pre, &[("c", 1)]));
         l.save().unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
@@ -460,7 +486,10 @@ mod tests {
         // for session s2, its own post entries do not count, its pre entry does
         assert_eq!(l.latest_for("db", Some("s2")).unwrap().phase, Phase::Pre);
         // another session sees the latest
-        assert_eq!(l.latest_for("db", Some("s3")).unwrap().phase, Phase::PostSettled);
+        assert_eq!(
+            l.latest_for("db", Some("s3")).unwrap().phase,
+            Phase::PostSettled
+        );
         // unavailable censuses are skipped
         assert_eq!(l.latest_for("cache", None).unwrap().session, "s1");
         assert!(l.latest_for("nope", None).is_none());

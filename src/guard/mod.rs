@@ -142,11 +142,19 @@ fn new_session_id() -> String {
 }
 
 fn countable(s: &RunningService) -> bool {
-    s.stateful.as_ref().is_some_and(|st| census::supports(st.kind))
+    s.stateful
+        .as_ref()
+        .is_some_and(|st| census::supports(st.kind))
 }
 
 impl Guard {
-    pub fn new(engine: Arc<dyn Engine>, ui: Ui, cfg: GuardConfig, transition: Transition, shared: SharedOutcome) -> Guard {
+    pub fn new(
+        engine: Arc<dyn Engine>,
+        ui: Ui,
+        cfg: GuardConfig,
+        transition: Transition,
+        shared: SharedOutcome,
+    ) -> Guard {
         Guard {
             engine,
             ui,
@@ -173,8 +181,10 @@ impl Guard {
             match open_ledger(&path, &self.cfg.project, &self.ui) {
                 Ok(l) => {
                     if l.untrusted().is_some() {
-                        self.notes
-                            .push("the census history before the corrupt ledger was set aside is unknown".into());
+                        self.notes.push(
+                            "the census history before the corrupt ledger was set aside is unknown"
+                                .into(),
+                        );
                     }
                     self.ledger = Some(l);
                 }
@@ -207,7 +217,12 @@ impl Guard {
         self.engine_id.clone().flatten()
     }
 
-    async fn new_entry(&mut self, phase: Phase, census: Census, services: BTreeMap<String, ServiceIdentity>) -> Entry {
+    async fn new_entry(
+        &mut self,
+        phase: Phase,
+        census: Census,
+        services: BTreeMap<String, ServiceIdentity>,
+    ) -> Entry {
         Entry {
             session: self.session.clone(),
             transition: transition_name(self.transition).to_string(),
@@ -223,8 +238,15 @@ impl Guard {
     }
 
     /// Adds `census` (and identities) to this session's entry of `phase`, creating it.
-    async fn record(&mut self, phase: Phase, census: Census, ids: BTreeMap<String, ServiceIdentity>) {
-        let fresh = self.new_entry(phase, Census::default(), BTreeMap::new()).await;
+    async fn record(
+        &mut self,
+        phase: Phase,
+        census: Census,
+        ids: BTreeMap<String, ServiceIdentity>,
+    ) {
+        let fresh = self
+            .new_entry(phase, Census::default(), BTreeMap::new())
+            .await;
         let Some(l) = self.ledger() else { return };
         let entry = match l.find_mut(&fresh.session, phase) {
             Some(e) => e,
@@ -243,7 +265,11 @@ impl Guard {
     fn baseline_for(&mut self, service: &str) -> Option<Baseline> {
         let expected = self.shared.lock().ok().and_then(|o| o.expected.clone());
         if let Some(exp) = expected {
-            let census = exp.services.get(service).filter(|c| c.is_available())?.clone();
+            let census = exp
+                .services
+                .get(service)
+                .filter(|c| c.is_available())?
+                .clone();
             return Some(Baseline {
                 entry: Entry {
                     session: self.session.clone(),
@@ -286,10 +312,16 @@ impl Guard {
         })
     }
 
-    async fn identities(&self, svcs: &[RunningService], census: &Census) -> BTreeMap<String, ServiceIdentity> {
+    async fn identities(
+        &self,
+        svcs: &[RunningService],
+        census: &Census,
+    ) -> BTreeMap<String, ServiceIdentity> {
         let mut out = BTreeMap::new();
         for s in svcs {
-            if let Some(id) = identity::identify(self.engine.as_ref(), s, census.services.get(&s.service)).await {
+            if let Some(id) =
+                identity::identify(self.engine.as_ref(), s, census.services.get(&s.service)).await
+            {
                 out.insert(s.service.clone(), id);
             }
         }
@@ -321,17 +353,24 @@ impl Guard {
         let mut target = match pg::target_for(engine, name, &svc.container).await {
             Ok(t) => t,
             Err(e) => {
-                self.ui.warn(format!("{name}: cannot connect for CHECKPOINT: {}", e.message));
+                self.ui.warn(format!(
+                    "{name}: cannot connect for CHECKPOINT: {}",
+                    e.message
+                ));
                 return;
             }
         };
-        let session = match pg::connect_maintenance(engine, &mut target, Duration::from_secs(5)).await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                self.ui.warn(format!("{name}: cannot connect for CHECKPOINT: {}", e.message));
-                return;
-            }
-        };
+        let session =
+            match pg::connect_maintenance(engine, &mut target, Duration::from_secs(5)).await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    self.ui.warn(format!(
+                        "{name}: cannot connect for CHECKPOINT: {}",
+                        e.message
+                    ));
+                    return;
+                }
+            };
         match session.query(pg::IDLE_IN_TX_QUERY).await {
             Ok(rows) if !rows.is_empty() => {
                 self.ui.warn(format!(
@@ -341,7 +380,11 @@ impl Guard {
                 ));
                 for r in rows {
                     let f = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
-                    let app = if f(2).is_empty() { String::new() } else { format!(" ({})", f(2)) };
+                    let app = if f(2).is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", f(2))
+                    };
                     eprintln!(
                         "    {}@{} from {}{app}, idle since {}: {}",
                         f(1),
@@ -360,12 +403,16 @@ impl Guard {
         spinner.finish_and_clear();
         match r {
             Ok(()) => self.ui.detail(format!("{name}: CHECKPOINT done")),
-            Err(e) => self.ui.warn(format!("{name}: CHECKPOINT failed: {}", e.message)),
+            Err(e) => self
+                .ui
+                .warn(format!("{name}: CHECKPOINT failed: {}", e.message)),
         }
     }
 
     fn started_after(&self, service: &str, started: &[RunningService]) -> Vec<String> {
-        let Some(e) = self.early.get(service) else { return Vec::new() };
+        let Some(e) = self.early.get(service) else {
+            return Vec::new();
+        };
         let mut out: Vec<String> = self.ready_order.iter().skip(e.position).cloned().collect();
         for s in started {
             if !self.ready_order.contains(&s.service) && !out.contains(&s.service) {
@@ -412,7 +459,9 @@ impl Hooks for Guard {
             return Ok(BTreeMap::new());
         }
         let names: Vec<&str> = svcs.iter().map(|s| s.service.as_str()).collect();
-        let spinner = self.ui.spinner(format!("census of {} before stopping", names.join(", ")));
+        let spinner = self
+            .ui
+            .spinner(format!("census of {} before stopping", names.join(", ")));
         let census = census::take_many(self.engine.as_ref(), &svcs, &self.opts).await;
         spinner.finish_and_clear();
         for (name, c) in &census.services {
@@ -424,11 +473,16 @@ impl Hooks for Guard {
         }
         for s in &svcs {
             if s.stateful.as_ref().map(|st| st.kind) == Some(ServiceKind::Postgres) {
-                self.pg_before_stop(s, census.services.get(&s.service)).await;
+                self.pg_before_stop(s, census.services.get(&s.service))
+                    .await;
             }
         }
         let ids = self.identities(&svcs, &census).await;
-        let remove_volumes = self.shared.lock().map(|o| o.remove_volumes).unwrap_or(false);
+        let remove_volumes = self
+            .shared
+            .lock()
+            .map(|o| o.remove_volumes)
+            .unwrap_or(false);
         let mut entry = self.new_entry(Phase::Pre, census.clone(), ids).await;
         entry.volumes_removed = remove_volumes && t == Transition::Down;
         if let Some(l) = self.ledger() {
@@ -453,7 +507,11 @@ impl Hooks for Guard {
             .collect())
     }
 
-    async fn after_stop(&mut self, _t: Transition, stopped: &[StoppedService]) -> anyhow::Result<()> {
+    async fn after_stop(
+        &mut self,
+        _t: Transition,
+        stopped: &[StoppedService],
+    ) -> anyhow::Result<()> {
         let session = self.session.clone();
         let mut changed = false;
         if let Some(l) = self.ledger() {
@@ -468,7 +526,11 @@ impl Hooks for Guard {
         }
         for s in stopped {
             let killed = s.evidence.killed || s.evidence.oom_killed;
-            if killed && s.stateful.as_ref().is_some_and(|st| st.kind == ServiceKind::Postgres) {
+            if killed
+                && s.stateful
+                    .as_ref()
+                    .is_some_and(|st| st.kind == ServiceKind::Postgres)
+            {
                 self.ui.warn(format!(
                     "{}: postgres did not shut down cleanly (killed); it will run crash recovery at the next start, which empties UNLOGGED tables",
                     s.service
@@ -493,8 +555,14 @@ impl Hooks for Guard {
         let engine = self.engine.clone();
         if kind == Some(ServiceKind::Postgres) {
             if let Some(spec) = self.cfg.nodus.services.get(&svc.service) {
-                let created =
-                    provision::provision(engine.as_ref(), svc, spec, &self.cfg.env, READY_CONNECT_RETRY).await?;
+                let created = provision::provision(
+                    engine.as_ref(),
+                    svc,
+                    spec,
+                    &self.cfg.env,
+                    READY_CONNECT_RETRY,
+                )
+                .await?;
                 for c in created {
                     self.ui.success(format!("{}: {c}", svc.service));
                 }
@@ -506,10 +574,15 @@ impl Hooks for Guard {
         };
         let c = match census::take_service(engine.as_ref(), svc, &opts).await {
             Ok(c) => c,
-            Err(e) => ServiceCensus::Unavailable { reason: e.to_string() },
+            Err(e) => ServiceCensus::Unavailable {
+                reason: e.to_string(),
+            },
         };
         if let ServiceCensus::Unavailable { reason } = &c {
-            self.ui.warn(format!("{}: no census right after start: {reason}", svc.service));
+            self.ui.warn(format!(
+                "{}: no census right after start: {reason}",
+                svc.service
+            ));
         }
         let mut one = Census {
             taken_at: census::now_rfc3339(),
@@ -517,7 +590,9 @@ impl Hooks for Guard {
         };
         one.services.insert(svc.service.clone(), c.clone());
         let ids = self.identities(std::slice::from_ref(svc), &one).await;
-        let diff = self.baseline_for(&svc.service).map(|b| diff::compare(&b.census, &c));
+        let diff = self
+            .baseline_for(&svc.service)
+            .map(|b| diff::compare(&b.census, &c));
         if let (Some(d), Some(b)) = (&diff, self.baseline_for(&svc.service)) {
             if d.is_loss() && (b.guarded || d.is_structural_loss()) {
                 self.ui.warn(format!(
@@ -554,7 +629,10 @@ impl Hooks for Guard {
         }
         let settle = self.cfg.settle();
         if !settle.is_zero() {
-            let spinner = self.ui.spinner(format!("letting the stack settle ({}s)", settle.as_secs_f32()));
+            let spinner = self.ui.spinner(format!(
+                "letting the stack settle ({}s)",
+                settle.as_secs_f32()
+            ));
             tokio::time::sleep(settle).await;
             spinner.finish_and_clear();
         }
@@ -571,8 +649,14 @@ impl Hooks for Guard {
             restore_point,
         );
         for s in &check {
-            let Some(now) = settled.services.get(&s.service) else { continue };
-            let kind = s.stateful.as_ref().map(|st| st.kind).unwrap_or(ServiceKind::Other);
+            let Some(now) = settled.services.get(&s.service) else {
+                continue;
+            };
+            let kind = s
+                .stateful
+                .as_ref()
+                .map(|st| st.kind)
+                .unwrap_or(ServiceKind::Other);
             let baseline = self.baseline_for(&s.service);
             let early = self.early.get(&s.service).and_then(|e| e.diff.clone());
             let after = self.started_after(&s.service, started);
@@ -603,9 +687,18 @@ impl Hooks for Guard {
         }
         v.conclude();
         if v.verdict == Status::Baseline {
-            let first = self.ledger.as_ref().is_some_and(|l| l.entries().iter().all(|e| e.session == self.session));
-            if first && self.ledger.as_ref().is_some_and(|l| l.untrusted().is_none()) {
-                self.notes.push("first census of this stack: recorded as the baseline".into());
+            let first = self
+                .ledger
+                .as_ref()
+                .is_some_and(|l| l.entries().iter().all(|e| e.session == self.session));
+            if first
+                && self
+                    .ledger
+                    .as_ref()
+                    .is_some_and(|l| l.untrusted().is_none())
+            {
+                self.notes
+                    .push("first census of this stack: recorded as the baseline".into());
             }
         }
         v.notes = self.notes.clone();
@@ -630,7 +723,12 @@ pub async fn verify(
         fast,
         ..Default::default()
     };
-    let countable: Vec<StatefulService> = cfg.stateful.iter().filter(|s| census::supports(s.kind)).cloned().collect();
+    let countable: Vec<StatefulService> = cfg
+        .stateful
+        .iter()
+        .filter(|s| census::supports(s.kind))
+        .cloned()
+        .collect();
     let spinner = ui.spinner("census");
     let running = census::running_stateful(engine, &cfg.project, &countable).await?;
     let live: Vec<RunningService> = running.values().flatten().cloned().collect();
@@ -652,7 +750,12 @@ pub async fn verify(
             ids.insert(s.service.clone(), id);
         }
     }
-    let mut v = Verdict::new("verify", now.totals(), path.display().to_string(), census::now_rfc3339());
+    let mut v = Verdict::new(
+        "verify",
+        now.totals(),
+        path.display().to_string(),
+        census::now_rfc3339(),
+    );
     for (name, c) in &now.services {
         let kind = countable
             .iter()
@@ -687,11 +790,20 @@ pub async fn verify(
     }
     v.conclude();
     if accept {
-        let unavailable: Vec<&String> = now.services.iter().filter(|(_, c)| !c.is_available()).map(|(n, _)| n).collect();
+        let unavailable: Vec<&String> = now
+            .services
+            .iter()
+            .filter(|(_, c)| !c.is_available())
+            .map(|(n, _)| n)
+            .collect();
         if !unavailable.is_empty() {
             anyhow::bail!(
                 "cannot accept a census in which {} could not be counted; start the stack first",
-                unavailable.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                unavailable
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         let entry = Entry {
@@ -710,7 +822,8 @@ pub async fn verify(
         ledger.mark_trusted();
         ledger.save()?;
         if v.verdict == Status::Loss {
-            v.notes.push(format!("accepted these differences: {}", v.loss_summary()));
+            v.notes
+                .push(format!("accepted these differences: {}", v.loss_summary()));
         }
         for s in v.services.values_mut() {
             s.status = Status::Accepted;
@@ -723,4 +836,297 @@ pub async fn verify(
         ));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+/// Against a local postgres (`NODUS_TEST_PG=port:password:socketdir`, superuser `postgres`) and a
+/// local redis (`NODUS_TEST_REDIS=1`, redis-cli on PATH talking to the default port): the census
+/// and provisioning SQL, over TCP and over the exec (psql) path. Docker-based tests of the whole
+/// guard live in tests/guard_*.rs.
+#[cfg(test)]
+mod local_server_tests {
+    use super::census::*;
+    use super::testutil::*;
+    use crate::lifecycle::RunningService;
+    use crate::stack::{ServiceKind, StatefulService};
+
+    fn pg_env() -> Option<(u16, String, String)> {
+        let v = std::env::var("NODUS_TEST_PG").ok()?;
+        let mut it = v.splitn(3, ':');
+        Some((
+            it.next()?.parse().ok()?,
+            it.next()?.to_string(),
+            it.next()?.to_string(),
+        ))
+    }
+
+    fn svc(kind: ServiceKind, c: crate::engine::ContainerInfo) -> RunningService {
+        RunningService {
+            service: "db".into(),
+            container: c,
+            stateful: Some(StatefulService {
+                service: "db".into(),
+                kind,
+                data_dir: "/var/lib/postgresql/data".into(),
+                volume_key: Some("db_data".into()),
+                volume_name: Some("p_db_data".into()),
+            }),
+        }
+    }
+
+    fn psql(port: u16, pw: &str, db: &str, sql: &str) {
+        let out = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .env("PGPASSWORD", pw)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "needs NODUS_TEST_PG=port:password:socketdir (a local postgres)"]
+    async fn pg_census_and_provisioning_tcp_and_exec() {
+        let (port, pw, sockdir) = pg_env().expect("NODUS_TEST_PG");
+        let engine = LocalExecEngine {
+            env: vec![
+                ("PGHOST".into(), sockdir),
+                ("PGPORT".into(), port.to_string()),
+            ],
+        };
+        let pwenv = format!("POSTGRES_PASSWORD={pw}");
+        for db in ["nt_a", "nt b", "nt_prov"] {
+            psql(
+                port,
+                &pw,
+                "postgres",
+                &format!("DROP DATABASE IF EXISTS \"{db}\""),
+            );
+        }
+        psql(port, &pw, "postgres", "DROP ROLE IF EXISTS nt_owner");
+        psql(port, &pw, "postgres", "CREATE DATABASE nt_a");
+        psql(port, &pw, "postgres", "CREATE DATABASE \"nt b\"");
+        psql(
+            port,
+            &pw,
+            "nt_a",
+            "CREATE SCHEMA \"Odd\"\"Schema\"; CREATE TABLE \"Odd\"\"Schema\".\"T 1\"(x int); INSERT INTO \"Odd\"\"Schema\".\"T 1\" SELECT generate_series(1,5); \
+             CREATE UNLOGGED TABLE public.cache(x int); INSERT INTO public.cache VALUES (1),(2); \
+             CREATE TABLE public.ev(d int) PARTITION BY RANGE (d); CREATE TABLE public.ev_1 PARTITION OF public.ev FOR VALUES FROM (0) TO (10); \
+             CREATE TABLE public.ev_2 PARTITION OF public.ev FOR VALUES FROM (10) TO (20); INSERT INTO public.ev SELECT generate_series(0,19); \
+             CREATE TEMP TABLE tmp(x int)",
+        );
+        psql(
+            port,
+            &pw,
+            "nt b",
+            "CREATE TABLE t(x int); INSERT INTO t VALUES (1)",
+        );
+
+        // TCP
+        let tcp = svc(ServiceKind::Postgres, container(&[&pwenv], &[(5432, port)]));
+        let c = take_service(&engine, &tcp, &CensusOptions::default())
+            .await
+            .unwrap();
+        let ServiceCensus::Postgres(p) = &c else {
+            panic!("{c:?}")
+        };
+        assert!(p.system_identifier.len() > 10, "{}", p.system_identifier);
+        let a = &p.databases["nt_a"].tables;
+        assert_eq!(a["Odd\"Schema.T 1"].rows, 5);
+        assert_eq!(a["public.cache"].persistence, Persistence::Unlogged);
+        assert_eq!(a["public.cache"].rows, 2);
+        assert_eq!(a["public.ev"].rows, 20);
+        assert!(a["public.ev"].partitioned);
+        assert_eq!(a["public.ev_1"].rows, 10);
+        assert!(!a.keys().any(|k| k.contains("tmp")));
+        assert_eq!(p.databases["nt b"].tables["public.t"].rows, 1);
+        assert!(!p.databases.contains_key("template0") && !p.databases.contains_key("template1"));
+
+        // exec (psql in the "container"): same answer
+        let ex = svc(ServiceKind::Postgres, container(&[&pwenv], &[]));
+        let c2 = take_service(&engine, &ex, &CensusOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(c, c2);
+
+        // fast
+        let f = take_service(
+            &engine,
+            &tcp,
+            &CensusOptions {
+                fast: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let ServiceCensus::Postgres(fp) = f else {
+            panic!()
+        };
+        assert!(fp.databases["nt_a"].tables["public.ev_1"].estimated);
+
+        // a dropped table is reported missing
+        psql(port, &pw, "nt b", "DROP TABLE t");
+        let after = take_service(&engine, &tcp, &CensusOptions::default())
+            .await
+            .unwrap();
+        let d = super::diff::compare(&c, &after);
+        assert_eq!(d.missing_tables["nt b"], vec!["public.t"]);
+
+        // POSTGRES_DB pointing at a database that is gone: falls back to postgres
+        let gone = svc(
+            ServiceKind::Postgres,
+            container(&[&pwenv, "POSTGRES_DB=nope_gone"], &[(5432, port)]),
+        );
+        assert!(matches!(
+            take_service(&engine, &gone, &CensusOptions::default())
+                .await
+                .unwrap(),
+            ServiceCensus::Postgres(_)
+        ));
+
+        // provisioning, over both paths, twice (idempotent)
+        let spec: crate::stack::xnodus::ServiceOptions = serde_yaml::from_str(
+            "databases:\n  - name: nt_prov\n    owner: nt_owner\n    extensions: [pg_trgm, uuid-ossp]\nroles:\n  - name: nt_owner\n    password_env: NT_OWNER_PW\n",
+        )
+        .unwrap();
+        let mut env = crate::stack::Env::new();
+        env.insert("NT_OWNER_PW".into(), "o'wner\\pw".into());
+        let created = super::provision::provision(
+            &engine,
+            &ex,
+            &spec,
+            &env,
+            std::time::Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            created,
+            vec![
+                "created role nt_owner",
+                "created database nt_prov (owner nt_owner)",
+                "created extension pg_trgm in nt_prov",
+                "created extension uuid-ossp in nt_prov"
+            ]
+        );
+        let again = super::provision::provision(
+            &engine,
+            &tcp,
+            &spec,
+            &env,
+            std::time::Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        assert!(again.is_empty(), "{again:?}");
+        // the role can log in with the password it was given
+        let out = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "nt_owner",
+                "-d",
+                "nt_prov",
+                "-c",
+                "select 1",
+            ])
+            .env("PGPASSWORD", "o'wner\\pw")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "needs NODUS_TEST_REDIS=1 (a local redis-server on the default port)"]
+    async fn redis_census_via_exec() {
+        let engine = LocalExecEngine { env: vec![] };
+        let flush = std::process::Command::new("redis-cli")
+            .args(["-n", "7", "FLUSHDB"])
+            .output()
+            .unwrap();
+        assert!(flush.status.success());
+        for k in ["a", "b", "c"] {
+            std::process::Command::new("redis-cli")
+                .args(["-n", "7", "SET", k, "1"])
+                .output()
+                .unwrap();
+        }
+        std::process::Command::new("redis-cli")
+            .args(["-n", "7", "SET", "t", "1", "EX", "100"])
+            .output()
+            .unwrap();
+        let r = svc(ServiceKind::Redis, container(&[], &[]));
+        let c = take_service(&engine, &r, &CensusOptions::default())
+            .await
+            .unwrap();
+        let ServiceCensus::Redis(rc) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(rc.keys[&7], 4);
+        assert_eq!(rc.expires[&7], 1);
+    }
+}
+
+#[cfg(test)]
+mod local_bench {
+    #[tokio::test]
+    #[ignore = "timing against NODUS_TEST_PG (see local_server_tests)"]
+    async fn census_timing() {
+        let v = std::env::var("NODUS_TEST_PG").unwrap();
+        let mut it = v.splitn(3, ':');
+        let port: u16 = it.next().unwrap().parse().unwrap();
+        let pw = it.next().unwrap().to_string();
+        let engine = super::testutil::LocalExecEngine { env: vec![] };
+        let c = super::testutil::container(&[&format!("POSTGRES_PASSWORD={pw}")], &[(5432, port)]);
+        let svc = crate::lifecycle::RunningService {
+            service: "db".into(),
+            container: c,
+            stateful: Some(crate::stack::StatefulService {
+                service: "db".into(),
+                kind: crate::stack::ServiceKind::Postgres,
+                data_dir: "/d".into(),
+                volume_key: None,
+                volume_name: None,
+            }),
+        };
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            let c = super::census::take_service(&engine, &svc, &Default::default())
+                .await
+                .unwrap();
+            let mut cen = super::census::Census::default();
+            cen.services.insert("db".into(), c);
+            eprintln!("{:?} {}", t.elapsed(), cen.totals().summary());
+        }
+    }
 }

@@ -117,15 +117,25 @@ pub fn dial_host(host_ip: &str) -> String {
 /// Endpoint and credentials from the container: its published 5432 and the official image's
 /// environment (`POSTGRES_USER` default postgres, `POSTGRES_PASSWORD` or `POSTGRES_PASSWORD_FILE`,
 /// `POSTGRES_DB` default = user).
-pub async fn target_for(engine: &dyn Engine, service: &str, c: &ContainerInfo) -> Result<PgTarget, PgError> {
+pub async fn target_for(
+    engine: &dyn Engine,
+    service: &str,
+    c: &ContainerInfo,
+) -> Result<PgTarget, PgError> {
     let user = c
         .env_var("POSTGRES_USER")
         .filter(|s| !s.is_empty())
         .unwrap_or("postgres")
         .to_string();
-    let mut password = c.env_var("POSTGRES_PASSWORD").filter(|s| !s.is_empty()).map(str::to_string);
+    let mut password = c
+        .env_var("POSTGRES_PASSWORD")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
     if password.is_none() {
-        if let Some(file) = c.env_var("POSTGRES_PASSWORD_FILE").filter(|s| !s.is_empty()) {
+        if let Some(file) = c
+            .env_var("POSTGRES_PASSWORD_FILE")
+            .filter(|s| !s.is_empty())
+        {
             let out = engine
                 .exec(&c.id, &["cat".to_string(), file.to_string()], &[], None)
                 .await
@@ -136,7 +146,9 @@ pub async fn target_for(engine: &dyn Engine, service: &str, c: &ContainerInfo) -
                     String::from_utf8_lossy(&out.stderr).trim()
                 )));
             }
-            let s = String::from_utf8_lossy(&out.stdout).trim_end_matches(['\n', '\r']).to_string();
+            let s = String::from_utf8_lossy(&out.stdout)
+                .trim_end_matches(['\n', '\r'])
+                .to_string();
             password = Some(s);
         }
     }
@@ -190,7 +202,10 @@ impl PgSession<'_> {
     pub async fn query(&self, sql: &str) -> Result<Rows, PgError> {
         match self {
             PgSession::Tcp(client) => {
-                let msgs = client.simple_query(sql).await.map_err(|e| PgError::from_pg(&e))?;
+                let msgs = client
+                    .simple_query(sql)
+                    .await
+                    .map_err(|e| PgError::from_pg(&e))?;
                 let mut rows = Vec::new();
                 for m in msgs {
                     if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
@@ -242,7 +257,10 @@ impl PgSession<'_> {
                     };
                     return Err(PgError {
                         transient: err.contains("starting up") || err.contains("could not connect"),
-                        message: format!("psql in the container exited with {}: {err}", out.exit_code),
+                        message: format!(
+                            "psql in the container exited with {}: {err}",
+                            out.exit_code
+                        ),
                         code,
                     });
                 }
@@ -268,7 +286,13 @@ pub fn parse_exec_rows(out: &str) -> Rows {
         .filter(|r| !r.is_empty())
         .map(|r| {
             r.split(EXEC_FIELD_SEP)
-                .map(|f| if f == EXEC_NULL { None } else { Some(f.to_string()) })
+                .map(|f| {
+                    if f == EXEC_NULL {
+                        None
+                    } else {
+                        Some(f.to_string())
+                    }
+                })
                 .collect()
         })
         .collect()
@@ -309,7 +333,10 @@ pub async fn connect<'a>(
                         let err = PgError::from_pg(&e);
                         if !err.transient || start.elapsed() >= retry_for {
                             return Err(PgError {
-                                message: format!("connecting to {host}:{port} as {}: {}", target.auth.user, err.message),
+                                message: format!(
+                                    "connecting to {host}:{port} as {}: {}",
+                                    target.auth.user, err.message
+                                ),
                                 ..err
                             });
                         }
@@ -363,7 +390,11 @@ pub async fn connect_maintenance<'a>(
             Err(e) if e.transient && target.endpoint != PgEndpoint::Exec => {
                 // The published port is not reachable from here (remote engine, firewall...):
                 // fall back to psql inside the container.
-                tracing::debug!("{}: TCP failed ({}), using psql in the container", target.service, e.message);
+                tracing::debug!(
+                    "{}: TCP failed ({}), using psql in the container",
+                    target.service,
+                    e.message
+                );
                 target.endpoint = PgEndpoint::Exec;
                 return Box::pin(connect_maintenance(engine, target, retry_for)).await;
             }
@@ -418,7 +449,8 @@ AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_' \
 ORDER BY 1, 2";
 
 /// Cluster identity and the databases that accept connections.
-pub const CLUSTER_QUERY: &str = "SELECT (SELECT system_identifier::text FROM pg_catalog.pg_control_system()), datname \
+pub const CLUSTER_QUERY: &str =
+    "SELECT (SELECT system_identifier::text FROM pg_catalog.pg_control_system()), datname \
 FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname";
 
 /// Sessions sitting in an open transaction (their work is rolled back by the stop).

@@ -30,7 +30,11 @@ pub enum ProvisionError {
 
 /// The password of a role: `password`, else the variable `password_env` (the stack's environment:
 /// the process environment over `.env`). `Ok(None)` when neither is given.
-pub fn role_password(service: &str, role: &RoleSpec, env: &Env) -> Result<Option<String>, ProvisionError> {
+pub fn role_password(
+    service: &str,
+    role: &RoleSpec,
+    env: &Env,
+) -> Result<Option<String>, ProvisionError> {
     if let Some(p) = role.password.as_ref().filter(|p| !p.is_empty()) {
         return Ok(Some(p.clone()));
     }
@@ -65,7 +69,11 @@ pub fn create_role_sql(role: &RoleSpec, password: Option<&str>) -> String {
 
 pub fn create_database_sql(name: &str, owner: Option<&str>) -> String {
     match owner {
-        Some(o) => format!("CREATE DATABASE {} OWNER {}", quote_ident(name), quote_ident(o)),
+        Some(o) => format!(
+            "CREATE DATABASE {} OWNER {}",
+            quote_ident(name),
+            quote_ident(o)
+        ),
         None => format!("CREATE DATABASE {}", quote_ident(name)),
     }
 }
@@ -175,9 +183,17 @@ pub async fn provision(
     Ok(created)
 }
 
-async fn exists(s: &PgSession<'_>, catalog: &str, column: &str, value: &str) -> Result<bool, pg::PgError> {
+async fn exists(
+    s: &PgSession<'_>,
+    catalog: &str,
+    column: &str,
+    value: &str,
+) -> Result<bool, pg::PgError> {
     let rows = s
-        .query(&format!("SELECT 1 FROM {catalog} WHERE {column} = {}", quote_literal(value)))
+        .query(&format!(
+            "SELECT 1 FROM {catalog} WHERE {column} = {}",
+            quote_literal(value)
+        ))
         .await?;
     Ok(!rows.is_empty())
 }
@@ -213,8 +229,14 @@ mod tests {
             create_database_sql("langfuse_db", Some("langfuse")),
             "CREATE DATABASE \"langfuse_db\" OWNER \"langfuse\""
         );
-        assert_eq!(create_database_sql("My DB", None), "CREATE DATABASE \"My DB\"");
-        assert_eq!(create_extension_sql("uuid-ossp"), "CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\"");
+        assert_eq!(
+            create_database_sql("My DB", None),
+            "CREATE DATABASE \"My DB\""
+        );
+        assert_eq!(
+            create_extension_sql("uuid-ossp"),
+            "CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\""
+        );
     }
 
     #[test]
@@ -224,13 +246,22 @@ mod tests {
         let mut r = role("lf");
         assert_eq!(role_password("db", &r, &env).unwrap(), None);
         r.password_env = Some("LF_PW".into());
-        assert_eq!(role_password("db", &r, &env).unwrap().as_deref(), Some("from-env"));
+        assert_eq!(
+            role_password("db", &r, &env).unwrap().as_deref(),
+            Some("from-env")
+        );
         r.password = Some("literal".into());
-        assert_eq!(role_password("db", &r, &env).unwrap().as_deref(), Some("literal"));
+        assert_eq!(
+            role_password("db", &r, &env).unwrap().as_deref(),
+            Some("literal")
+        );
         r.password = None;
         r.password_env = Some("NODUS_TEST_SURELY_UNSET_VAR".into());
         let err = role_password("db", &r, &env).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("NODUS_TEST_SURELY_UNSET_VAR") && msg.contains("role lf"), "{msg}");
+        assert!(
+            msg.contains("NODUS_TEST_SURELY_UNSET_VAR") && msg.contains("role lf"),
+            "{msg}"
+        );
     }
 }

@@ -84,7 +84,12 @@ pub struct Verdict {
 pub struct Judge<'a> {
     pub service: &'a str,
     pub kind: ServiceKind,
-    pub baseline: Option<(BaselineRef, &'a ServiceCensus, Option<&'a ServiceIdentity>, &'a str)>,
+    pub baseline: Option<(
+        BaselineRef,
+        &'a ServiceCensus,
+        Option<&'a ServiceIdentity>,
+        &'a str,
+    )>,
     pub now: &'a ServiceCensus,
     pub early: Option<ServiceDiff>,
     pub current_identity: Option<&'a ServiceIdentity>,
@@ -117,9 +122,16 @@ pub fn judge(j: Judge) -> ServiceVerdict {
     let diff = super::diff::compare(bcensus, j.now);
     let mut warnings = Vec::new();
     let counts_as_loss = |d: &ServiceDiff| {
-        d.is_loss() && (bref.guarded || j.strict || d.is_structural_loss() || d.system_identifier_changed.is_some())
+        d.is_loss()
+            && (bref.guarded
+                || j.strict
+                || d.is_structural_loss()
+                || d.system_identifier_changed.is_some())
     };
-    let loss = counts_as_loss(&diff) || j.early.as_ref().is_some_and(|e| counts_as_loss(e) && e.is_structural_loss());
+    let loss = counts_as_loss(&diff)
+        || j.early
+            .as_ref()
+            .is_some_and(|e| counts_as_loss(e) && e.is_structural_loss());
     let status = if loss {
         Status::Loss
     } else if let Some(r) = &diff.not_verified {
@@ -179,7 +191,12 @@ pub fn judge(j: Judge) -> ServiceVerdict {
 }
 
 impl Verdict {
-    pub fn new(transition: &str, totals: Totals, ledger: String, restore_point_before: String) -> Verdict {
+    pub fn new(
+        transition: &str,
+        totals: Totals,
+        ledger: String,
+        restore_point_before: String,
+    ) -> Verdict {
         Verdict {
             verdict: Status::Ok,
             transition: transition.to_string(),
@@ -233,7 +250,12 @@ impl Verdict {
         self.services
             .iter()
             .filter(|(_, s)| s.status == Status::Loss)
-            .map(|(n, s)| format!("{n}: {}", s.diff.as_ref().map(|d| d.summary()).unwrap_or_default()))
+            .map(|(n, s)| {
+                format!(
+                    "{n}: {}",
+                    s.diff.as_ref().map(|d| d.summary()).unwrap_or_default()
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ")
     }
@@ -257,12 +279,21 @@ impl Verdict {
                 }
             }
             Status::Ok => ui.success(format!("census: {} — nothing lost", self.totals.summary())),
-            Status::Baseline if self.transition == "verify" => {
-                ui.status(format!("census: {} — no earlier census to compare with", self.totals.summary()))
+            Status::Baseline if self.transition == "verify" => ui.status(format!(
+                "census: {} — no earlier census to compare with",
+                self.totals.summary()
+            )),
+            Status::Baseline => ui.success(format!(
+                "census: {} — recorded as the baseline",
+                self.totals.summary()
+            )),
+            Status::Recorded => {
+                ui.status(format!("census before stopping: {}", self.totals.summary()))
             }
-            Status::Baseline => ui.success(format!("census: {} — recorded as the baseline", self.totals.summary())),
-            Status::Recorded => ui.status(format!("census before stopping: {}", self.totals.summary())),
-            Status::Accepted => ui.success(format!("census: {} — accepted as the new baseline", self.totals.summary())),
+            Status::Accepted => ui.success(format!(
+                "census: {} — accepted as the new baseline",
+                self.totals.summary()
+            )),
             Status::Unverified => ui.warn(format!(
                 "census: {} — some services could not be checked (see above)",
                 self.totals.summary()
@@ -276,26 +307,52 @@ fn print_loss(ui: &Ui, name: &str, s: &ServiceVerdict) {
     let since = s
         .baseline
         .as_ref()
-        .map(|b| format!("the census {} at {} (nodus {})", b.phase.describe(), b.time, b.transition))
+        .map(|b| {
+            format!(
+                "the census {} at {} (nodus {})",
+                b.phase.describe(),
+                b.time,
+                b.transition
+            )
+        })
         .unwrap_or_default();
-    ui.warn(ui.red(&format!("DATA LOSS in {name} ({}) compared with {since}:", s.kind)));
+    ui.warn(ui.red(&format!(
+        "DATA LOSS in {name} ({}) compared with {since}:",
+        s.kind
+    )));
     let line = |t: String| eprintln!("    {t}");
     let base_pg = match &s.baseline_census {
         Some(ServiceCensus::Postgres(p)) => Some(p),
         _ => None,
     };
     if let Some((a, b)) = &d.system_identifier_changed {
-        line(format!("cluster: a different cluster (system identifier {a} → {b})"));
+        line(format!(
+            "cluster: a different cluster (system identifier {a} → {b})"
+        ));
     }
     for db in &d.missing_databases {
         let size = base_pg.and_then(|p| p.databases.get(db)).map(|x| {
-            let rows: i64 = x.tables.values().filter(|t| !t.partitioned).map(|t| t.rows).sum();
-            format!(" (had {} {}, {rows} rows)", x.tables.len(), plural(x.tables.len(), "table", "tables"))
+            let rows: i64 = x
+                .tables
+                .values()
+                .filter(|t| !t.partitioned)
+                .map(|t| t.rows)
+                .sum();
+            format!(
+                " (had {} {}, {rows} rows)",
+                x.tables.len(),
+                plural(x.tables.len(), "table", "tables")
+            )
         });
-        line(format!("database {db}: missing{}", size.unwrap_or_default()));
+        line(format!(
+            "database {db}: missing{}",
+            size.unwrap_or_default()
+        ));
     }
     for (db, ts) in &d.missing_tables {
-        let total = base_pg.and_then(|p| p.databases.get(db)).map(|x| x.tables.len());
+        let total = base_pg
+            .and_then(|p| p.databases.get(db))
+            .map(|x| x.tables.len());
         let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
         line(format!(
             "database {db}: {}{of} {} missing: {}",
@@ -305,11 +362,17 @@ fn print_loss(ui: &Ui, name: &str, s: &ServiceVerdict) {
         ));
     }
     for (db, drops) in &d.row_drops {
-        let list: Vec<String> = drops.iter().map(|(t, b, a)| format!("{t} {b} → {a}")).collect();
+        let list: Vec<String> = drops
+            .iter()
+            .map(|(t, b, a)| format!("{t} {b} → {a}"))
+            .collect();
         line(format!("database {db}: rows dropped: {}", list.join(", ")));
     }
     if !d.missing_collections.is_empty() {
-        line(format!("collections missing: {}", d.missing_collections.join(", ")));
+        line(format!(
+            "collections missing: {}",
+            d.missing_collections.join(", ")
+        ));
     }
     for (n, b, a) in &d.other_drops {
         line(format!("{n}: {b} → {a}"));
@@ -322,6 +385,8 @@ fn print_loss(ui: &Ui, name: &str, s: &ServiceVerdict) {
     }
     match &s.restore_command {
         Some(cmd) => eprintln!("  restore: {cmd}"),
-        None => eprintln!("  restore: no snapshot from before this transition (see `nodus snapshot list`)"),
+        None => eprintln!(
+            "  restore: no snapshot from before this transition (see `nodus snapshot list`)"
+        ),
     }
 }
