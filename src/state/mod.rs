@@ -61,8 +61,10 @@ impl StateDir {
     pub fn project_file(&self) -> PathBuf {
         self.root.join("project")
     }
-    pub fn ledger_path(&self, project: &str) -> PathBuf {
-        self.root.join("ledger").join(format!("{project}.json"))
+    /// The ledger is per stack (state dir), not per project name: a renamed project must be
+    /// compared with what the stack held under its old name. Entries record the project name.
+    pub fn ledger_path(&self, _project: &str) -> PathBuf {
+        self.root.join("ledger.json")
     }
     pub fn snapshots_dir(&self, project: &str) -> PathBuf {
         self.root.join("snapshots").join(project)
