@@ -154,7 +154,7 @@ pub fn infer(input: &CauseInput) -> Cause {
                     Some((
                         CauseCode::ProjectRenamed,
                         format!(
-                            "the project name changed from {} to {}, so volume {} was used instead of {}; the old data is still in volume {} — run with `-p {}` (or set `name: {}` in the stack) to use it again",
+                            "the project was renamed (project name changed from {} to {}), so volume {} was used instead of {}; the old data is still in volume {} — run with `-p {}` (or set `name: {}` in the stack) to use it again",
                             b.project, input.current_project, n.name, o.name, o.name, b.project, b.project
                         ),
                     ))

@@ -103,6 +103,14 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A copy holding only `service`'s census and identity.
+    pub fn narrowed(&self, service: &str) -> Entry {
+        let mut e = self.clone();
+        e.census.services.retain(|k, _| k == service);
+        e.services.retain(|k, _| k == service);
+        e
+    }
+
     /// The census of `service`, when it was counted.
     pub fn census_of(&self, service: &str) -> Option<&ServiceCensus> {
         self.census
@@ -128,7 +136,22 @@ pub struct LedgerDoc {
     /// `nodus verify --accept`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub untrusted: Option<Untrusted>,
+    /// Losses detected and not accepted yet, per service. Until `nodus verify --accept` (or the
+    /// data coming back), every comparison of that service is made against the baseline the loss
+    /// was found against, so a loss can never become the new normal silently.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outstanding: BTreeMap<String, Outstanding>,
     pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outstanding {
+    pub detected_at: String,
+    /// The command that found it (`up`, `verify`...).
+    pub detected_by: String,
+    pub summary: String,
+    /// The census the loss was found against (narrowed to the service).
+    pub baseline: Entry,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +189,7 @@ impl Ledger {
             version: LEDGER_VERSION,
             project: project.to_string(),
             untrusted,
+            outstanding: BTreeMap::new(),
             entries: Vec::new(),
         };
         let bytes = match std::fs::read(path) {
@@ -286,6 +310,44 @@ impl Ledger {
             let own_post = current_session == Some(e.session.as_str()) && e.phase != Phase::Pre;
             !own_post && e.census_of(service).is_some()
         })
+    }
+
+    /// What `service` is compared with: the baseline of an outstanding (unaccepted) loss, else
+    /// [`Ledger::latest_for`]. Narrowed to the service.
+    pub fn baseline(&self, service: &str, current_session: Option<&str>) -> Option<Entry> {
+        if let Some(o) = self.doc.outstanding.get(service) {
+            return Some(o.baseline.clone());
+        }
+        self.latest_for(service, current_session)
+            .map(|e| e.narrowed(service))
+    }
+
+    pub fn outstanding(&self, service: &str) -> Option<&Outstanding> {
+        self.doc.outstanding.get(service)
+    }
+
+    /// Remembers a detected loss (keeps the first one: its baseline is the state before any loss).
+    pub fn set_outstanding(
+        &mut self,
+        service: &str,
+        baseline: &Entry,
+        detected_by: &str,
+        summary: &str,
+    ) {
+        self.doc
+            .outstanding
+            .entry(service.to_string())
+            .or_insert_with(|| Outstanding {
+                detected_at: super::census::now_rfc3339(),
+                detected_by: detected_by.to_string(),
+                summary: summary.to_string(),
+                baseline: baseline.narrowed(service),
+            });
+    }
+
+    /// The loss of `service` is resolved (data back) or accepted.
+    pub fn clear_outstanding(&mut self, service: &str) -> Option<Outstanding> {
+        self.doc.outstanding.remove(service)
     }
 
     /// The latest entry of any phase.
@@ -493,6 +555,34 @@ mod tests {
         // unavailable censuses are skipped
         assert_eq!(l.latest_for("cache", None).unwrap().session, "s1");
         assert!(l.latest_for("nope", None).is_none());
+    }
+
+    #[test]
+    fn outstanding_loss_pins_the_baseline_until_cleared() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("p.json");
+        let (mut l, _) = Ledger::open(&path, "p").unwrap();
+        l.push(entry("s1", Phase::Pre, &[("db", 10), ("cache", 1)]));
+        l.push(entry("s2", Phase::PostSettled, &[("db", 4)]));
+        assert_eq!(l.baseline("db", Some("s3")).unwrap().session, "s2");
+        let before = l.entries()[0].clone();
+        l.set_outstanding("db", &before, "up", "db: lost rows");
+        // a second detection does not move the baseline
+        let later = l.entries()[1].clone();
+        l.set_outstanding("db", &later, "verify", "again");
+        l.save().unwrap();
+        let (mut l, _) = Ledger::open(&path, "p").unwrap();
+        let b = l.baseline("db", Some("s3")).unwrap();
+        assert_eq!(b.session, "s1");
+        assert!(
+            !b.census.services.contains_key("cache"),
+            "narrowed to the service"
+        );
+        assert_eq!(l.outstanding("db").unwrap().detected_by, "up");
+        // other services are unaffected
+        assert_eq!(l.baseline("cache", None).unwrap().session, "s1");
+        l.clear_outstanding("db");
+        assert_eq!(l.baseline("db", Some("s3")).unwrap().session, "s2");
     }
 
     #[test]

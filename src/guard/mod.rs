@@ -293,8 +293,9 @@ impl Guard {
         }
         let session = self.session.clone();
         let l = self.ledger()?;
-        let e = l.latest_for(service, Some(&session))?;
-        if e.volumes_removed {
+        let from_outstanding = l.outstanding(service).is_some();
+        let e = l.baseline(service, Some(&session))?;
+        if e.volumes_removed && !from_outstanding {
             let msg = format!(
                 "{service}: its volume was removed with `nodus down --volumes` at {}; this census is the new baseline",
                 e.time
@@ -308,7 +309,7 @@ impl Guard {
             census: e.census_of(service)?.clone(),
             identity: e.services.get(service).cloned(),
             guarded: e.phase == Phase::Pre,
-            entry: e.clone(),
+            entry: e,
         })
     }
 
@@ -428,6 +429,47 @@ impl Guard {
             o.verdict = Some(v);
         }
     }
+}
+
+/// Remembers losses found by `v` against `baselines` (their baseline stays pinned until
+/// accepted) and forgets those whose data is back. With `fresh_baseline` (a restore without an
+/// expected census), the current state becomes the baseline. Returns notes for the user.
+fn update_outstanding(
+    l: &mut Ledger,
+    v: &mut Verdict,
+    baselines: &BTreeMap<String, Entry>,
+    fresh_baseline: bool,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let transition = v.transition.clone();
+    for (name, sv) in v.services.iter_mut() {
+        match sv.status {
+            Status::Loss => {
+                if let Some(o) = l.outstanding(name) {
+                    sv.warnings.push(format!(
+                        "data of {name} was first found missing at {} (nodus {}) and that is not accepted yet; `nodus verify --accept` accepts the current state",
+                        o.detected_at, o.detected_by
+                    ));
+                } else if let Some(base) = baselines.get(name) {
+                    let summary = sv.diff.as_ref().map(|d| d.summary()).unwrap_or_default();
+                    l.set_outstanding(name, base, &transition, &summary);
+                }
+            }
+            Status::Ok | Status::Baseline => {
+                if let Some(o) = l.clear_outstanding(name) {
+                    notes.push(format!(
+                        "{name}: the data found missing at {} (nodus {}) is back",
+                        o.detected_at, o.detected_by
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if fresh_baseline && l.clear_outstanding(name).is_some() {
+            notes.push(format!("{name}: restored; this census is the new baseline"));
+        }
+    }
+    notes
 }
 
 /// Opens the ledger, reporting a torn one (kept aside, not trusted).
@@ -648,6 +690,7 @@ impl Hooks for Guard {
             self.cfg.ledger_path().display().to_string(),
             restore_point,
         );
+        let mut baselines = BTreeMap::new();
         for s in &check {
             let Some(now) = settled.services.get(&s.service) else {
                 continue;
@@ -658,6 +701,9 @@ impl Hooks for Guard {
                 .map(|st| st.kind)
                 .unwrap_or(ServiceKind::Other);
             let baseline = self.baseline_for(&s.service);
+            if let Some(b) = &baseline {
+                baselines.insert(s.service.clone(), b.entry.clone());
+            }
             let early = self.early.get(&s.service).and_then(|e| e.diff.clone());
             let after = self.started_after(&s.service, started);
             let sv = verdict::judge(Judge {
@@ -700,6 +746,16 @@ impl Hooks for Guard {
                 self.notes
                     .push("first census of this stack: recorded as the baseline".into());
             }
+        }
+        let fresh = t == Transition::Restore
+            && self
+                .shared
+                .lock()
+                .map(|o| o.expected.is_none())
+                .unwrap_or(true);
+        if let Some(l) = self.ledger.as_mut() {
+            let notes = update_outstanding(l, &mut v, &baselines, fresh);
+            self.notes.extend(notes);
         }
         v.notes = self.notes.clone();
         self.record(Phase::PostSettled, settled, ids).await;
@@ -756,13 +812,18 @@ pub async fn verify(
         path.display().to_string(),
         census::now_rfc3339(),
     );
+    let mut baselines = BTreeMap::new();
     for (name, c) in &now.services {
         let kind = countable
             .iter()
             .find(|s| &s.service == name)
             .map(|s| s.kind)
             .unwrap_or(ServiceKind::Other);
-        let entry = ledger.latest_for(name, None);
+        let entry = ledger.baseline(name, None);
+        if let Some(e) = &entry {
+            baselines.insert(name.clone(), e.clone());
+        }
+        let entry = entry.as_ref();
         let sv = verdict::judge(Judge {
             service: name,
             kind,
@@ -789,6 +850,10 @@ pub async fn verify(
         v.services.insert(name.clone(), sv);
     }
     v.conclude();
+    if !accept {
+        let notes = update_outstanding(&mut ledger, &mut v, &baselines, false);
+        v.notes.extend(notes);
+    }
     if accept {
         let unavailable: Vec<&String> = now
             .services
@@ -820,6 +885,9 @@ pub async fn verify(
         };
         ledger.push(entry);
         ledger.mark_trusted();
+        for name in now.services.keys() {
+            ledger.clear_outstanding(name);
+        }
         ledger.save()?;
         if v.verdict == Status::Loss {
             v.notes
@@ -829,11 +897,14 @@ pub async fn verify(
             s.status = Status::Accepted;
         }
         v.verdict = Status::Accepted;
-    } else if ledger.entries().is_empty() {
-        v.notes.push(format!(
-            "no census recorded for project {} yet; run `nodus verify --accept` to record one",
-            cfg.project
-        ));
+    } else {
+        if ledger.entries().is_empty() {
+            v.notes.push(format!(
+                "no census recorded for project {} yet; run `nodus verify --accept` to record one",
+                cfg.project
+            ));
+        }
+        ledger.save()?;
     }
     Ok(v)
 }
