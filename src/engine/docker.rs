@@ -30,11 +30,7 @@ impl Engine for DockerEngine {
     async fn image_exists(&self, image: &str) -> Result<bool> {
         todo!()
     }
-    async fn pull_image(
-        &self,
-        image: &str,
-        progress: &(dyn Fn(PullProgress) + Send + Sync),
-    ) -> Result<()> {
+    async fn pull_image(&self, image: &str, progress: &(dyn Fn(PullProgress) + Send + Sync)) -> Result<()> {
         todo!()
     }
     async fn list_containers(&self, labels: &Labels) -> Result<Vec<ContainerInfo>> {
@@ -58,22 +54,10 @@ impl Engine for DockerEngine {
     async fn logs(&self, id: &str, tail: usize) -> Result<String> {
         todo!()
     }
-    async fn exec(
-        &self,
-        id: &str,
-        cmd: &[String],
-        env: &[String],
-        user: Option<&str>,
-    ) -> Result<ExecOutput> {
+    async fn exec(&self, id: &str, cmd: &[String], env: &[String], user: Option<&str>) -> Result<ExecOutput> {
         todo!()
     }
-    async fn exec_stream(
-        &self,
-        id: &str,
-        cmd: &[String],
-        env: &[String],
-        user: Option<&str>,
-    ) -> Result<(String, ByteStream)> {
+    async fn exec_stream(&self, id: &str, cmd: &[String], env: &[String], user: Option<&str>) -> Result<(String, ByteStream)> {
         todo!()
     }
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>> {
@@ -106,12 +90,7 @@ impl Engine for DockerEngine {
     async fn create_network(&self, name: &str, labels: &Labels) -> Result<String> {
         todo!()
     }
-    async fn connect_network(
-        &self,
-        network: &str,
-        container: &str,
-        aliases: &[String],
-    ) -> Result<()> {
+    async fn connect_network(&self, network: &str, container: &str, aliases: &[String]) -> Result<()> {
         todo!()
     }
     async fn remove_network(&self, name: &str) -> Result<()> {

@@ -104,28 +104,16 @@ pub trait Hooks: Send {
         Ok(BTreeMap::new())
     }
     /// The services stopped; their containers still exist (snapshots are taken here).
-    async fn after_stop(
-        &mut self,
-        _transition: Transition,
-        _stopped: &[StoppedService],
-    ) -> anyhow::Result<()> {
+    async fn after_stop(&mut self, _transition: Transition, _stopped: &[StoppedService]) -> anyhow::Result<()> {
         Ok(())
     }
     /// A service became ready (healthy, or started when it has no healthcheck); services that
     /// depend on it have not been started yet (provisioning, first census).
-    async fn service_ready(
-        &mut self,
-        _transition: Transition,
-        _svc: &RunningService,
-    ) -> anyhow::Result<()> {
+    async fn service_ready(&mut self, _transition: Transition, _svc: &RunningService) -> anyhow::Result<()> {
         Ok(())
     }
     /// Every service of the transition is up and ready (settled census, comparison).
-    async fn all_ready(
-        &mut self,
-        _transition: Transition,
-        _started: &[RunningService],
-    ) -> anyhow::Result<()> {
+    async fn all_ready(&mut self, _transition: Transition, _started: &[RunningService]) -> anyhow::Result<()> {
         Ok(())
     }
 }
@@ -150,11 +138,7 @@ impl Hooks for HookChain {
         }
         Ok(out)
     }
-    async fn after_stop(
-        &mut self,
-        t: Transition,
-        stopped: &[StoppedService],
-    ) -> anyhow::Result<()> {
+    async fn after_stop(&mut self, t: Transition, stopped: &[StoppedService]) -> anyhow::Result<()> {
         for h in &mut self.0 {
             h.after_stop(t, stopped).await?;
         }
@@ -228,44 +212,23 @@ pub struct Lifecycle<'a> {
 }
 
 impl<'a> Lifecycle<'a> {
-    pub async fn up(
-        &self,
-        opts: &UpOptions,
-        hooks: &mut dyn Hooks,
-    ) -> Result<Report, LifecycleError> {
+    pub async fn up(&self, opts: &UpOptions, hooks: &mut dyn Hooks) -> Result<Report, LifecycleError> {
         let _ = (opts, hooks);
         todo!("up")
     }
-    pub async fn down(
-        &self,
-        opts: &DownOptions,
-        hooks: &mut dyn Hooks,
-    ) -> Result<Report, LifecycleError> {
+    pub async fn down(&self, opts: &DownOptions, hooks: &mut dyn Hooks) -> Result<Report, LifecycleError> {
         let _ = (opts, hooks);
         todo!("down")
     }
-    pub async fn stop(
-        &self,
-        services: &[String],
-        timeout: Option<Duration>,
-        hooks: &mut dyn Hooks,
-    ) -> Result<Report, LifecycleError> {
+    pub async fn stop(&self, services: &[String], timeout: Option<Duration>, hooks: &mut dyn Hooks) -> Result<Report, LifecycleError> {
         let _ = (services, timeout, hooks);
         todo!("stop")
     }
-    pub async fn start(
-        &self,
-        opts: &UpOptions,
-        hooks: &mut dyn Hooks,
-    ) -> Result<Report, LifecycleError> {
+    pub async fn start(&self, opts: &UpOptions, hooks: &mut dyn Hooks) -> Result<Report, LifecycleError> {
         let _ = (opts, hooks);
         todo!("start")
     }
-    pub async fn restart(
-        &self,
-        opts: &UpOptions,
-        hooks: &mut dyn Hooks,
-    ) -> Result<Report, LifecycleError> {
+    pub async fn restart(&self, opts: &UpOptions, hooks: &mut dyn Hooks) -> Result<Report, LifecycleError> {
         let _ = (opts, hooks);
         todo!("restart")
     }
@@ -273,10 +236,7 @@ impl<'a> Lifecycle<'a> {
         todo!("status")
     }
     /// Running container of a service, if any (used by census, snapshots, backups).
-    pub async fn container_of(
-        &self,
-        service: &str,
-    ) -> Result<Option<ContainerInfo>, LifecycleError> {
+    pub async fn container_of(&self, service: &str) -> Result<Option<ContainerInfo>, LifecycleError> {
         let _ = service;
         todo!("container_of")
     }

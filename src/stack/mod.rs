@@ -56,10 +56,7 @@ pub enum StackError {
         message: String,
     },
     #[error("no such service: {name} (services in this stack: {})", available.join(", "))]
-    UnknownService {
-        name: String,
-        available: Vec<String>,
-    },
+    UnknownService { name: String, available: Vec<String> },
     #[error("dependency cycle between services: {}", cycle.join(" -> "))]
     DependencyCycle { cycle: Vec<String> },
     #[error("service {service} depends on {dependency}, which is not defined")]

@@ -16,17 +16,9 @@ pub struct ComposeFile {
     pub version: Option<Value>,
     #[serde(default)]
     pub services: IndexMap<String, Service>,
-    #[serde(
-        default,
-        skip_serializing_if = "IndexMap::is_empty",
-        deserialize_with = "de_null_map"
-    )]
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_null_map")]
     pub volumes: IndexMap<String, VolumeDef>,
-    #[serde(
-        default,
-        skip_serializing_if = "IndexMap::is_empty",
-        deserialize_with = "de_null_map"
-    )]
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_null_map")]
     pub networks: IndexMap<String, NetworkDef>,
     /// `x-*` extensions (including `x-nodus`, which is also parsed into [`super::xnodus::XNodus`]),
     /// `configs`, `secrets`...
@@ -40,11 +32,7 @@ pub struct VolumeDef {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<Value>,
-    #[serde(
-        default,
-        skip_serializing_if = "IndexMap::is_empty",
-        deserialize_with = "de_string_map"
-    )]
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_string_map")]
     pub labels: IndexMap<String, String>,
     #[serde(flatten)]
     pub extra: IndexMap<String, Value>,
@@ -66,11 +54,7 @@ pub struct NetworkDef {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<Value>,
-    #[serde(
-        default,
-        skip_serializing_if = "IndexMap::is_empty",
-        deserialize_with = "de_string_map"
-    )]
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_string_map")]
     pub labels: IndexMap<String, String>,
     #[serde(flatten)]
     pub extra: IndexMap<String, Value>,
@@ -98,27 +82,15 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<StringOrList>,
     /// `None` value = `KEY` without `=`: taken from the environment at run time.
-    #[serde(
-        default,
-        skip_serializing_if = "IndexMap::is_empty",
-        deserialize_with = "de_env"
-    )]
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_env")]
     pub environment: IndexMap<String, Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_file: Option<StringOrList>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "de_volumes"
-    )]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_volumes")]
     pub volumes: Vec<ServiceVolume>,
-    #[serde(
-        default,
-        skip_serializing_if = "IndexMap::is_empty",
-        deserialize_with = "de_depends_on"
-    )]
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_depends_on")]
     pub depends_on: IndexMap<String, DependsOn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
@@ -127,17 +99,9 @@ pub struct Service {
     /// Compose duration, e.g. "60s", "1m30s".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<String>,
-    #[serde(
-        default,
-        skip_serializing_if = "IndexMap::is_empty",
-        deserialize_with = "de_string_map"
-    )]
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_string_map")]
     pub labels: IndexMap<String, String>,
-    #[serde(
-        default,
-        skip_serializing_if = "IndexMap::is_empty",
-        deserialize_with = "de_networks"
-    )]
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_networks")]
     pub networks: IndexMap<String, ServiceNetwork>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<String>,
@@ -264,11 +228,7 @@ fn scalar_to_string<E: de::Error>(v: &Value) -> Result<Option<String>, E> {
         Value::String(s) => Some(s.clone()),
         Value::Bool(b) => Some(b.to_string()),
         Value::Number(n) => Some(n.to_string()),
-        other => {
-            return Err(E::custom(format!(
-                "expected a scalar value, found {other:?}"
-            )))
-        }
+        other => return Err(E::custom(format!("expected a scalar value, found {other:?}"))),
     })
 }
 
@@ -283,9 +243,7 @@ where
     for (k, v) in raw.unwrap_or_default() {
         let t = match v {
             None | Some(Value::Null) => T::default(),
-            Some(v) => {
-                serde_yaml::from_value(v).map_err(|e| de::Error::custom(format!("{k}: {e}")))?
-            }
+            Some(v) => serde_yaml::from_value(v).map_err(|e| de::Error::custom(format!("{k}: {e}")))?,
         };
         out.insert(k, t);
     }
@@ -313,11 +271,7 @@ fn de_env<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, Option<Str
                 };
             }
         }
-        other => {
-            return Err(de::Error::custom(format!(
-                "expected a map or a list, found {other:?}"
-            )))
-        }
+        other => return Err(de::Error::custom(format!("expected a map or a list, found {other:?}"))),
     }
     Ok(out)
 }
@@ -352,19 +306,13 @@ fn de_depends_on<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, Dep
                 out.insert(name, dep);
             }
         }
-        other => {
-            return Err(de::Error::custom(format!(
-                "depends_on: expected a list or a map, found {other:?}"
-            )))
-        }
+        other => return Err(de::Error::custom(format!("depends_on: expected a list or a map, found {other:?}"))),
     }
     Ok(out)
 }
 
 /// `networks: [a, b]` or `networks: {a: {aliases: [...]}, b: }`.
-fn de_networks<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<IndexMap<String, ServiceNetwork>, D::Error> {
+fn de_networks<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, ServiceNetwork>, D::Error> {
     let v = Value::deserialize(d)?;
     let mut out = IndexMap::new();
     match v {
@@ -385,11 +333,7 @@ fn de_networks<'de, D: Deserializer<'de>>(
                 out.insert(name, net);
             }
         }
-        other => {
-            return Err(de::Error::custom(format!(
-                "networks: expected a list or a map, found {other:?}"
-            )))
-        }
+        other => return Err(de::Error::custom(format!("networks: expected a list or a map, found {other:?}"))),
     }
     Ok(out)
 }
@@ -413,23 +357,15 @@ pub fn parse_short_volume(s: &str) -> Result<ServiceVolume, String> {
         [t] => (None, *t, None),
         [src, t] => (Some(*src), *t, None),
         [src, t, m] => (Some(*src), *t, Some(*m)),
-        _ => {
-            return Err(format!(
-                "invalid volume `{s}`: expected [SOURCE:]TARGET[:MODE]"
-            ))
-        }
+        _ => return Err(format!("invalid volume `{s}`: expected [SOURCE:]TARGET[:MODE]")),
     };
     if target.is_empty() {
         return Err(format!("invalid volume `{s}`: empty target"));
     }
-    let read_only = mode
-        .map(|m| m.split(',').any(|o| o == "ro"))
-        .unwrap_or(false);
+    let read_only = mode.map(|m| m.split(',').any(|o| o == "ro")).unwrap_or(false);
     let kind = match source {
         None => VolumeType::Volume,
-        Some(src) if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') => {
-            VolumeType::Bind
-        }
+        Some(src) if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') => VolumeType::Bind,
         Some(_) => VolumeType::Volume,
     };
     Ok(ServiceVolume {
