@@ -10,7 +10,6 @@ use crate::guard::verdict::{Status, Verdict};
 use crate::guard::{Guard, GuardConfig, Outcome, SharedOutcome};
 use crate::lifecycle::{HookChain, Report, Transition};
 use crate::project::Project;
-use crate::state::StateDir;
 
 use super::Ctx;
 
@@ -28,21 +27,29 @@ pub struct Session {
     pub transition: Transition,
     /// The guard's outcome (its verdict), filled while the lifecycle runs.
     pub guard: SharedOutcome,
-    pub project: String,
-    pub state: StateDir,
+    pub project: Project,
 }
 
-/// The command that puts back what `service` held before `before` (RFC 3339): the latest
-/// snapshot of its volume taken before that moment. The snapshot module fills this in; until
-/// then there is nothing to restore from.
+/// The exact command that restores `service` from its newest usable snapshot taken at or before
+/// `before` (any time when None), or None when there is no such snapshot. The snapshot module
+/// fills this in; until then there is nothing to restore from.
 pub fn latest_snapshot_before(
-    state: &StateDir,
-    project: &str,
+    project: &Project,
     service: &str,
-    before: &str,
+    before: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Option<String> {
-    let _ = (state, project, service, before);
+    let _ = (project, service, before);
     None
+}
+
+/// The restore command for a verdict's lost services (snapshots from before `before`, RFC 3339).
+pub fn restore_lookup(project: &Project) -> impl Fn(&str, &str) -> Option<String> + '_ {
+    move |service, before| {
+        let before = chrono::DateTime::parse_from_rfc3339(before)
+            .ok()
+            .map(|d| d.with_timezone(&chrono::Utc));
+        latest_snapshot_before(project, service, before)
+    }
 }
 
 impl Session {
@@ -66,8 +73,7 @@ impl Session {
             chain: HookChain(vec![Box::new(guard)]),
             transition,
             guard: shared,
-            project: project.name().to_string(),
-            state: project.state.clone(),
+            project: project.clone(),
         })
     }
 
@@ -96,9 +102,7 @@ impl Session {
     pub fn finish(self, ctx: &Ctx, report: &Report) -> anyhow::Result<()> {
         let mut verdict = self.guard.lock().ok().and_then(|mut o| o.verdict.take());
         if let Some(v) = verdict.as_mut() {
-            v.fill_restore(|service, before| {
-                latest_snapshot_before(&self.state, &self.project, service, before)
-            });
+            v.fill_restore(restore_lookup(&self.project));
         }
         if ctx.ui.json {
             ctx.ui.json_out(&serde_json::json!({

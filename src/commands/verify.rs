@@ -15,9 +15,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::VerifyArgs) -> anyhow::Result<()> 
     let cfg = GuardConfig::from_project(&project);
     let mut v =
         crate::guard::verify(engine.as_ref(), &cfg, &ctx.ui, args.accept, args.fast).await?;
-    v.fill_restore(|service, before| {
-        super::hooks::latest_snapshot_before(&project.state, project.name(), service, before)
-    });
+    v.fill_restore(super::hooks::restore_lookup(&project));
     if ctx.ui.json {
         ctx.ui.json_out(&v);
     } else {
