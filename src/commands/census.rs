@@ -61,12 +61,7 @@ pub fn render(c: &census::Census) -> Vec<String> {
                     p.system_identifier
                 ));
                 for (db, d) in &p.databases {
-                    let rows: i64 = d
-                        .tables
-                        .values()
-                        .filter(|t| !t.partitioned)
-                        .map(|t| t.rows)
-                        .sum();
+                    let rows = d.rows();
                     let est = d.tables.values().any(|t| t.estimated);
                     out.push(format!(
                         "  {db}: {} {}, {}{rows} {}",
@@ -86,7 +81,7 @@ pub fn render(c: &census::Census) -> Vec<String> {
                         if tc.persistence == census::Persistence::Unlogged {
                             flags.push("unlogged");
                         }
-                        if tc.partitioned {
+                        if d.partitioned.contains(t) {
                             flags.push("partitioned");
                         }
                         if tc.estimated {

@@ -103,6 +103,7 @@ impl Session {
         let mut verdict = self.guard.lock().ok().and_then(|mut o| o.verdict.take());
         if let Some(v) = verdict.as_mut() {
             v.fill_restore(restore_lookup(&self.project));
+            v.note_created_volumes(&report.volumes_created);
         }
         if ctx.ui.json {
             ctx.ui.json_out(&serde_json::json!({

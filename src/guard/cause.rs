@@ -1,14 +1,14 @@
 //! Why data went missing: inferred from the census diffs, the cluster's system identifier, the
 //! volume's identity and the moment the loss first showed up. Pure.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::census::{Persistence, ServiceCensus};
 use super::diff::ServiceDiff;
 use super::ledger::{Phase, ServiceIdentity};
 use crate::stack::ServiceKind;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CauseCode {
     /// New cluster; the data dir is not on a named volume (anonymous volume / container fs).
@@ -34,13 +34,16 @@ pub enum CauseCode {
     ChangedSinceCensus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cause {
     pub code: CauseCode,
     /// One sentence.
     pub summary: String,
     /// Supporting facts and what to do.
     pub details: Vec<String>,
+    /// The data volume concerned, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
 }
 
 /// What is known about the census the current one is compared with.
@@ -168,25 +171,20 @@ pub fn infer(input: &CauseInput) -> Cause {
                     ))
                 }
             }
-            (Some(o), Some(n)) if newer(n.created_at.as_deref(), o.created_at.as_deref()) => Some((
-                CauseCode::VolumeRecreated,
-                format!(
-                    "volume {} was removed and recreated (it was created {}, now {}): restore from a snapshot or another copy",
-                    n.name,
-                    o.created_at.as_deref().unwrap_or("?"),
-                    n.created_at.as_deref().unwrap_or("?")
-                ),
-            )),
             _ => None,
         }
     };
 
     if id_change.is_some() {
-        let (code, msg) = volume_story().unwrap_or_else(|| match (old_vol, cur_vol) {
-            (Some(o), Some(n)) if o.name == n.name => (
-                CauseCode::DataDirOffVolume,
+        let (code, msg) = volume_story().unwrap_or_else(|| match cur_vol {
+            // The data dir is on this named volume (checked above), yet the cluster is new: the
+            // volume's contents are not what they were. The engine's CreatedAt cannot tell a
+            // recreated volume from a wiped one (for the local driver it follows the data dir's
+            // modification time), so both are named.
+            Some(n) if old_vol.is_some_and(|o| o.name == n.name) => (
+                CauseCode::VolumeRecreated,
                 format!(
-                    "volume {} is the same one, so PGDATA is not on it (an anonymous volume or a data dir off the volume), or its contents were wiped",
+                    "volume {} was removed and recreated, or its contents were wiped, since the last census",
                     n.name
                 ),
             ),
@@ -199,6 +197,7 @@ pub fn infer(input: &CauseInput) -> Cause {
             code,
             summary: format!("a new cluster was initialised: {msg}"),
             details,
+            volume: cur_vol.map(|v| v.name.clone()),
         };
     }
 
@@ -207,7 +206,20 @@ pub fn infer(input: &CauseInput) -> Cause {
             code,
             summary: msg,
             details,
+            volume: cur_vol.map(|v| v.name.clone()),
         };
+    }
+    if let (Some(o), Some(n)) = (old_vol, cur_vol) {
+        if newer(n.created_at.as_deref(), o.created_at.as_deref())
+            && input.kind != ServiceKind::Postgres
+        {
+            details.push(format!(
+                "volume {} reports a newer creation time ({} → {}); it may have been recreated",
+                n.name,
+                o.created_at.as_deref().unwrap_or("?"),
+                n.created_at.as_deref().unwrap_or("?")
+            ));
+        }
     }
 
     // 2. Same cluster, same volume: when did it go?
@@ -216,6 +228,7 @@ pub fn infer(input: &CauseInput) -> Cause {
             code: CauseCode::UnloggedCrashRecovery,
             summary: "the lost rows were in UNLOGGED tables, which crash recovery empties: postgres did not shut down cleanly".into(),
             details,
+            volume: None,
         };
     }
     let early_loss = input.early.map(|e| e.is_loss());
@@ -233,17 +246,20 @@ pub fn infer(input: &CauseInput) -> Cause {
                     input.service
                 ),
                 details,
+            volume: None,
             }
         }
         (Some(true), Phase::Pre) if input.kind == ServiceKind::Redis => Cause {
             code: CauseCode::RedisNotPersisted,
             summary: "redis came back without the keys on the same volume: persistence (appendonly / save) is off or failed, or they were flushed while it was down".into(),
             details,
+            volume: None,
         },
         (Some(true), Phase::Pre) => Cause {
             code: CauseCode::DroppedWhileDown,
             summary: "dropped while the stack was down (by something outside nodus: a container on the volume, a manual psql), or the volume's files were changed: it was already gone right after start, with the same cluster and volume".into(),
             details,
+            volume: None,
         },
         _ => Cause {
             code: CauseCode::ChangedSinceCensus,
@@ -254,6 +270,7 @@ pub fn infer(input: &CauseInput) -> Cause {
                 b.transition
             ),
             details,
+            volume: None,
         },
     }
 }
@@ -413,15 +430,27 @@ mod tests {
     }
 
     #[test]
-    fn new_cluster_same_volume_means_pgdata_off_volume() {
+    fn new_cluster_on_the_same_volume_means_recreated_or_wiped() {
+        // The engine's CreatedAt may not move (or move for other reasons): same answer.
         let c = Case::new(id_changed());
         let cause = c.run();
-        assert_eq!(cause.code, CauseCode::DataDirOffVolume);
+        assert_eq!(cause.code, CauseCode::VolumeRecreated);
         assert!(
-            cause.summary.contains("PGDATA is not on it"),
+            cause
+                .summary
+                .contains("recreated, or its contents were wiped"),
             "{}",
             cause.summary
         );
+        assert_eq!(cause.volume.as_deref(), Some("p_db_data"));
+    }
+
+    #[test]
+    fn newer_created_at_alone_is_not_a_cause_for_postgres() {
+        // The local driver's CreatedAt follows the data dir's mtime: any start moves it.
+        let mut c = Case::new(missing_table());
+        c.cur = Some(ident("p_db_data", "2025-03-01T00:00:00Z"));
+        assert_eq!(c.run().code, CauseCode::DroppedWhileDown);
     }
 
     #[test]
@@ -493,16 +522,27 @@ mod tests {
     }
 
     #[test]
-    fn same_cluster_recreated_volume_without_identifier() {
+    fn redis_keys_gone_on_the_same_volume() {
         let mut c = Case::new(ServiceDiff {
             other_drops: vec![("db0".into(), 10, 0)],
             ..Default::default()
         });
         c.kind = ServiceKind::Redis;
         c.cur = Some(ident("p_db_data", "2025-02-01T00:00:00Z"));
-        assert_eq!(c.run().code, CauseCode::VolumeRecreated);
+        let cause = c.run();
+        assert_eq!(cause.code, CauseCode::RedisNotPersisted);
+        assert!(
+            cause
+                .details
+                .iter()
+                .any(|d| d.contains("may have been recreated")),
+            "{:?}",
+            cause.details
+        );
         c.cur = c.old.clone();
-        assert_eq!(c.run().code, CauseCode::RedisNotPersisted);
+        let cause = c.run();
+        assert_eq!(cause.code, CauseCode::RedisNotPersisted);
+        assert!(cause.details.is_empty());
     }
 
     #[test]
@@ -519,7 +559,6 @@ mod tests {
                 persistence: Persistence::Unlogged,
                 rows: 10,
                 estimated: false,
-                partitioned: false,
             },
         );
         c.census = Some(ServiceCensus::Postgres(PgCensus {

@@ -68,6 +68,21 @@ pub struct PgCensus {
 pub struct DbCensus {
     /// Keyed by `schema.table`.
     pub tables: BTreeMap<String, TableCensus>,
+    /// Partitioned tables (relkind `p`) among `tables`: their rows are those of their partitions,
+    /// which are tables too; totals skip them so rows are not counted twice.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub partitioned: std::collections::BTreeSet<String>,
+}
+
+impl DbCensus {
+    /// Rows of the database (partitioned parents not counted twice).
+    pub fn rows(&self) -> i64 {
+        self.tables
+            .iter()
+            .filter(|(k, _)| !self.partitioned.contains(*k))
+            .map(|(_, t)| t.rows)
+            .sum()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,10 +99,6 @@ pub struct TableCensus {
     /// True when `rows` is a planner estimate (`--fast`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub estimated: bool,
-    /// A partitioned table (relkind `p`): its rows are those of its partitions, which are counted
-    /// as tables too; totals skip it so rows are not counted twice.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub partitioned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -412,13 +423,16 @@ async fn census_db(s: &PgSession<'_>, fast: bool) -> Result<DbCensus, pg::PgErro
             Ok(counts) => {
                 let mut db = DbCensus::default();
                 for (t, rows) in tables.into_iter().zip(counts) {
+                    let key = format!("{}.{}", t.schema, t.name);
+                    if t.partitioned {
+                        db.partitioned.insert(key.clone());
+                    }
                     db.tables.insert(
-                        format!("{}.{}", t.schema, t.name),
+                        key,
                         TableCensus {
                             persistence: t.persistence,
                             rows,
                             estimated: fast,
-                            partitioned: t.partitioned,
                         },
                     );
                 }
@@ -612,12 +626,8 @@ impl Totals {
                 self.databases += p.databases.len();
                 for db in p.databases.values() {
                     self.tables += db.tables.len();
-                    for t in db.tables.values() {
-                        self.estimated |= t.estimated;
-                        if !t.partitioned {
-                            self.rows += t.rows;
-                        }
-                    }
+                    self.estimated |= db.tables.values().any(|t| t.estimated);
+                    self.rows += db.rows();
                 }
             }
             ServiceCensus::Redis(r) => self.redis_keys += r.keys.values().sum::<u64>(),
@@ -731,15 +741,15 @@ mod tests {
     #[test]
     fn totals_skip_partition_parents() {
         let mut db = DbCensus::default();
-        let t = |rows, partitioned| TableCensus {
+        let t = |rows| TableCensus {
             persistence: Persistence::Permanent,
             rows,
             estimated: false,
-            partitioned,
         };
-        db.tables.insert("public.events".into(), t(30, true));
-        db.tables.insert("public.events_2024".into(), t(10, false));
-        db.tables.insert("public.events_2025".into(), t(20, false));
+        db.tables.insert("public.events".into(), t(30));
+        db.tables.insert("public.events_2024".into(), t(10));
+        db.tables.insert("public.events_2025".into(), t(20));
+        db.partitioned.insert("public.events".into());
         let mut c = Census::default();
         c.services.insert(
             "db".into(),

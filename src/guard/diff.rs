@@ -222,7 +222,6 @@ mod tests {
             persistence: Persistence::Permanent,
             rows,
             estimated: false,
-            partitioned: false,
         }
     }
 
@@ -236,6 +235,7 @@ mod tests {
                         db.to_string(),
                         DbCensus {
                             tables: ts.iter().map(|(t, r)| (t.to_string(), table(*r))).collect(),
+                            ..Default::default()
                         },
                     )
                 })

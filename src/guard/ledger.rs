@@ -150,6 +150,9 @@ pub struct Outstanding {
     /// The command that found it (`up`, `verify`...).
     pub detected_by: String,
     pub summary: String,
+    /// The cause inferred when it was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<super::cause::Cause>,
     /// The census the loss was found against (narrowed to the service).
     pub baseline: Entry,
 }
@@ -333,6 +336,7 @@ impl Ledger {
         baseline: &Entry,
         detected_by: &str,
         summary: &str,
+        cause: Option<super::cause::Cause>,
     ) {
         self.doc
             .outstanding
@@ -341,6 +345,7 @@ impl Ledger {
                 detected_at: super::census::now_rfc3339(),
                 detected_by: detected_by.to_string(),
                 summary: summary.to_string(),
+                cause,
                 baseline: baseline.narrowed(service),
             });
     }
@@ -566,10 +571,10 @@ mod tests {
         l.push(entry("s2", Phase::PostSettled, &[("db", 4)]));
         assert_eq!(l.baseline("db", Some("s3")).unwrap().session, "s2");
         let before = l.entries()[0].clone();
-        l.set_outstanding("db", &before, "up", "db: lost rows");
+        l.set_outstanding("db", &before, "up", "db: lost rows", None);
         // a second detection does not move the baseline
         let later = l.entries()[1].clone();
-        l.set_outstanding("db", &later, "verify", "again");
+        l.set_outstanding("db", &later, "verify", "again", None);
         l.save().unwrap();
         let (mut l, _) = Ledger::open(&path, "p").unwrap();
         let b = l.baseline("db", Some("s3")).unwrap();

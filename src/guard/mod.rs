@@ -446,13 +446,21 @@ fn update_outstanding(
         match sv.status {
             Status::Loss => {
                 if let Some(o) = l.outstanding(name) {
+                    // What was inferred when it happened beats "changed since the census".
+                    let vague = sv
+                        .cause
+                        .as_ref()
+                        .is_none_or(|c| c.code == cause::CauseCode::ChangedSinceCensus);
+                    if let (true, Some(c)) = (vague, &o.cause) {
+                        sv.cause = Some(c.clone());
+                    }
                     sv.warnings.push(format!(
                         "data of {name} was first found missing at {} (nodus {}) and that is not accepted yet; `nodus verify --accept` accepts the current state",
                         o.detected_at, o.detected_by
                     ));
                 } else if let Some(base) = baselines.get(name) {
                     let summary = sv.diff.as_ref().map(|d| d.summary()).unwrap_or_default();
-                    l.set_outstanding(name, base, &transition, &summary);
+                    l.set_outstanding(name, base, &transition, &summary, sv.cause.clone());
                 }
             }
             Status::Ok | Status::Baseline => {
@@ -1028,7 +1036,7 @@ mod local_server_tests {
         assert_eq!(a["public.cache"].persistence, Persistence::Unlogged);
         assert_eq!(a["public.cache"].rows, 2);
         assert_eq!(a["public.ev"].rows, 20);
-        assert!(a["public.ev"].partitioned);
+        assert!(p.databases["nt_a"].partitioned.contains("public.ev"));
         assert_eq!(a["public.ev_1"].rows, 10);
         assert!(!a.keys().any(|k| k.contains("tmp")));
         assert_eq!(p.databases["nt b"].tables["public.t"].rows, 1);

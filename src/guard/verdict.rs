@@ -245,6 +245,28 @@ impl Verdict {
         self.restore_command = (!cmds.is_empty()).then(|| cmds.join(" && "));
     }
 
+    /// Sharpens the causes with what the lifecycle did: a lost service whose volume nodus had to
+    /// create in this transition had its volume removed since the last census.
+    pub fn note_created_volumes(&mut self, created: &[String]) {
+        for s in self.services.values_mut() {
+            let Some(c) = s.cause.as_mut() else { continue };
+            let Some(vol) = c.volume.as_deref() else {
+                continue;
+            };
+            if created.iter().any(|v| v == vol) {
+                c.code = super::cause::CauseCode::VolumeRecreated;
+                c.summary = format!(
+                    "volume {vol} had been removed since the last census: nodus found it missing and created it empty{}",
+                    if c.summary.starts_with("a new cluster") {
+                        ", so a new cluster was initialised"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+
     /// "db: 3 tables missing in app; cache: db0: 10 → 0".
     pub fn loss_summary(&self) -> String {
         self.services
@@ -332,12 +354,7 @@ fn print_loss(ui: &Ui, name: &str, s: &ServiceVerdict) {
     }
     for db in &d.missing_databases {
         let size = base_pg.and_then(|p| p.databases.get(db)).map(|x| {
-            let rows: i64 = x
-                .tables
-                .values()
-                .filter(|t| !t.partitioned)
-                .map(|t| t.rows)
-                .sum();
+            let rows = x.rows();
             format!(
                 " (had {} {}, {rows} rows)",
                 x.tables.len(),
