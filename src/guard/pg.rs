@@ -256,7 +256,7 @@ impl PgSession<'_> {
                         None
                     };
                     return Err(PgError {
-                        transient: err.contains("starting up") || err.contains("could not connect"),
+                        transient: exec_error_is_transient(&err),
                         message: format!(
                             "psql in the container exited with {}: {err}",
                             out.exit_code
@@ -273,6 +273,20 @@ impl PgSession<'_> {
     pub async fn execute(&self, sql: &str) -> Result<(), PgError> {
         self.query(sql).await.map(|_| ())
     }
+}
+
+/// psql could not reach the server yet (not started, or still starting): worth retrying.
+pub fn exec_error_is_transient(stderr: &str) -> bool {
+    [
+        "starting up",
+        "could not connect",
+        "Connection refused",
+        "No such file or directory",
+        "shutting down",
+        "not yet accepting connections",
+    ]
+    .iter()
+    .any(|p| stderr.contains(p))
 }
 
 /// Parses `psql -A -t` output with our separators.
@@ -506,6 +520,22 @@ mod tests {
         );
         assert!(parse_exec_rows("").is_empty());
         assert!(parse_exec_rows("\n").is_empty());
+    }
+
+    #[test]
+    fn psql_connection_failures_are_retried_others_not() {
+        assert!(exec_error_is_transient(
+            "psql: error: connection to server on socket \"/var/run/postgresql/.s.PGSQL.5432\" failed: No such file or directory"
+        ));
+        assert!(exec_error_is_transient(
+            "FATAL:  the database system is starting up"
+        ));
+        assert!(!exec_error_is_transient(
+            "FATAL:  password authentication failed for user \"postgres\""
+        ));
+        assert!(!exec_error_is_transient(
+            "FATAL:  database \"x\" does not exist"
+        ));
     }
 
     #[test]
