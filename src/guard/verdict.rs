@@ -338,7 +338,7 @@ fn print_loss(ui: &Ui, name: &str, s: &ServiceVerdict) {
             )
         })
         .unwrap_or_default();
-    ui.warn(ui.red(&format!(
+    ui.error(ui.red(&format!(
         "DATA LOSS in {name} ({}) compared with {since}:",
         s.kind
     )));
@@ -374,7 +374,7 @@ fn print_loss(ui: &Ui, name: &str, s: &ServiceVerdict) {
         line(format!(
             "database {db}: {}{of} {} missing: {}",
             ts.len(),
-            plural(ts.len(), "table", "tables"),
+            plural(total.unwrap_or(ts.len()), "table", "tables"),
             ts.join(", ")
         ));
     }
