@@ -3,6 +3,7 @@
 # equivalent in the same run: one `docker exec ... psql` per database running the same counts.
 #
 #   scripts/bench-census.sh [RUNS]        (default 10 runs each; target: well under a second)
+#   NODUS_BIN=target/debug/nodus scripts/bench-census.sh 3   (skip the release build)
 #
 # Uses hyperfine when installed (tries `apt-get install -y hyperfine` as root), else a bash timing
 # loop. Builds nodus (release) and the stand-in image; cleans up only its own project's resources.
@@ -17,8 +18,12 @@ PROJECT="nodus-bench-census-$$"
 
 log() { echo "bench-census: $*" >&2; }
 
-cargo build --release --locked >&2
-NODUS="$ROOT/target/release/nodus"
+if [ -n "${NODUS_BIN:-}" ]; then
+  NODUS=$NODUS_BIN # an existing build (e.g. to try the script quickly)
+else
+  cargo build --release --locked >&2
+  NODUS="$ROOT/target/release/nodus"
+fi
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
   log "building stand-in images (scripts/build-images.sh)"
   scripts/build-images.sh >&2
