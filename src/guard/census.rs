@@ -350,11 +350,20 @@ async fn pg_census(
     let maint = &maint;
     let maint_db = maint_db.as_str();
     let per_db = dbs.iter().map(|db| async move {
+        let t0 = std::time::Instant::now();
         let r = if db == maint_db {
             census_db(maint, opts.fast).await
         } else {
             match pg::connect(engine, target, db, opts.retry()).await {
-                Ok(s) => census_db(&s, opts.fast).await,
+                Ok(s) => {
+                    let t1 = t0.elapsed();
+                    let r = census_db(&s, opts.fast).await;
+                    tracing::debug!(
+                        "census {service}/{db}: connect {t1:?}, total {:?}",
+                        t0.elapsed()
+                    );
+                    r
+                }
                 Err(e) => Err(e),
             }
         };
@@ -410,6 +419,12 @@ fn parse_table_rows(rows: pg::Rows) -> Result<Vec<TableRow>, pg::PgError> {
 }
 
 async fn census_db(s: &PgSession<'_>, fast: bool) -> Result<DbCensus, pg::PgError> {
+    if !fast && matches!(s, PgSession::Tcp(_)) {
+        // JIT-compiling dozens of count(*) aggregates costs more than it saves (and `jit` does
+        // not exist before PostgreSQL 11: ignore the error). Over exec every statement is its own
+        // session, so there it would only cost time.
+        let _ = s.execute("SET jit = off").await;
+    }
     let mut attempt = 0;
     loop {
         attempt += 1;
