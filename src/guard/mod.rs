@@ -535,7 +535,14 @@ impl Hooks for Guard {
             .unwrap_or(false);
         let mut entry = self.new_entry(Phase::Pre, census.clone(), ids).await;
         entry.volumes_removed = remove_volumes && t == Transition::Down;
+        let wipe = entry.volumes_removed;
         if let Some(l) = self.ledger() {
+            if wipe {
+                // Deleting the data on purpose supersedes losses not accepted yet.
+                for s in &svcs {
+                    l.clear_outstanding(&s.service);
+                }
+            }
             l.push(entry);
         }
         self.save_ledger();

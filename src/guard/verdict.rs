@@ -253,6 +253,11 @@ impl Verdict {
             let Some(vol) = c.volume.as_deref() else {
                 continue;
             };
+            use super::cause::CauseCode::*;
+            // A renamed project or another volume explains the new volume better.
+            if matches!(c.code, ProjectRenamed | VolumeReplaced) {
+                continue;
+            }
             if created.iter().any(|v| v == vol) {
                 c.code = super::cause::CauseCode::VolumeRecreated;
                 c.summary = format!(
@@ -405,5 +410,90 @@ fn print_loss(ui: &Ui, name: &str, s: &ServiceVerdict) {
         None => eprintln!(
             "  restore: no snapshot from before this transition (see `nodus snapshot list`)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::cause::{Cause, CauseCode};
+
+    fn lost(code: CauseCode, volume: &str) -> ServiceVerdict {
+        ServiceVerdict {
+            kind: "postgres".into(),
+            status: Status::Loss,
+            baseline: None,
+            diff: Some(ServiceDiff {
+                missing_databases: vec!["app".into()],
+                ..Default::default()
+            }),
+            early_diff: None,
+            cause: Some(Cause {
+                code,
+                summary: "a new cluster was initialised: x".into(),
+                details: vec![],
+                volume: Some(volume.into()),
+            }),
+            warnings: vec![],
+            restore_command: None,
+            baseline_census: None,
+        }
+    }
+
+    #[test]
+    fn a_volume_nodus_had_to_create_was_removed_unless_renamed() {
+        let mut v = Verdict::new("up", Totals::default(), "l".into(), "t".into());
+        v.services
+            .insert("db".into(), lost(CauseCode::VolumeRecreated, "p_db"));
+        v.services
+            .insert("old".into(), lost(CauseCode::ProjectRenamed, "p_old"));
+        v.services
+            .insert("other".into(), lost(CauseCode::VolumeRecreated, "p_other"));
+        v.note_created_volumes(&["p_db".into(), "p_old".into()]);
+        let c = |n: &str| v.services[n].cause.clone().unwrap();
+        assert!(
+            c("db").summary.contains("had been removed"),
+            "{}",
+            c("db").summary
+        );
+        assert_eq!(c("old").code, CauseCode::ProjectRenamed);
+        assert!(!c("other").summary.contains("had been removed"));
+    }
+
+    #[test]
+    fn overall_verdict_and_restore_commands() {
+        let mut v = Verdict::new(
+            "up",
+            Totals::default(),
+            "l".into(),
+            "2025-01-01T00:00:00Z".into(),
+        );
+        assert_eq!(
+            {
+                v.conclude();
+                v.verdict
+            },
+            Status::Recorded
+        );
+        v.services
+            .insert("db".into(), lost(CauseCode::VolumeRecreated, "p_db"));
+        let mut ok = lost(CauseCode::VolumeRecreated, "p_c");
+        ok.status = Status::Ok;
+        v.services.insert("cache".into(), ok);
+        v.conclude();
+        assert_eq!(v.verdict, Status::Loss);
+        v.fill_restore(|svc, before| {
+            assert_eq!(before, "2025-01-01T00:00:00Z");
+            Some(format!("nodus snapshot restore {svc}-1"))
+        });
+        // only lost services get one
+        assert_eq!(
+            v.restore_command.as_deref(),
+            Some("nodus snapshot restore db-1")
+        );
+        assert_eq!(v.loss_summary(), "db: databases missing: app");
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["verdict"], "loss");
+        assert_eq!(json["services"]["db"]["cause"]["code"], "volume_recreated");
     }
 }
