@@ -341,7 +341,13 @@ impl Guard {
                     d.tables
                         .iter()
                         .filter(|(_, t)| t.persistence == census::Persistence::Unlogged)
-                        .map(move |(t, tc)| format!("{db}.{t} ({} rows)", tc.rows))
+                        .map(move |(t, tc)| {
+                            format!(
+                                "{db}.{t} ({} {})",
+                                tc.rows,
+                                census::plural(tc.rows as usize, "row", "rows")
+                            )
+                        })
                 })
                 .collect();
             if !unlogged.is_empty() {
