@@ -37,7 +37,11 @@ pub async fn run(ctx: &Ctx, args: crate::cli::VerifyArgs) -> anyhow::Result<()> 
                 .filter(|(_, s)| s.status == Status::Unverified)
                 .map(|(n, _)| n.clone())
                 .collect();
-            anyhow::bail!("could not verify {}: they could not be counted", which.join(", "))
+            anyhow::bail!(
+                "could not verify {}: {} not be counted (see the warnings above)",
+                which.join(", "),
+                if which.len() == 1 { "it could" } else { "they could" }
+            )
         }
         Status::Baseline => anyhow::bail!(
             "nothing to verify against: no census of project {} was recorded yet (run `nodus verify --accept`, or `nodus up`, to record one)",
