@@ -333,10 +333,18 @@ async fn pg_census(
     let (maint, maint_db) = pg::connect_maintenance(engine, &mut target, opts.retry())
         .await
         .map_err(|e| e.message)?;
-    let rows = maint
-        .query(pg::CLUSTER_QUERY)
-        .await
-        .map_err(|e| e.message)?;
+    let rows = match maint.query(pg::CLUSTER_QUERY).await {
+        Ok(rows) => rows,
+        // pg_control_system() not allowed for this role: count without the cluster identity.
+        Err(e) if e.code.as_deref() == Some("42501") => {
+            tracing::debug!("{service}: {}", e.message);
+            maint
+                .query(pg::DATABASES_QUERY)
+                .await
+                .map_err(|e| e.message)?
+        }
+        Err(e) => return Err(e.message),
+    };
     let system_identifier = rows
         .first()
         .and_then(|r| r.first().cloned().flatten())

@@ -467,6 +467,10 @@ pub const CLUSTER_QUERY: &str =
     "SELECT (SELECT system_identifier::text FROM pg_catalog.pg_control_system()), datname \
 FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname";
 
+/// [`CLUSTER_QUERY`] without the cluster identity (an empty identifier is never compared).
+pub const DATABASES_QUERY: &str = "SELECT '', datname \
+FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname";
+
 /// Sessions sitting in an open transaction (their work is rolled back by the stop).
 pub const IDLE_IN_TX_QUERY: &str = "SELECT coalesce(datname, ''), coalesce(usename, ''), coalesce(application_name, ''), \
 coalesce(client_addr::text, 'local'), coalesce(to_char(state_change, 'YYYY-MM-DD HH24:MI:SS'), ''), \
