@@ -565,6 +565,11 @@ pub fn parse_redis_keyspace(text: &str) -> Result<RedisCensus, String> {
 pub const QDRANT_HTTP_PORT: u16 = 6333;
 
 async fn qdrant_census(c: &ContainerInfo) -> Result<ServiceCensus, String> {
+    if let Some(host) = pg::remote_engine_host(std::env::var("DOCKER_HOST").ok().as_deref()) {
+        return Ok(ServiceCensus::Unavailable {
+            reason: format!("qdrant's HTTP port is published on the engine host {host}, not reachable from here"),
+        });
+    }
     let Some(p) = c.published(QDRANT_HTTP_PORT).filter(|p| p.host_port != 0) else {
         return Ok(ServiceCensus::Unavailable {
             reason: format!("qdrant's HTTP port {QDRANT_HTTP_PORT} is not published"),

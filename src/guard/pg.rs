@@ -114,6 +114,26 @@ pub fn dial_host(host_ip: &str) -> String {
     }
 }
 
+/// The engine's host when `DOCKER_HOST` names another machine (tcp/https/ssh to a non-loopback
+/// host): ports it publishes on its 127.0.0.1 cannot be reached from here.
+pub fn remote_engine_host(docker_host: Option<&str>) -> Option<String> {
+    let h = docker_host?.trim();
+    let rest = ["tcp://", "https://", "http://", "ssh://"]
+        .iter()
+        .find_map(|p| h.strip_prefix(p))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let hostport = authority.rsplit('@').next().unwrap_or_default();
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        hostport.split(':').next().unwrap_or_default()
+    };
+    match host {
+        "" | "localhost" | "127.0.0.1" | "::1" => None,
+        h => Some(h.to_string()),
+    }
+}
+
 /// Endpoint and credentials from the container: its published 5432 and the official image's
 /// environment (`POSTGRES_USER` default postgres, `POSTGRES_PASSWORD` or `POSTGRES_PASSWORD_FILE`,
 /// `POSTGRES_DB` default = user).
@@ -158,6 +178,10 @@ pub async fn target_for(
         .map(str::to_string)
         .unwrap_or_else(|| user.clone());
     let endpoint = match c.published(PG_PORT) {
+        // The port is published on the engine's host, which is not this one.
+        _ if remote_engine_host(std::env::var("DOCKER_HOST").ok().as_deref()).is_some() => {
+            PgEndpoint::Exec
+        }
         Some(p) if p.host_port != 0 => PgEndpoint::Tcp {
             host: dial_host(&p.host_ip),
             port: p.host_port,
@@ -540,6 +564,26 @@ mod tests {
         assert!(!exec_error_is_transient(
             "FATAL:  database \"x\" does not exist"
         ));
+    }
+
+    #[test]
+    fn remote_engines_are_recognised() {
+        assert_eq!(remote_engine_host(None), None);
+        assert_eq!(
+            remote_engine_host(Some("unix:///var/run/docker.sock")),
+            None
+        );
+        assert_eq!(remote_engine_host(Some("tcp://127.0.0.1:2375")), None);
+        assert_eq!(remote_engine_host(Some("tcp://localhost:2375")), None);
+        assert_eq!(
+            remote_engine_host(Some("tcp://10.1.2.3:2376")).as_deref(),
+            Some("10.1.2.3")
+        );
+        assert_eq!(
+            remote_engine_host(Some("ssh://me@build-box")).as_deref(),
+            Some("build-box")
+        );
+        assert_eq!(remote_engine_host(Some("tcp://[::1]:2375")), None);
     }
 
     #[test]
