@@ -312,6 +312,8 @@ mod tests {
         ServiceIdentity {
             kind: ServiceKind::Postgres,
             container: Some("p-db-1".into()),
+            container_id: None,
+            started_at: None,
             data_dir: "/var/lib/postgresql/data".into(),
             volume_key: Some("db_data".into()),
             mount: Some(MountIdentity {

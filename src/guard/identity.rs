@@ -87,6 +87,8 @@ pub async fn identify(
     Some(ServiceIdentity {
         kind: st.kind,
         container: Some(svc.container.name.clone()),
+        container_id: Some(svc.container.id.clone()),
+        started_at: svc.container.started_at.clone(),
         data_dir,
         volume_key: st.volume_key.clone(),
         mount,

@@ -68,6 +68,12 @@ pub struct MountIdentity {
 pub struct ServiceIdentity {
     pub kind: ServiceKind,
     pub container: Option<String>,
+    /// The container's ID and start time: the same pair later means the service kept running
+    /// (nothing to compare across).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
     /// The data directory actually used (PGDATA for postgres).
     pub data_dir: String,
     /// Compose volume key after hardening (None: not on a named volume).

@@ -119,6 +119,11 @@ pub struct Guard {
     early: BTreeMap<String, Early>,
     /// When the first service of the start phase became ready.
     start_time: Option<String>,
+    /// When this guard was created (the command started).
+    created: chrono::DateTime<chrono::Utc>,
+    /// Stateful services that kept running through this transition (same container, same start
+    /// time as their baseline): nothing to compare.
+    kept_running: std::collections::BTreeSet<String>,
     notes: Vec<String>,
 }
 
@@ -170,7 +175,25 @@ impl Guard {
             ready: Vec::new(),
             early: BTreeMap::new(),
             start_time: None,
+            created: chrono::Utc::now(),
+            kept_running: Default::default(),
             notes: Vec::new(),
+        }
+    }
+
+    /// The container was started by this command (unknown start times count as started). The
+    /// margin absorbs a small clock difference between this host and the engine; this only
+    /// decides which services a cause names, never whether data is compared.
+    fn started_now(&self, c: &crate::engine::ContainerInfo) -> bool {
+        match c
+            .started_at
+            .as_deref()
+            .map(chrono::DateTime::parse_from_rfc3339)
+        {
+            Some(Ok(t)) => {
+                t.with_timezone(&chrono::Utc) >= self.created - chrono::Duration::seconds(2)
+            }
+            _ => true,
         }
     }
 
@@ -270,6 +293,11 @@ impl Guard {
                 .get(service)
                 .filter(|c| c.is_available())?
                 .clone();
+            let mut only = Census {
+                taken_at: exp.taken_at.clone(),
+                services: BTreeMap::new(),
+            };
+            only.services.insert(service.to_string(), census.clone());
             return Some(Baseline {
                 entry: Entry {
                     session: self.session.clone(),
@@ -280,7 +308,7 @@ impl Guard {
                     nodus_version: String::new(),
                     engine_id: None,
                     volumes_removed: false,
-                    census: Census::default(),
+                    census: only,
                     services: BTreeMap::new(),
                 },
                 census,
@@ -422,7 +450,10 @@ impl Guard {
         };
         let mut out: Vec<String> = self.ready_order.iter().skip(e.position).cloned().collect();
         for s in started {
-            if !self.ready_order.contains(&s.service) && !out.contains(&s.service) {
+            if self.started_now(&s.container)
+                && !self.ready_order.contains(&s.service)
+                && !out.contains(&s.service)
+            {
                 out.push(s.service.clone());
             }
         }
@@ -610,7 +641,9 @@ impl Hooks for Guard {
         if self.start_time.is_none() {
             self.start_time = Some(census::now_rfc3339());
         }
-        self.ready_order.push(svc.service.clone());
+        if self.started_now(&svc.container) {
+            self.ready_order.push(svc.service.clone());
+        }
         if !countable(svc) {
             return Ok(());
         }
@@ -630,6 +663,17 @@ impl Hooks for Guard {
                     self.ui.success(format!("{}: {c}", svc.service));
                 }
             }
+        }
+        let kept_running = self.baseline_for(&svc.service).is_some_and(|b| {
+            b.identity.as_ref().is_some_and(|id| {
+                id.container_id.as_deref() == Some(svc.container.id.as_str())
+                    && id.started_at.is_some()
+                    && id.started_at == svc.container.started_at
+            })
+        });
+        if kept_running {
+            self.kept_running.insert(svc.service.clone());
+            return Ok(());
         }
         let opts = CensusOptions {
             connect_retry: READY_CONNECT_RETRY,
@@ -683,7 +727,10 @@ impl Hooks for Guard {
     async fn all_ready(&mut self, t: Transition, started: &[RunningService]) -> anyhow::Result<()> {
         let mut check: Vec<RunningService> = self.ready.clone();
         for s in started {
-            if countable(s) && !check.iter().any(|c| c.service == s.service) {
+            if countable(s)
+                && !self.kept_running.contains(&s.service)
+                && !check.iter().any(|c| c.service == s.service)
+            {
                 check.push(s.clone());
             }
         }
@@ -1445,5 +1492,47 @@ mod guard_flow_tests {
         );
         assert_eq!(pre.engine_id.as_deref(), Some("TEST:ENGINE"));
         assert!(l.outstanding("db").is_some());
+
+        // `down --volumes`: deleting the data on purpose is no loss and supersedes the
+        // outstanding one; the next start is a new baseline
+        let (mut g, shared) = guard(dir.path(), Transition::Down);
+        shared.lock().unwrap().remove_volumes = true;
+        g.before_stop(Transition::Down, std::slice::from_ref(&s))
+            .await
+            .unwrap();
+        psql(port, &pw, "nt_flow", "DROP TABLE a");
+        let v = up(dir.path(), &s, || {}).await;
+        assert_eq!(v.verdict, Status::Baseline, "{v:#?}");
+        assert!(
+            v.notes.iter().any(|n| n.contains("--volumes")),
+            "{:?}",
+            v.notes
+        );
+        let (l, _) = Ledger::open(&cfg.ledger_path(), "nt-flow").unwrap();
+        assert!(l.outstanding("db").is_none());
+
+        // `up` while it keeps running (same container, same start): nothing compared or said,
+        // even though the data changed meanwhile (the application's doing)
+        let mut running = s.clone();
+        running.container.started_at = Some("2025-01-01T00:00:00Z".into());
+        let v = up(dir.path(), &running, || {}).await;
+        assert_eq!(v.verdict, Status::Ok, "{v:#?}");
+        psql(port, &pw, "nt_flow", "DROP TABLE b");
+        let (mut g, shared) = guard(dir.path(), Transition::Up);
+        g.service_ready(Transition::Up, &running).await.unwrap();
+        g.all_ready(Transition::Up, std::slice::from_ref(&running))
+            .await
+            .unwrap();
+        assert!(shared.lock().unwrap().verdict.is_none());
+        // restarted outside nodus (new start time): compared again, with the post-start census
+        // as baseline (the services ran after it)
+        let mut restarted = running.clone();
+        restarted.container.started_at = Some("2025-01-02T00:00:00Z".into());
+        let v = up(dir.path(), &restarted, || {}).await;
+        assert_eq!(v.verdict, Status::Loss, "{v:#?}");
+        assert_eq!(
+            v.services["db"].cause.as_ref().unwrap().code,
+            cause::CauseCode::ChangedSinceCensus
+        );
     }
 }
