@@ -25,7 +25,13 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// Stack file(s); later files override earlier ones [default: nodus.yaml, compose.yaml,
     /// docker-compose.yml (+ docker-compose.override.yml)]
-    #[arg(short = 'f', long = "stack", global = true, env = "NODUS_STACK", value_delimiter = ':')]
+    #[arg(
+        short = 'f',
+        long = "stack",
+        global = true,
+        env = "NODUS_STACK",
+        value_delimiter = ':'
+    )]
     pub stack: Vec<PathBuf>,
     /// Project name [default: COMPOSE_PROJECT_NAME, `name:` in the stack, or the directory name]
     #[arg(short = 'p', long = "project-name", global = true)]
@@ -146,9 +152,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Stop services cleanly, snapshot their volumes, start them again
-    Create {
-        services: Vec<String>,
-    },
+    Create { services: Vec<String> },
     /// List snapshots
     List,
     /// Show one snapshot's manifest

@@ -35,7 +35,10 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                 EXIT_DATA_LOSS,
                 Some(match &e.restore_command {
                     Some(cmd) => format!("to put the data back, run: {cmd}"),
-                    None => "no snapshot from before this transition exists; see `nodus snapshot list`".into(),
+                    None => {
+                        "no snapshot from before this transition exists; see `nodus snapshot list`"
+                            .into()
+                    }
                 }),
             );
         }
@@ -68,12 +71,16 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         }
         if let Some(e) = cause.downcast_ref::<crate::stack::StackError>() {
             let hint = match e {
-                crate::stack::StackError::UnknownService { .. } => Some("`nodus status` lists the services".to_string()),
+                crate::stack::StackError::UnknownService { .. } => {
+                    Some("`nodus status` lists the services".to_string())
+                }
                 _ => None,
             };
             return (EXIT_ERROR, hint);
         }
-        if let Some(crate::state::StateError::LockTimeout { .. }) = cause.downcast_ref::<crate::state::StateError>() {
+        if let Some(crate::state::StateError::LockTimeout { .. }) =
+            cause.downcast_ref::<crate::state::StateError>()
+        {
             return (
                 EXIT_ERROR,
                 Some("wait for the other command to finish, or raise --lock-timeout".into()),

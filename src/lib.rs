@@ -22,7 +22,11 @@ pub fn run() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { error::EXIT_USAGE } else { error::EXIT_OK };
+            let code = if e.use_stderr() {
+                error::EXIT_USAGE
+            } else {
+                error::EXIT_OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -30,7 +34,10 @@ pub fn run() -> ExitCode {
     let g = &cli.global;
     let ui = output::Ui::new(g.json, g.quiet, g.verbose, g.yes);
     init_tracing(g.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             ui.error(format!("cannot start the async runtime: {e}"));

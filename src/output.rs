@@ -102,7 +102,8 @@ impl Ui {
     }
     /// A JSON document on stdout.
     pub fn json_out<T: Serialize + ?Sized>(&self, value: &T) {
-        let s = serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        let s = serde_json::to_string_pretty(value)
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         self.data(s);
     }
     pub fn bold(&self, s: &str) -> String {
@@ -119,7 +120,9 @@ impl Ui {
         } else {
             ProgressBar::hidden()
         };
-        pb.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"));
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"),
+        );
         pb.set_message(msg.into());
         pb.enable_steady_tick(Duration::from_millis(120));
         pb
@@ -139,7 +142,11 @@ impl Ui {
         } else {
             "{spinner} {msg} {bytes} {binary_bytes_per_sec} ({elapsed})"
         };
-        pb.set_style(ProgressStyle::with_template(tpl).expect("static template").progress_chars("=> "));
+        pb.set_style(
+            ProgressStyle::with_template(tpl)
+                .expect("static template")
+                .progress_chars("=> "),
+        );
         pb.set_message(msg.into());
         pb
     }

@@ -42,14 +42,29 @@ fn sql_on_volume_behind_nodus_back(project: &str, volume: &str, db: &str, sql: &
     ]);
     let mut ready = false;
     for _ in 0..120 {
-        if docker(&["exec", &name, "pg_isready", "-h", "127.0.0.1"]).status.success() {
+        if docker(&["exec", &name, "pg_isready", "-h", "127.0.0.1"])
+            .status
+            .success()
+        {
             ready = true;
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     assert!(ready, "intruder postgres never became ready");
-    docker_ok(&["exec", &name, "psql", "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-c", sql]);
+    docker_ok(&[
+        "exec",
+        &name,
+        "psql",
+        "-U",
+        "postgres",
+        "-d",
+        db,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        sql,
+    ]);
     docker_ok(&["stop", &name]);
     docker_ok(&["rm", &name]);
 }
@@ -88,21 +103,44 @@ fn provisioning_is_idempotent_and_fills_an_existing_data_dir() {
     s.write_stack(&pg_stack("", DBS_X_NODUS));
     let u = with_pw(&s, &["up"]);
     u.ok();
-    let dbs = s.psql("db", "app", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database");
+    let dbs = s.psql(
+        "db",
+        "app",
+        "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database",
+    );
     for want in ["nodus_db", "langfuse_db", "infisical_compat149"] {
         assert!(dbs.contains(want), "{want} missing: {dbs}");
     }
     assert_eq!(
-        s.psql("db", "app", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname='infisical_compat149'"),
+        s.psql(
+            "db",
+            "app",
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname='infisical_compat149'"
+        ),
         "infisical_service"
     );
-    let exts = s.psql("db", "langfuse_db", "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension");
-    assert!(exts.contains("pg_trgm") && exts.contains("uuid-ossp"), "{exts}");
-    assert!(!u.stderr.contains("infisical-pw"), "password printed:\n{}", u.stderr);
+    let exts = s.psql(
+        "db",
+        "langfuse_db",
+        "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension",
+    );
+    assert!(
+        exts.contains("pg_trgm") && exts.contains("uuid-ossp"),
+        "{exts}"
+    );
+    assert!(
+        !u.stderr.contains("infisical-pw"),
+        "password printed:\n{}",
+        u.stderr
+    );
     // Again: nothing to create, nothing lost.
     let again = with_pw(&s, &["restart"]);
     again.ok();
-    assert!(!again.stderr.contains("created database"), "{}", again.stderr);
+    assert!(
+        !again.stderr.contains("created database"),
+        "{}",
+        again.stderr
+    );
     assert_eq!(s.table_count("db", "app"), 3);
 }
 
@@ -112,11 +150,24 @@ fn tables_dropped_while_down_are_reported_with_cause() {
     s.nodus(&["up"]).ok();
     s.create_tables("db", "app", 10, 5);
     s.nodus(&["down", "--no-snapshot"]).ok();
-    sql_on_volume_behind_nodus_back(&s.project, &s.volume("db_data"), "app", "DROP TABLE t3; DROP TABLE t7;");
+    sql_on_volume_behind_nodus_back(
+        &s.project,
+        &s.volume("db_data"),
+        "app",
+        "DROP TABLE t3; DROP TABLE t7;",
+    );
     let u = s.nodus(&["up"]);
     u.code(3);
-    assert!(u.stderr.contains("t3") && u.stderr.contains("t7"), "{}", u.stderr);
-    assert!(u.stderr.contains("while the stack was down"), "cause missing:\n{}", u.stderr);
+    assert!(
+        u.stderr.contains("t3") && u.stderr.contains("t7"),
+        "{}",
+        u.stderr
+    );
+    assert!(
+        u.stderr.contains("while the stack was down"),
+        "cause missing:\n{}",
+        u.stderr
+    );
     // verify (what CI calls) agrees; --accept records the intended state
     s.nodus(&["verify"]).code(3);
     s.nodus(&["verify", "--accept"]).ok();
@@ -143,8 +194,16 @@ fn removed_and_recreated_volume_is_named_as_cause() {
     docker_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let u = s.nodus(&["up"]);
     u.code(3);
-    assert!(u.stderr.contains("t1") && u.stderr.contains("t4"), "{}", u.stderr);
-    assert!(u.stderr.contains("recreated"), "cause missing:\n{}", u.stderr);
+    assert!(
+        u.stderr.contains("t1") && u.stderr.contains("t4"),
+        "{}",
+        u.stderr
+    );
+    assert!(
+        u.stderr.contains("recreated"),
+        "cause missing:\n{}",
+        u.stderr
+    );
 }
 
 #[test]
@@ -157,7 +216,11 @@ fn renamed_project_is_named_as_cause() {
     let u = s.nodus_as(&renamed, &["up"]);
     u.code(3);
     assert!(u.stderr.contains("t5"), "{}", u.stderr);
-    assert!(u.stderr.contains("project name changed"), "rename warning missing:\n{}", u.stderr);
+    assert!(
+        u.stderr.contains("project name changed"),
+        "rename warning missing:\n{}",
+        u.stderr
+    );
     assert!(u.stderr.contains("renamed"), "cause missing:\n{}", u.stderr);
 }
 
@@ -173,7 +236,11 @@ fn anonymous_pgdata_without_hardening_is_named_as_cause() {
     let u = s.nodus(&["up"]);
     u.code(3);
     assert!(u.stderr.contains("t6"), "{}", u.stderr);
-    assert!(u.stderr.contains("anonymous volume"), "cause missing:\n{}", u.stderr);
+    assert!(
+        u.stderr.contains("anonymous volume"),
+        "cause missing:\n{}",
+        u.stderr
+    );
     // the anonymous volumes docker left behind are not ours to delete; remove them for the test
     s.nodus(&["down", "--no-snapshot"]).ok();
 }
@@ -193,7 +260,11 @@ fn service_dropping_tables_at_startup_is_named() {
     let u = s.nodus(&["up"]);
     u.code(3);
     assert!(u.stderr.contains("t2"), "{}", u.stderr);
-    assert!(u.stderr.contains("dropped by SQL"), "cause missing:\n{}", u.stderr);
+    assert!(
+        u.stderr.contains("dropped by SQL"),
+        "cause missing:\n{}",
+        u.stderr
+    );
     assert!(u.stderr.contains("orm"), "service not named:\n{}", u.stderr);
 }
 
@@ -206,7 +277,10 @@ fn census_json_lists_tables_and_rows() {
     c.ok();
     let v: serde_json::Value = serde_json::from_str(&c.stdout).expect("census --json");
     let text = v.to_string();
-    assert!(text.contains("public.t1") && text.contains("public.t2"), "{text}");
+    assert!(
+        text.contains("public.t1") && text.contains("public.t2"),
+        "{text}"
+    );
     assert!(text.contains("system_identifier"), "{text}");
     assert!(!text.contains("secret-pw"));
 }

@@ -13,15 +13,28 @@ fn sixty_tables_survive_down_and_up() {
     s.nodus(&["render"]).ok();
     let rendered = s.path().join(".nodus/compose.yaml");
     assert!(rendered.exists(), "render must write .nodus/compose.yaml");
-    let cfg = run(std::process::Command::new("docker-compose")
-        .args(["-f", rendered.to_str().unwrap(), "config", "-q"]));
-    assert!(cfg.status.success(), "docker-compose config: {}", String::from_utf8_lossy(&cfg.stderr));
+    let cfg = run(std::process::Command::new("docker-compose").args([
+        "-f",
+        rendered.to_str().unwrap(),
+        "config",
+        "-q",
+    ]));
+    assert!(
+        cfg.status.success(),
+        "docker-compose config: {}",
+        String::from_utf8_lossy(&cfg.stderr)
+    );
 
     s.nodus(&["up"]).ok();
     let ctr = s.container("db");
 
     // hardening reached the engine
-    let inspect = docker_ok(&["inspect", "-f", "{{.Config.StopSignal}} {{.Config.StopTimeout}}", &ctr]);
+    let inspect = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.Config.StopSignal}} {{.Config.StopTimeout}}",
+        &ctr,
+    ]);
     assert_eq!(inspect, "SIGINT 60");
     let mounts = docker_ok(&[
         "inspect",
@@ -43,17 +56,28 @@ fn sixty_tables_survive_down_and_up() {
     assert_eq!(health, "healthy");
 
     // compose sees nodus' containers
-    let ps = run(std::process::Command::new("docker-compose").args(["-p", &s.project, "ps"]));
+    let ps = run(std::process::Command::new("docker-compose").args(["-f", rendered.to_str().unwrap(), "-p", &s.project, "ps"]));
     let ps_out = String::from_utf8_lossy(&ps.stdout);
-    assert!(ps.status.success(), "docker-compose ps: {}", String::from_utf8_lossy(&ps.stderr));
-    assert!(ps_out.contains(&ctr), "docker-compose -p {} ps does not list {ctr}:\n{ps_out}", s.project);
+    assert!(
+        ps.status.success(),
+        "docker-compose ps: {}",
+        String::from_utf8_lossy(&ps.stderr)
+    );
+    assert!(
+        ps_out.contains(&ctr),
+        "docker-compose -p {} ps does not list {ctr}:\n{ps_out}",
+        s.project
+    );
 
     s.create_tables("db", "app", 60, 10);
     assert_eq!(s.table_count("db", "app"), 60);
 
     let down = s.nodus(&["down"]);
     down.ok();
-    assert!(docker(&["inspect", &ctr]).status.code() != Some(0), "container must be removed by down");
+    assert!(
+        docker(&["inspect", &ctr]).status.code() != Some(0),
+        "container must be removed by down"
+    );
     docker_ok(&["volume", "inspect", &vol_name]);
     assert!(
         down.stderr.contains("shut down cleanly") || down.stderr.contains("clean"),
@@ -89,7 +113,11 @@ fn down_volumes_without_yes_and_without_tty_refuses() {
     s.nodus(&["up"]).ok();
     let r = s.nodus(&["down", "--volumes"]);
     r.code(2);
-    assert!(r.stderr.contains("--yes"), "must print the exact command to run:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains("--yes"),
+        "must print the exact command to run:\n{}",
+        r.stderr
+    );
     // nothing was touched
     assert_eq!(
         docker_ok(&["inspect", "-f", "{{.State.Running}}", &s.container("db")]),
@@ -113,7 +141,13 @@ fn concurrent_ups_do_not_interleave() {
         std::process::Command::new(env!("CARGO_BIN_EXE_nodus"))
             .current_dir(s.path())
             .env("NO_COLOR", "1")
-            .args(["-f", s.stack_file().to_str().unwrap(), "-p", &s.project, "up"])
+            .args([
+                "-f",
+                s.stack_file().to_str().unwrap(),
+                "-p",
+                &s.project,
+                "up",
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -129,7 +163,8 @@ fn concurrent_ups_do_not_interleave() {
     assert!(oa.status.success(), "first up: {ea}");
     assert!(ob.status.success(), "second up: {eb}");
     assert!(
-        ea.contains("waiting for another nodus command") || eb.contains("waiting for another nodus command"),
+        ea.contains("waiting for another nodus command")
+            || eb.contains("waiting for another nodus command"),
         "one of the two must have waited for the lock:\n--- a\n{ea}\n--- b\n{eb}"
     );
     let ids = docker_ok(&[
@@ -138,7 +173,11 @@ fn concurrent_ups_do_not_interleave() {
         "--filter",
         &format!("label=com.docker.compose.project={}", s.project),
     ]);
-    assert_eq!(ids.lines().count(), 1, "exactly one container expected, got {ids}");
+    assert_eq!(
+        ids.lines().count(),
+        1,
+        "exactly one container expected, got {ids}"
+    );
 }
 
 #[test]
@@ -159,7 +198,10 @@ fn anonymous_volume_postgres_renders_and_runs_on_named_volume() {
         .expect("PGDATA mount");
     assert_eq!(m["type"].as_str(), Some("volume"));
     let src = m["source"].as_str().expect("named source");
-    assert!(doc["volumes"].as_mapping().unwrap().contains_key(src), "volume {src} declared");
+    assert!(
+        doc["volumes"].as_mapping().unwrap().contains_key(src),
+        "volume {src} declared"
+    );
 }
 
 #[test]
@@ -167,12 +209,27 @@ fn unknown_service_lists_services_and_engine_unreachable_exits_4() {
     let s = TestStack::new("errs", &pg_stack("", ""));
     let r = s.nodus(&["up", "nope"]);
     r.code(1);
-    assert!(r.stderr.contains("nope") && r.stderr.contains("db"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("nope") && r.stderr.contains("db"),
+        "{}",
+        r.stderr
+    );
 
     let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_nodus"))
         .current_dir(s.path())
         .env("DOCKER_HOST", "tcp://127.0.0.1:1")
-        .args(["-f", s.stack_file().to_str().unwrap(), "-p", &s.project, "status"]));
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+        .args([
+            "-f",
+            s.stack_file().to_str().unwrap(),
+            "-p",
+            &s.project,
+            "status",
+        ]));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("tcp://127.0.0.1:1"));
 }

@@ -65,14 +65,28 @@ fn down_snapshots_and_restore_undoes_a_wiped_volume() {
     // files 0600, dirs 0700
     use std::os::unix::fs::PermissionsExt;
     let dir = &snapshot_dirs(&s)[0];
-    assert_eq!(std::fs::metadata(dir).unwrap().permissions().mode() & 0o777, 0o700);
-    assert_eq!(std::fs::metadata(data_file(dir)).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::metadata(data_file(dir))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
 
     wipe_volume(&s.project, &s.volume("db_data"));
     let u = s.nodus(&["up"]);
     u.code(3);
     assert!(u.stderr.contains("t15"), "{}", u.stderr);
-    assert!(u.stderr.contains("snapshot restore"), "restore command missing:\n{}", u.stderr);
+    assert!(
+        u.stderr.contains("snapshot restore"),
+        "restore command missing:\n{}",
+        u.stderr
+    );
 
     let r = s.nodus(&["snapshot", "restore", "--latest", "--yes"]);
     r.ok();
@@ -127,7 +141,13 @@ fn killed_mid_snapshot_leaves_nothing_valid_and_is_cleaned_next_time() {
     );
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nodus"))
         .current_dir(s.path())
-        .args(["-f", s.stack_file().to_str().unwrap(), "-p", &s.project, "down"])
+        .args([
+            "-f",
+            s.stack_file().to_str().unwrap(),
+            "-p",
+            &s.project,
+            "down",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -137,7 +157,10 @@ fn killed_mid_snapshot_leaves_nothing_valid_and_is_cleaned_next_time() {
     let mut saw_partial = false;
     for _ in 0..1200 {
         if let Ok(rd) = std::fs::read_dir(&root) {
-            if rd.flatten().any(|e| e.file_name().to_string_lossy().contains("partial")) {
+            if rd
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("partial"))
+            {
                 saw_partial = true;
                 break;
             }
@@ -165,8 +188,19 @@ fn full_state_filesystem_gives_clear_error_and_keeps_volume() {
     let s = TestStack::new("snapfull", &pg_stack("", ""));
     let state = s.path().join("tiny-state");
     std::fs::create_dir_all(&state).unwrap();
-    let m = run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=512k", "tmpfs", state.to_str().unwrap()]));
-    assert!(m.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&m.stderr));
+    let m = run(std::process::Command::new("mount").args([
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=512k",
+        "tmpfs",
+        state.to_str().unwrap(),
+    ]));
+    assert!(
+        m.status.success(),
+        "mount tmpfs: {}",
+        String::from_utf8_lossy(&m.stderr)
+    );
     struct Umount(PathBuf);
     impl Drop for Umount {
         fn drop(&mut self) {
@@ -207,7 +241,8 @@ fn logical_backup_round_trip_restores_every_database() {
 
     s.psql("db", "app", "DROP TABLE t1; DROP TABLE t4;");
     s.psql("db", "postgres", "DROP DATABASE second_db");
-    s.nodus(&["backup", "restore", out.to_str().unwrap(), "--yes"]).ok();
+    s.nodus(&["backup", "restore", out.to_str().unwrap(), "--yes"])
+        .ok();
     assert_eq!(s.table_count("db", "app"), 4);
     assert_eq!(s.psql("db", "app", "SELECT count(*) FROM t4"), "30");
     assert_eq!(s.table_count("db", "second_db"), 2);

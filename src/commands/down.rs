@@ -1,6 +1,48 @@
-use super::Ctx;
+//! `nodus down [--volumes] [--timeout 30s] [--no-snapshot]`
 
-pub async fn run(ctx: &Ctx, _args: crate::cli::DownArgs) -> anyhow::Result<()> {
-    let _ = ctx;
-    anyhow::bail!("nodus down is not implemented yet")
+use super::hooks::{Session, SessionOptions};
+use super::{parse_duration_arg, Ctx};
+use crate::lifecycle::{resolve_environment, spec, DownOptions, Lifecycle, Transition};
+
+pub async fn run(ctx: &Ctx, args: crate::cli::DownArgs) -> anyhow::Result<()> {
+    let timeout = args
+        .timeout
+        .as_deref()
+        .map(|t| parse_duration_arg("--timeout", t))
+        .transpose()?;
+    let mut project = ctx.project()?;
+    if args.volumes {
+        // Asked before anything is touched; without a terminal this needs --yes.
+        let names: Vec<String> = spec::stack_volumes(project.name(), &project.hardened.compose)
+            .into_iter()
+            .filter(|v| !v.external)
+            .map(|v| v.name)
+            .collect();
+        if !names.is_empty() {
+            ctx.ui.confirm(
+                &format!("Remove volumes {} (all data in them)?", names.join(", ")),
+                &super::up::rerun_with_yes(),
+            )?;
+        }
+    }
+    let _lock = ctx.lock(&project)?;
+    resolve_environment(&mut project.hardened.compose, &project.env);
+    let engine = ctx.engine().await?;
+    let mut session = Session::new(
+        ctx,
+        &project,
+        engine.clone(),
+        Transition::Down,
+        SessionOptions {
+            no_snapshot: args.no_snapshot,
+        },
+    )?;
+    let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
+    let opts = DownOptions {
+        remove_volumes: args.volumes,
+        timeout,
+    };
+    let report = lc.down(&opts, &mut session.chain).await?;
+    super::up::summary(ctx, &project, "down", &report);
+    session.finish(ctx, &report)
 }

@@ -34,7 +34,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn project(&self) -> anyhow::Result<Project> {
-        crate::project::load(&self.global)
+        crate::project::load(&self.global, &self.ui)
     }
 
     pub async fn engine(&self) -> anyhow::Result<Arc<dyn Engine>> {
@@ -60,7 +60,8 @@ impl Ctx {
 
 /// Parses a user-supplied duration flag, as a usage error when malformed.
 pub fn parse_duration_arg(flag: &str, value: &str) -> anyhow::Result<Duration> {
-    crate::stack::duration::parse_duration(value).map_err(|e| UsageError(format!("{flag}: {e}")).into())
+    crate::stack::duration::parse_duration(value)
+        .map_err(|e| UsageError(format!("{flag}: {e}")).into())
 }
 
 pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<()> {

@@ -1,6 +1,87 @@
-use super::Ctx;
+//! `nodus up [SERVICE...] [--timeout 120s]`
 
-pub async fn run(ctx: &Ctx, _args: crate::cli::UpArgs) -> anyhow::Result<()> {
-    let _ = ctx;
-    anyhow::bail!("nodus up is not implemented yet")
+use super::hooks::{Session, SessionOptions};
+use super::{parse_duration_arg, Ctx};
+use crate::lifecycle::{resolve_environment, Lifecycle, Report, Transition, UpOptions};
+use crate::project::Project;
+
+pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
+    let timeout = parse_duration_arg("--timeout", &args.timeout)?;
+    let mut project = ctx.project()?;
+    project.stack.check_services(&args.services)?;
+    let _lock = ctx.lock(&project)?;
+    // The generated compose file, so `docker compose -f .nodus/compose.yaml` works as a fallback.
+    crate::project::write_rendered(&project)?;
+    resolve_environment(&mut project.hardened.compose, &project.env);
+    let engine = ctx.engine().await?;
+    let mut session = Session::new(
+        ctx,
+        &project,
+        engine.clone(),
+        Transition::Up,
+        SessionOptions::default(),
+    )?;
+    let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
+    let opts = UpOptions {
+        services: super::up::selection(&project, args.services),
+        timeout,
+    };
+    let report = lc.up(&opts, &mut session.chain).await?;
+    summary(ctx, &project, "up", &report);
+    session.finish(ctx, &report)
+}
+
+/// The services named on the command line, or the default ones (profiles honoured).
+pub(super) fn selection(project: &Project, named: Vec<String>) -> Vec<String> {
+    if !named.is_empty() {
+        return named;
+    }
+    let profiles =
+        crate::stack::plan::parse_profiles(project.env.get("COMPOSE_PROFILES").map(String::as_str));
+    crate::stack::plan::default_services(&project.hardened.compose, &profiles)
+}
+
+/// One closing status line.
+pub(super) fn summary(ctx: &Ctx, project: &Project, what: &str, r: &Report) {
+    let mut parts = Vec::new();
+    for (n, label) in [
+        (r.created.len(), "created"),
+        (r.recreated.len(), "recreated"),
+        (r.started.len(), "started"),
+        (r.unchanged.len(), "unchanged"),
+        (r.stopped.len(), "stopped"),
+        (r.removed.len(), "removed"),
+        (r.volumes_created.len(), "volumes created"),
+        (r.volumes_removed.len(), "volumes removed"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {label}"));
+        }
+    }
+    let detail = if parts.is_empty() {
+        "nothing to do".to_string()
+    } else {
+        parts.join(", ")
+    };
+    ctx.ui
+        .status(format!("{} {what}: {detail}", ctx.ui.bold(project.name())));
+}
+
+/// The command line as run, plus `--yes` (for confirmations without a terminal).
+pub(super) fn rerun_with_yes() -> String {
+    let mut words: Vec<String> = std::env::args()
+        .skip(1)
+        .map(|a| {
+            if a.is_empty()
+                || a.contains(|c: char| c.is_whitespace() || "'\"$`\\;&|<>()*?".contains(c))
+            {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            } else {
+                a
+            }
+        })
+        .collect();
+    words.insert(0, "nodus".into());
+    words.push("--yes".into());
+    words.join(" ")
 }

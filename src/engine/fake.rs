@@ -1,1 +1,1026 @@
-//! An in-memory [`Engine`] for unit tests of lifecycle logic.
+//! An in-memory [`Engine`] for unit tests of lifecycle logic (test builds only).
+//!
+//! It keeps containers (with state transitions), volumes, networks and images, records every
+//! mutating call in a log (`"create_volume nt_data"`, `"start nt-db-1"`, ...; names, not ids) and
+//! lets tests script how images behave: health after start, exit on start, exit code and log line
+//! on stop.
+//!
+//! Health is driven by inspection: after `start`, a container with a healthcheck is `starting`;
+//! each `inspect_container` counts as one poll, and after [`ImageBehavior::polls`] polls it reaches
+//! the scripted outcome. Like the real engine, creating a container that mounts a missing named
+//! volume creates that volume (without labels).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::StreamExt;
+
+use super::*;
+
+/// What a container of an image does after `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeHealth {
+    /// Healthy (when it has a healthcheck; otherwise just running).
+    Healthy,
+    /// Health stays `starting` forever.
+    StaysStarting,
+    /// Becomes `unhealthy` (keeps running).
+    Unhealthy,
+    /// Exits with this code (healthcheck or not).
+    Exits(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct ImageBehavior {
+    pub health: FakeHealth,
+    /// Inspections after start before the outcome is reached (0 = at once).
+    pub polls: u32,
+    /// Exit code when stopped (137 = killed after the grace period).
+    pub stop_exit_code: i64,
+    /// Line logged on a stop that is not a kill.
+    pub stop_log: Option<String>,
+    /// Line logged on start.
+    pub start_log: Option<String>,
+    /// The image defines a HEALTHCHECK of its own.
+    pub image_healthcheck: bool,
+    /// The container is OOM-killed when stopped.
+    pub oom_on_stop: bool,
+}
+
+impl ImageBehavior {
+    /// The default for an image: postgres-like images log "database system is shut down" on stop.
+    pub fn for_image(image: &str) -> ImageBehavior {
+        let postgres = image.contains("postgres");
+        ImageBehavior {
+            health: FakeHealth::Healthy,
+            polls: 1,
+            stop_exit_code: 0,
+            stop_log: postgres.then(|| "LOG:  database system is shut down".to_string()),
+            start_log: postgres
+                .then(|| "LOG:  database system is ready to accept connections".to_string()),
+            image_healthcheck: false,
+            oom_on_stop: false,
+        }
+    }
+}
+
+type ExecHandler = Arc<dyn Fn(&ContainerInfo, &[String]) -> ExecOutput + Send + Sync>;
+
+struct FakeContainer {
+    info: ContainerInfo,
+    spec: ContainerSpec,
+    behavior: ImageBehavior,
+    polls: u32,
+    logs: Vec<String>,
+}
+
+impl FakeContainer {
+    fn has_healthcheck(&self) -> bool {
+        match &self.spec.healthcheck {
+            Some(h) if h.test.first().map(String::as_str) == Some("NONE") => false,
+            Some(h) if !h.test.is_empty() => true,
+            _ => self.behavior.image_healthcheck,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    containers: Vec<FakeContainer>,
+    volumes: BTreeMap<String, VolumeInfo>,
+    networks: BTreeMap<String, NetworkInfo>,
+    images: BTreeSet<String>,
+    pullable: BTreeSet<String>,
+    behaviors: HashMap<String, ImageBehavior>,
+    calls: Vec<String>,
+    stop_timeouts: Vec<(String, Option<i64>)>,
+    archives: HashMap<(String, String), Vec<u8>>,
+    execs: HashMap<String, i64>,
+    next_id: u64,
+    next_port: u16,
+    clock: u64,
+}
+
+impl State {
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}{:060}{:04}", 0, self.next_id)
+    }
+    fn now(&mut self) -> String {
+        self.clock += 1;
+        let t = chrono::DateTime::from_timestamp(1_700_000_000 + self.clock as i64, 0)
+            .unwrap_or_default();
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+    fn find(&self, id_or_name: &str) -> Option<usize> {
+        self.containers
+            .iter()
+            .position(|c| c.info.id == id_or_name || c.info.name == id_or_name)
+    }
+    fn container(&mut self, id_or_name: &str) -> Result<&mut FakeContainer> {
+        let i = self
+            .find(id_or_name)
+            .ok_or_else(|| EngineError::ContainerNotFound(id_or_name.to_string()))?;
+        Ok(&mut self.containers[i])
+    }
+    fn behavior(&self, image: &str) -> ImageBehavior {
+        self.behaviors
+            .get(image)
+            .cloned()
+            .unwrap_or_else(|| ImageBehavior::for_image(image))
+    }
+    fn volume_in_use(&self, name: &str) -> bool {
+        self.containers.iter().any(|c| {
+            c.info
+                .mounts
+                .iter()
+                .any(|m| m.kind == MountKind::Volume && m.name_or_source == name)
+        })
+    }
+}
+
+fn matches(have: &Labels, want: &Labels) -> bool {
+    want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+fn bytes_stream(bytes: Vec<u8>) -> ByteStream {
+    Box::pin(futures_util::stream::iter(vec![Ok(bytes)]))
+}
+
+/// An empty tar archive (two zero blocks).
+pub fn empty_tar() -> Vec<u8> {
+    vec![0u8; 1024]
+}
+
+/// The in-memory engine.
+#[derive(Clone)]
+pub struct FakeEngine {
+    state: Arc<Mutex<State>>,
+    exec_handler: Arc<Mutex<Option<ExecHandler>>>,
+}
+
+impl Default for FakeEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeEngine {
+    pub fn new() -> FakeEngine {
+        FakeEngine {
+            state: Arc::new(Mutex::new(State {
+                next_port: 49153,
+                ..State::default()
+            })),
+            exec_handler: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn st(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ---- scripting -----------------------------------------------------------------------------
+
+    /// Makes images present locally.
+    pub fn with_images(self, images: &[&str]) -> Self {
+        self.st()
+            .images
+            .extend(images.iter().map(|s| s.to_string()));
+        self
+    }
+    pub fn add_image(&self, image: &str) {
+        self.st().images.insert(image.to_string());
+    }
+    /// Images that `pull_image` can fetch.
+    pub fn add_pullable(&self, image: &str) {
+        self.st().pullable.insert(image.to_string());
+    }
+    pub fn set_behavior(&self, image: &str, behavior: ImageBehavior) {
+        self.st().behaviors.insert(image.to_string(), behavior);
+    }
+    /// Changes the behaviour of containers of `image`, starting from its current one.
+    pub fn tweak(&self, image: &str, f: impl FnOnce(&mut ImageBehavior)) {
+        let mut st = self.st();
+        let mut b = st.behavior(image);
+        f(&mut b);
+        st.behaviors.insert(image.to_string(), b.clone());
+        for c in st.containers.iter_mut().filter(|c| c.info.image == image) {
+            c.behavior = b.clone();
+        }
+    }
+    /// Answers `exec`/`exec_stream` (default: exit 0, no output).
+    pub fn set_exec_handler(
+        &self,
+        f: impl Fn(&ContainerInfo, &[String]) -> ExecOutput + Send + Sync + 'static,
+    ) {
+        *self.exec_handler.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(f));
+    }
+    /// A volume that exists already (e.g. foreign, or created by docker-compose).
+    pub fn add_volume(&self, name: &str, labels: &Labels) {
+        let mut st = self.st();
+        let created_at = st.now();
+        st.volumes.insert(
+            name.to_string(),
+            VolumeInfo {
+                name: name.to_string(),
+                labels: labels.clone(),
+                created_at: Some(created_at),
+                mountpoint: format!("/var/lib/docker/volumes/{name}/_data"),
+                driver: "local".into(),
+            },
+        );
+    }
+    pub fn add_network(&self, name: &str, labels: &Labels) {
+        let mut st = self.st();
+        let id = st.id("n");
+        st.networks.insert(
+            name.to_string(),
+            NetworkInfo {
+                id,
+                name: name.to_string(),
+                labels: labels.clone(),
+            },
+        );
+    }
+    /// A container that exists already (not created through the trait; not logged).
+    pub fn add_container(&self, name: &str, image: &str, labels: &Labels, state: RunState) {
+        let mut st = self.st();
+        let id = st.id("c");
+        let behavior = st.behavior(image);
+        st.containers.push(FakeContainer {
+            info: ContainerInfo {
+                id,
+                name: name.to_string(),
+                image: image.to_string(),
+                labels: labels.clone(),
+                state,
+                health: Health::None,
+                exit_code: (state == RunState::Exited).then_some(0),
+                oom_killed: false,
+                started_at: None,
+                finished_at: None,
+                ports: Vec::new(),
+                mounts: Vec::new(),
+                env: Vec::new(),
+                stop_signal: None,
+                stop_timeout_secs: None,
+                networks: Vec::new(),
+            },
+            spec: ContainerSpec {
+                name: name.to_string(),
+                image: image.to_string(),
+                labels: labels.clone(),
+                ..ContainerSpec::default()
+            },
+            behavior,
+            polls: 0,
+            logs: Vec::new(),
+        });
+    }
+    /// Forces a container's state (e.g. it crashed).
+    pub fn set_state(&self, name: &str, state: RunState, exit_code: Option<i64>) {
+        let mut st = self.st();
+        if let Ok(c) = st.container(name) {
+            c.info.state = state;
+            c.info.exit_code = exit_code;
+        }
+    }
+    pub fn push_log(&self, name: &str, line: &str) {
+        let mut st = self.st();
+        if let Ok(c) = st.container(name) {
+            c.logs.push(line.to_string());
+        }
+    }
+    /// Content returned by `download_archive` for (container name, path); default: an empty tar.
+    pub fn set_archive(&self, container: &str, path: &str, tar: Vec<u8>) {
+        self.st()
+            .archives
+            .insert((container.to_string(), path.to_string()), tar);
+    }
+
+    // ---- inspection ----------------------------------------------------------------------------
+
+    /// Every mutating call so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.st().calls.clone()
+    }
+    pub fn clear_calls(&self) {
+        self.st().calls.clear();
+    }
+    /// Position of the first call equal to `call` (panics with the log when absent).
+    pub fn call_index(&self, call: &str) -> usize {
+        let calls = self.calls();
+        calls
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("call {call:?} not found in {calls:#?}"))
+    }
+    /// The timeouts `stop_container` was called with, per container name.
+    pub fn stop_timeouts(&self) -> Vec<(String, Option<i64>)> {
+        self.st().stop_timeouts.clone()
+    }
+    /// Current container info without counting as a poll.
+    pub fn container(&self, name: &str) -> Option<ContainerInfo> {
+        let st = self.st();
+        st.find(name).map(|i| st.containers[i].info.clone())
+    }
+    /// The spec a container was created with.
+    pub fn spec_of(&self, name: &str) -> Option<ContainerSpec> {
+        let st = self.st();
+        st.find(name).map(|i| st.containers[i].spec.clone())
+    }
+    pub fn container_names(&self) -> Vec<String> {
+        self.st()
+            .containers
+            .iter()
+            .map(|c| c.info.name.clone())
+            .collect()
+    }
+    pub fn volume(&self, name: &str) -> Option<VolumeInfo> {
+        self.st().volumes.get(name).cloned()
+    }
+    pub fn volume_names(&self) -> Vec<String> {
+        self.st().volumes.keys().cloned().collect()
+    }
+    pub fn network(&self, name: &str) -> Option<NetworkInfo> {
+        self.st().networks.get(name).cloned()
+    }
+    pub fn network_names(&self) -> Vec<String> {
+        self.st().networks.keys().cloned().collect()
+    }
+    /// Uploaded archive bytes for (container name, path).
+    pub fn uploaded(&self, container: &str, path: &str) -> Option<Vec<u8>> {
+        self.st()
+            .archives
+            .get(&(container.to_string(), path.to_string()))
+            .cloned()
+    }
+
+    fn run_exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput> {
+        let info = {
+            let mut st = self.st();
+            let c = st.container(id)?;
+            if c.info.state != RunState::Running {
+                return Err(EngineError::api(
+                    "exec",
+                    c.info.name.clone(),
+                    "container is not running",
+                ));
+            }
+            let info = c.info.clone();
+            st.calls
+                .push(format!("exec {} {}", info.name, cmd.join(" ")));
+            info
+        };
+        let handler = self
+            .exec_handler
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok(match handler {
+            Some(h) => h(&info, cmd),
+            None => ExecOutput {
+                exit_code: 0,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl Engine for FakeEngine {
+    async fn info(&self) -> Result<EngineInfo> {
+        Ok(EngineInfo {
+            id: "FAKE:ENGINE:ID".into(),
+            server_version: "27.0.0-fake".into(),
+            api_version: "1.47".into(),
+            endpoint: "fake://".into(),
+            operating_system: "fake linux".into(),
+        })
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool> {
+        Ok(self.st().images.contains(image))
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<()> {
+        let ok = {
+            let mut st = self.st();
+            st.calls.push(format!("pull {image}"));
+            if st.pullable.contains(image) {
+                st.images.insert(image.to_string());
+                true
+            } else {
+                false
+            }
+        };
+        if !ok {
+            return Err(EngineError::ImageUnavailable {
+                image: image.to_string(),
+                reason: "no registry in the fake engine".into(),
+            });
+        }
+        progress(PullProgress {
+            status: "Downloading".into(),
+            current: Some(50),
+            total: Some(100),
+        });
+        progress(PullProgress {
+            status: "Download complete".into(),
+            current: Some(100),
+            total: Some(100),
+        });
+        Ok(())
+    }
+
+    async fn list_containers(&self, labels: &Labels) -> Result<Vec<ContainerInfo>> {
+        Ok(self
+            .st()
+            .containers
+            .iter()
+            .filter(|c| matches(&c.info.labels, labels))
+            .map(|c| c.info.clone())
+            .collect())
+    }
+
+    async fn inspect_container(&self, id_or_name: &str) -> Result<ContainerInfo> {
+        let mut st = self.st();
+        let now = st.now();
+        let c = st.container(id_or_name)?;
+        if c.info.state == RunState::Running {
+            c.polls += 1;
+            let reached = c.polls > c.behavior.polls;
+            match c.behavior.health {
+                FakeHealth::Exits(code) if reached => {
+                    c.info.state = RunState::Exited;
+                    c.info.exit_code = Some(code);
+                    c.info.finished_at = Some(now);
+                    c.logs.push(format!("fatal: exiting with code {code}"));
+                }
+                FakeHealth::Healthy if reached && c.has_healthcheck() => {
+                    c.info.health = Health::Healthy
+                }
+                FakeHealth::Unhealthy if reached && c.has_healthcheck() => {
+                    c.info.health = Health::Unhealthy
+                }
+                _ => {}
+            }
+        }
+        Ok(c.info.clone())
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String> {
+        let mut st = self.st();
+        if st.find(&spec.name).is_some() {
+            return Err(EngineError::api(
+                "create container",
+                spec.name.clone(),
+                format!(
+                    "Conflict. The container name \"/{}\" is already in use",
+                    spec.name
+                ),
+            ));
+        }
+        if !st.images.contains(&spec.image) {
+            return Err(EngineError::api(
+                "create container",
+                spec.name.clone(),
+                format!("No such image: {}", spec.image),
+            ));
+        }
+        if let Some(first) = spec.networks.first() {
+            if !st.networks.contains_key(&first.network) {
+                return Err(EngineError::NetworkNotFound(first.network.clone()));
+            }
+        }
+        let id = st.id("c");
+        let mut mounts = Vec::new();
+        for m in &spec.mounts {
+            let name_or_source = match m.kind {
+                MountKind::Volume => {
+                    let name = if m.source.is_empty() {
+                        st.id("") // 64 hex digits, like an engine-made anonymous volume
+                    } else {
+                        m.source.clone()
+                    };
+                    if !st.volumes.contains_key(&name) {
+                        let created_at = st.now();
+                        st.volumes.insert(
+                            name.clone(),
+                            VolumeInfo {
+                                name: name.clone(),
+                                labels: Labels::new(),
+                                created_at: Some(created_at),
+                                mountpoint: format!("/var/lib/docker/volumes/{name}/_data"),
+                                driver: "local".into(),
+                            },
+                        );
+                    }
+                    name
+                }
+                _ => m.source.clone(),
+            };
+            mounts.push(MountInfo {
+                kind: m.kind.clone(),
+                name_or_source,
+                target: m.target.clone(),
+            });
+        }
+        let behavior = st.behavior(&spec.image);
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: spec.name.clone(),
+            image: spec.image.clone(),
+            labels: spec.labels.clone(),
+            state: RunState::Created,
+            health: Health::None,
+            exit_code: None,
+            oom_killed: false,
+            started_at: None,
+            finished_at: None,
+            ports: Vec::new(),
+            mounts,
+            env: spec.env.clone(),
+            stop_signal: spec.stop_signal.clone(),
+            stop_timeout_secs: spec.stop_timeout_secs,
+            networks: spec
+                .networks
+                .first()
+                .map(|n| n.network.clone())
+                .into_iter()
+                .collect(),
+        };
+        st.calls.push(format!("create_container {}", spec.name));
+        st.containers.push(FakeContainer {
+            info,
+            spec: spec.clone(),
+            behavior,
+            polls: 0,
+            logs: Vec::new(),
+        });
+        Ok(id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<()> {
+        let mut st = self.st();
+        let now = st.now();
+        let i = st
+            .find(id)
+            .ok_or_else(|| EngineError::ContainerNotFound(id.to_string()))?;
+        if let Some(missing) = st.containers[i]
+            .info
+            .networks
+            .iter()
+            .find(|n| !st.networks.contains_key(*n))
+            .cloned()
+        {
+            return Err(EngineError::NetworkNotFound(missing));
+        }
+        let mut next_port = st.next_port;
+        let c = &mut st.containers[i];
+        if c.info.state == RunState::Running {
+            return Ok(()); // like the engine: 304 Not Modified
+        }
+        c.info.state = RunState::Running;
+        c.info.exit_code = None;
+        c.info.oom_killed = false;
+        c.info.started_at = Some(now);
+        c.info.finished_at = None;
+        c.polls = 0;
+        c.info.health = if c.has_healthcheck() {
+            Health::Starting
+        } else {
+            Health::None
+        };
+        if let Some(l) = &c.behavior.start_log {
+            c.logs.push(l.clone());
+        }
+        c.info.ports = c
+            .spec
+            .ports
+            .iter()
+            .map(|p| PublishedPort {
+                container_port: p.container_port,
+                protocol: p.protocol.clone(),
+                host_ip: if p.host_ip.is_empty() {
+                    "0.0.0.0".into()
+                } else {
+                    p.host_ip.clone()
+                },
+                host_port: p.host_port.unwrap_or_else(|| {
+                    next_port += 1;
+                    next_port - 1
+                }),
+            })
+            .collect();
+        let name = c.info.name.clone();
+        st.next_port = next_port;
+        st.calls.push(format!("start {name}"));
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()> {
+        let mut st = self.st();
+        let now = st.now();
+        let c = st.container(id)?;
+        let name = c.info.name.clone();
+        if matches!(
+            c.info.state,
+            RunState::Running | RunState::Restarting | RunState::Paused
+        ) {
+            c.info.state = RunState::Exited;
+            c.info.finished_at = Some(now);
+            c.info.oom_killed = c.behavior.oom_on_stop;
+            c.info.exit_code = Some(if c.behavior.oom_on_stop {
+                137
+            } else {
+                c.behavior.stop_exit_code
+            });
+            if c.info.exit_code != Some(137) {
+                if let Some(l) = &c.behavior.stop_log {
+                    c.logs.push(l.clone());
+                }
+            }
+        }
+        st.stop_timeouts.push((name.clone(), timeout_secs));
+        st.calls.push(format!("stop {name}"));
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str, force: bool) -> Result<()> {
+        let mut st = self.st();
+        let i = st
+            .find(id)
+            .ok_or_else(|| EngineError::ContainerNotFound(id.to_string()))?;
+        let c = &st.containers[i];
+        if c.info.state == RunState::Running && !force {
+            return Err(EngineError::api(
+                "remove container",
+                c.info.name.clone(),
+                "You cannot remove a running container. Stop the container before attempting removal or force remove",
+            ));
+        }
+        let c = st.containers.remove(i);
+        st.calls.push(format!("remove_container {}", c.info.name));
+        Ok(())
+    }
+
+    async fn logs(&self, id: &str, tail: usize) -> Result<String> {
+        let mut st = self.st();
+        let c = st.container(id)?;
+        let skip = c.logs.len().saturating_sub(tail);
+        Ok(c.logs[skip..].iter().map(|l| format!("{l}\n")).collect())
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        _env: &[String],
+        _user: Option<&str>,
+    ) -> Result<ExecOutput> {
+        self.run_exec(id, cmd)
+    }
+
+    async fn exec_stream(
+        &self,
+        id: &str,
+        cmd: &[String],
+        _env: &[String],
+        _user: Option<&str>,
+    ) -> Result<(String, ByteStream)> {
+        let out = self.run_exec(id, cmd)?;
+        let mut st = self.st();
+        let exec_id = st.id("e");
+        st.execs.insert(exec_id.clone(), out.exit_code);
+        Ok((exec_id, bytes_stream(out.stdout)))
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>> {
+        Ok(self.st().execs.get(exec_id).copied())
+    }
+
+    async fn download_archive(&self, id: &str, path: &str) -> Result<ByteStream> {
+        let mut st = self.st();
+        let name = st.container(id)?.info.name.clone();
+        let tar = st
+            .archives
+            .get(&(name, path.to_string()))
+            .cloned()
+            .unwrap_or_else(empty_tar);
+        Ok(bytes_stream(tar))
+    }
+
+    async fn upload_archive(&self, id: &str, path: &str, tar: ByteStream) -> Result<()> {
+        let name = self.st().container(id)?.info.name.clone();
+        let mut bytes = Vec::new();
+        let mut tar = tar;
+        while let Some(chunk) = tar.next().await {
+            bytes.extend(chunk?);
+        }
+        let mut st = self.st();
+        st.calls.push(format!("upload_archive {name} {path}"));
+        st.archives.insert((name, path.to_string()), bytes);
+        Ok(())
+    }
+
+    async fn list_volumes(&self, labels: &Labels) -> Result<Vec<VolumeInfo>> {
+        Ok(self
+            .st()
+            .volumes
+            .values()
+            .filter(|v| matches(&v.labels, labels))
+            .cloned()
+            .collect())
+    }
+
+    async fn inspect_volume(&self, name: &str) -> Result<Option<VolumeInfo>> {
+        Ok(self.st().volumes.get(name).cloned())
+    }
+
+    async fn create_volume(&self, name: &str, labels: &Labels) -> Result<VolumeInfo> {
+        let mut st = self.st();
+        if let Some(v) = st.volumes.get(name) {
+            // The engine returns the existing volume (with its labels) for a name that exists.
+            return Ok(v.clone());
+        }
+        let created_at = st.now();
+        let v = VolumeInfo {
+            name: name.to_string(),
+            labels: labels.clone(),
+            created_at: Some(created_at),
+            mountpoint: format!("/var/lib/docker/volumes/{name}/_data"),
+            driver: "local".into(),
+        };
+        st.volumes.insert(name.to_string(), v.clone());
+        st.calls.push(format!("create_volume {name}"));
+        Ok(v)
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        let mut st = self.st();
+        if !st.volumes.contains_key(name) {
+            return Err(EngineError::VolumeNotFound(name.to_string()));
+        }
+        if st.volume_in_use(name) {
+            return Err(EngineError::api("remove volume", name, "volume is in use"));
+        }
+        st.volumes.remove(name);
+        st.calls.push(format!("remove_volume {name}"));
+        Ok(())
+    }
+
+    async fn list_networks(&self, labels: &Labels) -> Result<Vec<NetworkInfo>> {
+        Ok(self
+            .st()
+            .networks
+            .values()
+            .filter(|n| matches(&n.labels, labels))
+            .cloned()
+            .collect())
+    }
+
+    async fn inspect_network(&self, name: &str) -> Result<Option<NetworkInfo>> {
+        Ok(self.st().networks.get(name).cloned())
+    }
+
+    async fn create_network(&self, name: &str, labels: &Labels) -> Result<String> {
+        let mut st = self.st();
+        if st.networks.contains_key(name) {
+            return Err(EngineError::api(
+                "create network",
+                name,
+                "network with name already exists",
+            ));
+        }
+        let id = st.id("n");
+        st.networks.insert(
+            name.to_string(),
+            NetworkInfo {
+                id: id.clone(),
+                name: name.to_string(),
+                labels: labels.clone(),
+            },
+        );
+        st.calls.push(format!("create_network {name}"));
+        Ok(id)
+    }
+
+    async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        _aliases: &[String],
+    ) -> Result<()> {
+        let mut st = self.st();
+        if !st.networks.contains_key(network) {
+            return Err(EngineError::NetworkNotFound(network.to_string()));
+        }
+        let c = st.container(container)?;
+        if !c.info.networks.iter().any(|n| n == network) {
+            c.info.networks.push(network.to_string());
+        }
+        let name = c.info.name.clone();
+        st.calls.push(format!("connect_network {network} {name}"));
+        Ok(())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        let mut st = self.st();
+        if !st.networks.contains_key(name) {
+            return Err(EngineError::NetworkNotFound(name.to_string()));
+        }
+        if st
+            .containers
+            .iter()
+            .any(|c| c.info.networks.iter().any(|n| n == name))
+        {
+            return Err(EngineError::api(
+                "remove network",
+                name,
+                "network has active endpoints",
+            ));
+        }
+        st.networks.remove(name);
+        st.calls.push(format!("remove_network {name}"));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, image: &str, health: bool) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            image: image.into(),
+            networks: vec![NetworkAttachment {
+                network: "net".into(),
+                aliases: vec![],
+            }],
+            mounts: vec![MountSpec {
+                kind: MountKind::Volume,
+                source: "data".into(),
+                target: "/data".into(),
+                read_only: false,
+            }],
+            ports: vec![PortSpec {
+                container_port: 5432,
+                protocol: "tcp".into(),
+                host_ip: "127.0.0.1".into(),
+                host_port: None,
+            }],
+            healthcheck: health.then(|| HealthSpec {
+                test: vec!["CMD".into(), "true".into()],
+                interval_ns: 0,
+                timeout_ns: 0,
+                retries: 0,
+                start_period_ns: 0,
+            }),
+            ..ContainerSpec::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn lifecycle_of_a_container() {
+        let e = FakeEngine::new().with_images(&["postgres:16"]);
+        assert!(
+            e.create_container(&spec("db", "postgres:16", true))
+                .await
+                .is_err(),
+            "network missing"
+        );
+        e.create_network("net", &Labels::new()).await.unwrap();
+        let id = e
+            .create_container(&spec("db", "postgres:16", true))
+            .await
+            .unwrap();
+        assert!(
+            e.create_container(&spec("db", "postgres:16", true))
+                .await
+                .is_err(),
+            "name conflict"
+        );
+        // the named volume was created implicitly, without labels
+        assert!(e.volume("data").unwrap().labels.is_empty());
+        e.start_container(&id).await.unwrap();
+        let i = e.container("db").unwrap();
+        assert_eq!((i.state, i.health), (RunState::Running, Health::Starting));
+        assert_eq!(i.ports[0].host_port, 49153);
+        assert_eq!(
+            e.inspect_container(&id).await.unwrap().health,
+            Health::Starting
+        );
+        assert_eq!(
+            e.inspect_container(&id).await.unwrap().health,
+            Health::Healthy
+        );
+        assert!(e.remove_container(&id, false).await.is_err());
+        assert!(e.remove_network("net").await.is_err(), "in use");
+        e.stop_container(&id, Some(60)).await.unwrap();
+        let i = e.inspect_container("db").await.unwrap();
+        assert_eq!((i.state, i.exit_code), (RunState::Exited, Some(0)));
+        assert!(e
+            .logs(&id, 50)
+            .await
+            .unwrap()
+            .contains("database system is shut down"));
+        assert!(e.remove_volume("data").await.is_err(), "in use");
+        e.remove_container(&id, false).await.unwrap();
+        e.remove_network("net").await.unwrap();
+        e.remove_volume("data").await.unwrap();
+        assert_eq!(
+            e.calls(),
+            [
+                "create_network net",
+                "create_container db",
+                "start db",
+                "stop db",
+                "remove_container db",
+                "remove_network net",
+                "remove_volume data"
+            ]
+        );
+        assert_eq!(e.stop_timeouts(), [("db".to_string(), Some(60))]);
+    }
+
+    #[tokio::test]
+    async fn scripted_behaviours() {
+        let e = FakeEngine::new().with_images(&["bad", "crash", "slow", "plain"]);
+        e.create_network("net", &Labels::new()).await.unwrap();
+        e.tweak("bad", |b| b.health = FakeHealth::Unhealthy);
+        e.tweak("crash", |b| b.health = FakeHealth::Exits(3));
+        e.tweak("slow", |b| {
+            b.health = FakeHealth::StaysStarting;
+            b.stop_exit_code = 137
+        });
+        for (n, img) in [("b", "bad"), ("c", "crash"), ("s", "slow"), ("p", "plain")] {
+            let mut sp = spec(n, img, img != "plain");
+            sp.mounts.clear();
+            let id = e.create_container(&sp).await.unwrap();
+            e.start_container(&id).await.unwrap();
+            for _ in 0..3 {
+                e.inspect_container(n).await.unwrap();
+            }
+        }
+        assert_eq!(e.container("b").unwrap().health, Health::Unhealthy);
+        let c = e.container("c").unwrap();
+        assert_eq!((c.state, c.exit_code), (RunState::Exited, Some(3)));
+        assert_eq!(e.container("s").unwrap().health, Health::Starting);
+        let p = e.container("p").unwrap();
+        assert_eq!((p.state, p.health), (RunState::Running, Health::None));
+        e.stop_container("s", None).await.unwrap();
+        assert_eq!(e.container("s").unwrap().exit_code, Some(137));
+        // pulls
+        assert!(e.pull_image("nope", &|_| {}).await.is_err());
+        e.add_pullable("later");
+        e.pull_image("later", &|_| {}).await.unwrap();
+        assert!(e.image_exists("later").await.unwrap());
+        // archives
+        let mut s = e.download_archive("p", "/data").await.unwrap();
+        assert_eq!(s.next().await.unwrap().unwrap(), empty_tar());
+        e.upload_archive("p", "/data", bytes_stream(b"abc".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(e.uploaded("p", "/data").unwrap(), b"abc");
+        // exec
+        e.set_exec_handler(|_, cmd| ExecOutput {
+            exit_code: 0,
+            stdout: cmd.join(" ").into_bytes(),
+            stderr: vec![],
+        });
+        let out = e
+            .exec("p", &["echo".into(), "hi".into()], &[], None)
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"echo hi");
+        let (xid, mut st) = e
+            .exec_stream("p", &["dump".into()], &[], None)
+            .await
+            .unwrap();
+        assert_eq!(st.next().await.unwrap().unwrap(), b"dump");
+        assert_eq!(e.exec_exit_code(&xid).await.unwrap(), Some(0));
+        assert!(
+            e.exec("c", &["x".into()], &[], None).await.is_err(),
+            "not running"
+        );
+    }
+
+    #[tokio::test]
+    async fn label_filters() {
+        let e = FakeEngine::new();
+        let mut l = Labels::new();
+        l.insert("a".into(), "1".into());
+        e.add_volume("mine", &l);
+        e.add_volume("other", &Labels::new());
+        assert_eq!(e.list_volumes(&l).await.unwrap().len(), 1);
+        assert_eq!(e.list_volumes(&Labels::new()).await.unwrap().len(), 2);
+    }
+}

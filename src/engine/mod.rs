@@ -215,7 +215,9 @@ impl ContainerInfo {
         })
     }
     pub fn published(&self, container_port: u16) -> Option<&PublishedPort> {
-        self.ports.iter().find(|p| p.container_port == container_port)
+        self.ports
+            .iter()
+            .find(|p| p.container_port == container_port)
     }
 }
 
@@ -259,7 +261,11 @@ pub trait Engine: Send + Sync {
 
     // Images
     async fn image_exists(&self, image: &str) -> Result<bool>;
-    async fn pull_image(&self, image: &str, progress: &(dyn Fn(PullProgress) + Send + Sync)) -> Result<()>;
+    async fn pull_image(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<()>;
 
     // Containers. `list_containers` returns stopped ones too.
     async fn list_containers(&self, labels: &Labels) -> Result<Vec<ContainerInfo>>;
@@ -272,10 +278,22 @@ pub trait Engine: Send + Sync {
     /// Last `tail` lines of stdout+stderr.
     async fn logs(&self, id: &str, tail: usize) -> Result<String>;
     /// Runs a command in a running container and collects its output.
-    async fn exec(&self, id: &str, cmd: &[String], env: &[String], user: Option<&str>) -> Result<ExecOutput>;
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        env: &[String],
+        user: Option<&str>,
+    ) -> Result<ExecOutput>;
     /// Runs a command and streams its stdout (for dumps). The exit code is checked by the caller
     /// with [`Engine::exec_exit_code`] after the stream ended; returns (exec id, stream).
-    async fn exec_stream(&self, id: &str, cmd: &[String], env: &[String], user: Option<&str>) -> Result<(String, ByteStream)>;
+    async fn exec_stream(
+        &self,
+        id: &str,
+        cmd: &[String],
+        env: &[String],
+        user: Option<&str>,
+    ) -> Result<(String, ByteStream)>;
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>>;
 
     // Archives (work on stopped containers too).
@@ -294,6 +312,11 @@ pub trait Engine: Send + Sync {
     async fn list_networks(&self, labels: &Labels) -> Result<Vec<NetworkInfo>>;
     async fn inspect_network(&self, name: &str) -> Result<Option<NetworkInfo>>;
     async fn create_network(&self, name: &str, labels: &Labels) -> Result<String>;
-    async fn connect_network(&self, network: &str, container: &str, aliases: &[String]) -> Result<()>;
+    async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        aliases: &[String],
+    ) -> Result<()>;
     async fn remove_network(&self, name: &str) -> Result<()>;
 }

@@ -35,7 +35,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?} (use ns, us, ms, s, m, h)")),
+            _ => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {unit:?} (use ns, us, ms, s, m, h)"
+                ))
+            }
         };
         total += value * secs;
     }

@@ -6,6 +6,7 @@
 pub mod duration;
 pub mod harden;
 pub mod interpolate;
+mod load;
 pub mod merge;
 pub mod model;
 pub mod plan;
@@ -16,7 +17,8 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 use serde::Serialize;
 
-pub use harden::{Finding, FindingLevel, Hardened};
+pub use harden::{render_yaml, render_yaml_for, Finding, FindingLevel, Hardened};
+pub use load::resolve_paths;
 pub use model::{ComposeFile, Service};
 pub use xnodus::{ServiceKind, XNodus};
 
@@ -56,7 +58,10 @@ pub enum StackError {
         message: String,
     },
     #[error("no such service: {name} (services in this stack: {})", available.join(", "))]
-    UnknownService { name: String, available: Vec<String> },
+    UnknownService {
+        name: String,
+        available: Vec<String>,
+    },
     #[error("dependency cycle between services: {}", cycle.join(" -> "))]
     DependencyCycle { cycle: Vec<String> },
     #[error("service {service} depends on {dependency}, which is not defined")]
@@ -85,6 +90,8 @@ pub struct Stack {
     pub files: Vec<PathBuf>,
     pub compose: ComposeFile,
     pub nodus: XNodus,
+    /// Non-fatal remarks found while loading (e.g. unset variables defaulting to "").
+    pub warnings: Vec<String>,
 }
 
 /// What nodus knows about a stateful service.
@@ -111,8 +118,7 @@ impl Stack {
         project_override: Option<(&str, ProjectSource)>,
         dir_name: &str,
     ) -> Result<Stack, StackError> {
-        let _ = (sources, env, project_override, dir_name);
-        todo!("stack loading")
+        load::load(sources, env, project_override, dir_name)
     }
 
     pub fn service_names(&self) -> Vec<String> {
@@ -146,7 +152,5 @@ pub fn normalize_project_name(raw: &str) -> String {
         .chars()
         .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
         .collect();
-    lowered
-        .trim_start_matches(|c: char| c == '_' || c == '-')
-        .to_string()
+    lowered.trim_start_matches(['_', '-']).to_string()
 }

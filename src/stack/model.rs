@@ -16,9 +16,17 @@ pub struct ComposeFile {
     pub version: Option<Value>,
     #[serde(default)]
     pub services: IndexMap<String, Service>,
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_null_map")]
+    #[serde(
+        default,
+        skip_serializing_if = "IndexMap::is_empty",
+        deserialize_with = "de_null_map"
+    )]
     pub volumes: IndexMap<String, VolumeDef>,
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_null_map")]
+    #[serde(
+        default,
+        skip_serializing_if = "IndexMap::is_empty",
+        deserialize_with = "de_null_map"
+    )]
     pub networks: IndexMap<String, NetworkDef>,
     /// `x-*` extensions (including `x-nodus`, which is also parsed into [`super::xnodus::XNodus`]),
     /// `configs`, `secrets`...
@@ -32,7 +40,11 @@ pub struct VolumeDef {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<Value>,
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_string_map")]
+    #[serde(
+        default,
+        skip_serializing_if = "IndexMap::is_empty",
+        deserialize_with = "de_string_map"
+    )]
     pub labels: IndexMap<String, String>,
     #[serde(flatten)]
     pub extra: IndexMap<String, Value>,
@@ -54,17 +66,40 @@ pub struct NetworkDef {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<Value>,
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_string_map")]
+    #[serde(
+        default,
+        skip_serializing_if = "IndexMap::is_empty",
+        deserialize_with = "de_string_map"
+    )]
     pub labels: IndexMap<String, String>,
     #[serde(flatten)]
     pub extra: IndexMap<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum StringOrList {
     String(String),
     List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for StringOrList {
+    /// A string, or a list of scalars (`command: [--port, 6379]`: numbers become strings).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Sequence(items) => items
+                .iter()
+                .map(|i| scalar_to_string::<D::Error>(i).map(Option::unwrap_or_default))
+                .collect::<Result<Vec<_>, _>>()
+                .map(StringOrList::List),
+            v => match scalar_to_string::<D::Error>(&v)? {
+                Some(s) => Ok(StringOrList::String(s)),
+                None => Err(de::Error::custom(
+                    "expected a string or a list of strings, found null",
+                )),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -82,15 +117,27 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<StringOrList>,
     /// `None` value = `KEY` without `=`: taken from the environment at run time.
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_env")]
+    #[serde(
+        default,
+        skip_serializing_if = "IndexMap::is_empty",
+        deserialize_with = "de_env"
+    )]
     pub environment: IndexMap<String, Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_file: Option<StringOrList>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_volumes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_volumes"
+    )]
     pub volumes: Vec<ServiceVolume>,
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_depends_on")]
+    #[serde(
+        default,
+        skip_serializing_if = "IndexMap::is_empty",
+        deserialize_with = "de_depends_on"
+    )]
     pub depends_on: IndexMap<String, DependsOn>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
@@ -99,9 +146,17 @@ pub struct Service {
     /// Compose duration, e.g. "60s", "1m30s".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<String>,
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_string_map")]
+    #[serde(
+        default,
+        skip_serializing_if = "IndexMap::is_empty",
+        deserialize_with = "de_string_map"
+    )]
     pub labels: IndexMap<String, String>,
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty", deserialize_with = "de_networks")]
+    #[serde(
+        default,
+        skip_serializing_if = "IndexMap::is_empty",
+        deserialize_with = "de_networks"
+    )]
     pub networks: IndexMap<String, ServiceNetwork>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<String>,
@@ -132,12 +187,28 @@ pub struct Service {
     pub extra: IndexMap<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Port {
     /// "5432", "127.0.0.1:5432:5432", "8080:80/udp", "127.0.0.1::5432"
     Short(String),
     Long(PortLong),
+}
+
+impl<'de> Deserialize<'de> for Port {
+    /// `5432` (a number), `"127.0.0.1::5432"` (a string) or the long syntax mapping.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(Port::Short(s)),
+            Value::Number(n) => Ok(Port::Short(n.to_string())),
+            v @ Value::Mapping(_) => serde_yaml::from_value(v)
+                .map(Port::Long)
+                .map_err(|e| de::Error::custom(format!("port: {e}"))),
+            other => Err(de::Error::custom(format!(
+                "expected a port like \"5432\", \"127.0.0.1:5432:5432\" or a mapping with `target:`, found {other:?}"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,7 +299,11 @@ fn scalar_to_string<E: de::Error>(v: &Value) -> Result<Option<String>, E> {
         Value::String(s) => Some(s.clone()),
         Value::Bool(b) => Some(b.to_string()),
         Value::Number(n) => Some(n.to_string()),
-        other => return Err(E::custom(format!("expected a scalar value, found {other:?}"))),
+        other => {
+            return Err(E::custom(format!(
+                "expected a scalar value, found {other:?}"
+            )))
+        }
     })
 }
 
@@ -243,7 +318,9 @@ where
     for (k, v) in raw.unwrap_or_default() {
         let t = match v {
             None | Some(Value::Null) => T::default(),
-            Some(v) => serde_yaml::from_value(v).map_err(|e| de::Error::custom(format!("{k}: {e}")))?,
+            Some(v) => {
+                serde_yaml::from_value(v).map_err(|e| de::Error::custom(format!("{k}: {e}")))?
+            }
         };
         out.insert(k, t);
     }
@@ -271,7 +348,11 @@ fn de_env<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, Option<Str
                 };
             }
         }
-        other => return Err(de::Error::custom(format!("expected a map or a list, found {other:?}"))),
+        other => {
+            return Err(de::Error::custom(format!(
+                "expected a map or a list, found {other:?}"
+            )))
+        }
     }
     Ok(out)
 }
@@ -306,13 +387,19 @@ fn de_depends_on<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, Dep
                 out.insert(name, dep);
             }
         }
-        other => return Err(de::Error::custom(format!("depends_on: expected a list or a map, found {other:?}"))),
+        other => {
+            return Err(de::Error::custom(format!(
+                "depends_on: expected a list or a map, found {other:?}"
+            )))
+        }
     }
     Ok(out)
 }
 
 /// `networks: [a, b]` or `networks: {a: {aliases: [...]}, b: }`.
-fn de_networks<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, ServiceNetwork>, D::Error> {
+fn de_networks<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<IndexMap<String, ServiceNetwork>, D::Error> {
     let v = Value::deserialize(d)?;
     let mut out = IndexMap::new();
     match v {
@@ -333,7 +420,11 @@ fn de_networks<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, Servi
                 out.insert(name, net);
             }
         }
-        other => return Err(de::Error::custom(format!("networks: expected a list or a map, found {other:?}"))),
+        other => {
+            return Err(de::Error::custom(format!(
+                "networks: expected a list or a map, found {other:?}"
+            )))
+        }
     }
     Ok(out)
 }
@@ -357,15 +448,23 @@ pub fn parse_short_volume(s: &str) -> Result<ServiceVolume, String> {
         [t] => (None, *t, None),
         [src, t] => (Some(*src), *t, None),
         [src, t, m] => (Some(*src), *t, Some(*m)),
-        _ => return Err(format!("invalid volume `{s}`: expected [SOURCE:]TARGET[:MODE]")),
+        _ => {
+            return Err(format!(
+                "invalid volume `{s}`: expected [SOURCE:]TARGET[:MODE]"
+            ))
+        }
     };
     if target.is_empty() {
         return Err(format!("invalid volume `{s}`: empty target"));
     }
-    let read_only = mode.map(|m| m.split(',').any(|o| o == "ro")).unwrap_or(false);
+    let read_only = mode
+        .map(|m| m.split(',').any(|o| o == "ro"))
+        .unwrap_or(false);
     let kind = match source {
         None => VolumeType::Volume,
-        Some(src) if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') => VolumeType::Bind,
+        Some(src) if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') => {
+            VolumeType::Bind
+        }
         Some(_) => VolumeType::Volume,
     };
     Ok(ServiceVolume {

@@ -4,6 +4,8 @@
 //! x-nodus:
 //!   harden: true                 # false = pass the file through unchanged (testing/opt-out)
 //!   settle: 3s                   # wait after all services are healthy before the final census
+//!   state_dir: .nodus-app        # state dir, relative to the stack file (default .nodus); for
+//!                                # several stacks in one directory
 //!   services:
 //!     db:
 //!       kind: postgres           # postgres | redis | qdrant | mysql | mariadb | mongo | other
@@ -36,6 +38,10 @@ pub struct XNodus {
     /// Compose duration to wait after everything is healthy before the settled census.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settle: Option<String>,
+    /// The state dir, relative to the stack file's directory (default `.nodus`); `--state-dir`
+    /// wins. Lets several stacks share a directory without sharing a ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
     #[serde(default)]
     pub services: IndexMap<String, ServiceOptions>,
     #[serde(default)]
@@ -47,6 +53,7 @@ impl Default for XNodus {
         XNodus {
             harden: true,
             settle: None,
+            state_dir: None,
             services: IndexMap::new(),
             snapshots: SnapshotPolicy::default(),
         }

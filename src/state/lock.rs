@@ -16,7 +16,11 @@ pub struct StackLock {
 impl StackLock {
     /// Takes the lock, waiting up to `timeout`. `on_wait` is called once when the lock is busy
     /// (to print "waiting for another nodus command...").
-    pub fn acquire(path: &Path, timeout: Duration, on_wait: impl FnOnce()) -> Result<StackLock, StateError> {
+    pub fn acquire(
+        path: &Path,
+        timeout: Duration,
+        on_wait: impl FnOnce(),
+    ) -> Result<StackLock, StateError> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -17,7 +17,9 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("another nodus command holds the lock on {path} and did not finish within {waited_secs}s")]
+    #[error(
+        "another nodus command holds the lock on {path} and did not finish within {waited_secs}s"
+    )]
     LockTimeout { path: PathBuf, waited_secs: u64 },
     #[error("{path} is unreadable or torn: {reason}")]
     Corrupt { path: PathBuf, reason: String },
@@ -83,6 +85,7 @@ impl StateDir {
 
     pub fn remember_project(&self, project: &str) -> Result<(), StateError> {
         let path = self.project_file();
-        atomic_write(&path, format!("{project}\n").as_bytes(), 0o600).map_err(|e| StateError::io(path, e))
+        atomic_write(&path, format!("{project}\n").as_bytes(), 0o600)
+            .map_err(|e| StateError::io(path, e))
     }
 }

@@ -37,7 +37,9 @@ pub fn ensure_images() {
 
 /// Runs a command, returning its output (never panics on non-zero exit).
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"))
 }
 
 pub fn docker(args: &[&str]) -> Output {
@@ -64,12 +66,20 @@ pub struct Res {
 impl Res {
     #[track_caller]
     pub fn ok(&self) -> &Self {
-        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
     #[track_caller]
     pub fn code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
     pub fn all(&self) -> String {
@@ -89,7 +99,10 @@ impl TestStack {
     /// `name` must be unique per test; the pid keeps parallel runs apart.
     pub fn new(name: &str, yaml: &str) -> TestStack {
         ensure_images();
-        let dir = tempfile::Builder::new().prefix("nodus-e2e-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("nodus-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let project = format!("nt-{name}-{}", std::process::id());
         let s = TestStack {
             dir,

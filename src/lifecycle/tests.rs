@@ -1,0 +1,1073 @@
+//! Lifecycle tests over the in-memory engine.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::engine::fake::{FakeEngine, FakeHealth};
+use crate::stack::ComposeFile;
+
+const STACK: &str = r#"
+services:
+  db:
+    image: postgres:16
+    volumes: [data:/var/lib/postgresql/data]
+    healthcheck: { test: pg_isready, interval: 1s }
+    stop_signal: SIGINT
+    stop_grace_period: 60s
+  cache:
+    image: redis:7
+  api:
+    image: api:1
+    depends_on:
+      db: { condition: service_healthy }
+      cache: { condition: service_started }
+    ports: ["127.0.0.1::8080"]
+volumes:
+  data:
+"#;
+
+const IMAGES: &[&str] = &["postgres:16", "redis:7", "api:1", "migrate:1"];
+
+fn hardened(yaml: &str) -> Hardened {
+    let compose: ComposeFile = serde_yaml::from_str(yaml).unwrap();
+    let stateful = compose
+        .services
+        .iter()
+        .filter(|(_, s)| {
+            s.image
+                .as_deref()
+                .is_some_and(|i| i.starts_with("postgres"))
+        })
+        .map(|(name, _)| StatefulService {
+            service: name.clone(),
+            kind: ServiceKind::Postgres,
+            data_dir: "/var/lib/postgresql/data".into(),
+            volume_key: Some("data".into()),
+            volume_name: Some("nt_data".into()),
+        })
+        .collect();
+    Hardened {
+        compose,
+        stateful,
+        findings: Vec::new(),
+    }
+}
+
+fn ui() -> Ui {
+    Ui::plain()
+}
+
+fn lc<'a>(engine: &'a FakeEngine, h: &'a Hardened, ui: &'a Ui) -> Lifecycle<'a> {
+    Lifecycle {
+        engine,
+        project: "nt",
+        hardened: h,
+        ui,
+        working_dir: Path::new("/work/nt"),
+        config_files: vec!["/work/nt/compose.yaml".into()],
+    }
+}
+
+fn up_opts() -> UpOptions {
+    UpOptions {
+        services: Vec::new(),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn down_opts(remove_volumes: bool) -> DownOptions {
+    DownOptions {
+        remove_volumes,
+        timeout: None,
+    }
+}
+
+/// Records hook calls (with the engine call count at that moment).
+#[derive(Clone)]
+struct Rec {
+    log: Arc<Mutex<Vec<String>>>,
+    engine: FakeEngine,
+    fail_all_ready: bool,
+}
+
+impl Rec {
+    fn new(engine: &FakeEngine) -> Rec {
+        Rec {
+            log: Arc::default(),
+            engine: engine.clone(),
+            fail_all_ready: false,
+        }
+    }
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+    fn push(&self, s: String) {
+        self.log.lock().unwrap().push(s);
+    }
+}
+
+#[async_trait]
+impl Hooks for Rec {
+    async fn before_stop(
+        &mut self,
+        t: Transition,
+        running: &[RunningService],
+    ) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+        let names: Vec<&str> = running.iter().map(|r| r.service.as_str()).collect();
+        for r in running {
+            assert_eq!(
+                r.container.state,
+                RunState::Running,
+                "before_stop sees running containers"
+            );
+        }
+        self.push(format!("before_stop {t:?} {}", names.join(",")));
+        Ok(running
+            .iter()
+            .map(|r| {
+                (
+                    r.service.clone(),
+                    serde_json::json!({ "census": r.service }),
+                )
+            })
+            .collect())
+    }
+    async fn after_stop(
+        &mut self,
+        t: Transition,
+        stopped: &[StoppedService],
+    ) -> anyhow::Result<()> {
+        for s in stopped {
+            assert_eq!(s.pre_stop, Some(serde_json::json!({ "census": s.service })));
+            // The container still exists when after_stop runs (snapshots happen here).
+            assert!(self.engine.container(&s.container.name).is_some());
+            assert_eq!(s.container.state, RunState::Exited);
+        }
+        let names: Vec<&str> = stopped.iter().map(|r| r.service.as_str()).collect();
+        self.push(format!("after_stop {t:?} {}", names.join(",")));
+        Ok(())
+    }
+    async fn service_ready(&mut self, t: Transition, svc: &RunningService) -> anyhow::Result<()> {
+        let stateful = svc
+            .stateful
+            .as_ref()
+            .map(|s| format!("{:?}", s.kind))
+            .unwrap_or_default();
+        self.push(format!(
+            "service_ready {t:?} {} {} {stateful} @{}",
+            svc.service,
+            health_str(svc.container.health),
+            self.engine.calls().len()
+        ));
+        Ok(())
+    }
+    async fn all_ready(&mut self, t: Transition, started: &[RunningService]) -> anyhow::Result<()> {
+        let names: Vec<&str> = started.iter().map(|r| r.service.as_str()).collect();
+        self.push(format!("all_ready {t:?} {}", names.join(",")));
+        if self.fail_all_ready {
+            return Err(anyhow::Error::new(crate::error::DataLossDetected {
+                summary: "db lost 3 rows".into(),
+                restore_command: None,
+            })
+            .context("after up"));
+        }
+        Ok(())
+    }
+}
+
+fn owned(service: &str) -> Labels {
+    let mut l = labels::base("nt");
+    l.insert(labels::SERVICE.into(), service.into());
+    l
+}
+
+#[tokio::test]
+async fn up_creates_network_volumes_containers_in_dependency_order() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let mut rec = Rec::new(&e);
+    let report = lc(&e, &h, &ui).up(&up_opts(), &mut rec).await.unwrap();
+    assert_eq!(
+        e.calls(),
+        [
+            "create_network nt_default",
+            "create_volume nt_data",
+            "create_container nt-db-1",
+            "start nt-db-1",
+            "create_container nt-cache-1",
+            "start nt-cache-1",
+            "create_container nt-api-1",
+            "start nt-api-1",
+        ]
+    );
+    assert_eq!(report.created, ["db", "cache", "api"]);
+    assert_eq!(report.volumes_created, ["nt_data"]);
+    // db was ready (healthy) before anything depending on it was created: the hook ran after 4
+    // engine calls (network, volume, create db, start db).
+    assert_eq!(
+        rec.log(),
+        [
+            "service_ready Up db healthy Postgres @4",
+            "service_ready Up cache none  @6",
+            "service_ready Up api none  @8",
+            "all_ready Up db,cache,api",
+        ]
+    );
+    // Resources carry our labels.
+    let net = e.network("nt_default").unwrap();
+    assert!(labels::owned_by(&net.labels, "nt"));
+    assert_eq!(net.labels[labels::NETWORK], "default");
+    let vol = e.volume("nt_data").unwrap();
+    assert!(labels::owned_by(&vol.labels, "nt"));
+    assert_eq!(vol.labels[labels::VOLUME], "data");
+    let db = e.container("nt-db-1").unwrap();
+    assert_eq!(db.labels[labels::SERVICE], "db");
+    assert_eq!(db.labels[labels::ONEOFF], "False");
+    assert_eq!(db.health, Health::Healthy);
+    assert_eq!(e.spec_of("nt-db-1").unwrap().stop_timeout_secs, Some(60));
+}
+
+#[tokio::test]
+async fn up_twice_changes_nothing() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    e.clear_calls();
+    let mut rec = Rec::new(&e);
+    let report = l.up(&up_opts(), &mut rec).await.unwrap();
+    assert_eq!(report.unchanged, ["db", "cache", "api"]);
+    assert!(report.created.is_empty() && report.recreated.is_empty() && report.started.is_empty());
+    assert!(report.volumes_created.is_empty());
+    assert_eq!(e.calls(), Vec::<String>::new());
+    // Hooks still see every service ready.
+    assert_eq!(rec.log().last().unwrap(), "all_ready Up db,cache,api");
+}
+
+#[tokio::test]
+async fn changed_definition_recreates_only_that_service() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let ui = ui();
+    let h = hardened(STACK);
+    lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    e.clear_calls();
+
+    // A stateless service: no hooks around its stop.
+    let changed = hardened(&STACK.replace(
+        "    image: api:1\n",
+        "    image: api:1\n    environment: {FOO: bar}\n",
+    ));
+    let mut rec = Rec::new(&e);
+    let report = lc(&e, &changed, &ui)
+        .up(&up_opts(), &mut rec)
+        .await
+        .unwrap();
+    assert_eq!(report.recreated, ["api"]);
+    assert_eq!(report.unchanged, ["db", "cache"]);
+    assert_eq!(
+        e.calls(),
+        [
+            "stop nt-api-1",
+            "remove_container nt-api-1",
+            "create_container nt-api-1",
+            "start nt-api-1"
+        ]
+    );
+    assert!(!rec.log().iter().any(|l| l.starts_with("before_stop")));
+    assert_eq!(e.container("nt-api-1").unwrap().env, ["FOO=bar"]);
+
+    // A stateful service: recreation is a stop, so the hooks run around it, with its grace period.
+    e.clear_calls();
+    let changed2 = hardened(&STACK.replace(
+        "    stop_grace_period: 60s\n",
+        "    stop_grace_period: 90s\n",
+    ));
+    let mut rec = Rec::new(&e);
+    let report = lc(&e, &changed2, &ui)
+        .up(&up_opts(), &mut rec)
+        .await
+        .unwrap();
+    // api is recreated too: it went back to the definition without FOO.
+    assert_eq!(report.recreated, ["db", "api"]);
+    assert_eq!(
+        e.calls()[..4],
+        [
+            "stop nt-db-1",
+            "remove_container nt-db-1",
+            "create_container nt-db-1",
+            "start nt-db-1"
+        ]
+    );
+    assert_eq!(
+        e.stop_timeouts().last().unwrap(),
+        &("nt-api-1".to_string(), None)
+    );
+    assert!(
+        e.stop_timeouts()
+            .contains(&("nt-db-1".to_string(), Some(60))),
+        "old container's own grace period"
+    );
+    let log = rec.log();
+    assert_eq!(log[0], "before_stop Up db");
+    assert_eq!(log[1], "after_stop Up db");
+    assert!(log[2].starts_with("service_ready Up db healthy"));
+    assert_eq!(report.evidence["db"].clean_shutdown, Some(true));
+}
+
+#[tokio::test]
+async fn foreign_container_is_refused_and_nothing_touched() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    e.add_container("nt-cache-1", "redis:7", &Labels::new(), RunState::Running);
+    let h = hardened(STACK);
+    let ui = ui();
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    match &err {
+        LifecycleError::Foreign {
+            kind,
+            name,
+            project,
+        } => {
+            assert_eq!(
+                (*kind, name.as_str(), project.as_str()),
+                ("container", "nt-cache-1", "nt")
+            )
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    assert!(err.to_string().contains("nodus will not touch it"));
+    assert_eq!(e.calls(), Vec::<String>::new());
+    assert_eq!(e.container("nt-cache-1").unwrap().state, RunState::Running);
+    // down does not touch it either: it is not found by label.
+    lc(&e, &h, &ui)
+        .down(&down_opts(true), &mut NoHooks)
+        .await
+        .unwrap();
+    assert!(e.container("nt-cache-1").is_some());
+    assert_eq!(e.calls(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn foreign_volume_and_network_are_refused() {
+    let h = hardened(STACK);
+    let ui = ui();
+
+    let e = FakeEngine::new().with_images(IMAGES);
+    e.add_volume("nt_data", &Labels::new());
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::Foreign { kind: "volume", name, .. } if name == "nt_data"),
+        "{err:?}"
+    );
+    assert_eq!(
+        e.calls(),
+        Vec::<String>::new(),
+        "not even the network was created"
+    );
+    assert!(e.volume("nt_data").is_some());
+
+    let e = FakeEngine::new().with_images(IMAGES);
+    let mut other = labels::base("someone-else");
+    other.insert(labels::NETWORK.into(), "default".into());
+    e.add_network("nt_default", &other);
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::Foreign { kind: "network", name, .. } if name == "nt_default"),
+        "{err:?}"
+    );
+    assert_eq!(e.calls(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn docker_compose_volume_is_adopted() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let mut compose_labels = Labels::new();
+    compose_labels.insert(labels::PROJECT.into(), "nt".into());
+    compose_labels.insert(labels::VOLUME.into(), "data".into());
+    e.add_volume("nt_data", &compose_labels);
+    let before = e.volume("nt_data").unwrap();
+    let h = hardened(STACK);
+    let ui = ui();
+    let report = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert!(report.volumes_created.is_empty());
+    assert!(!e.calls().iter().any(|c| c.starts_with("create_volume")));
+    assert_eq!(
+        e.volume("nt_data").unwrap(),
+        before,
+        "same volume, same creation time"
+    );
+    // down --volumes removes it: it carries the project's label.
+    lc(&e, &h, &ui)
+        .down(&down_opts(true), &mut NoHooks)
+        .await
+        .unwrap();
+    assert!(e.volume("nt_data").is_none());
+}
+
+#[tokio::test]
+async fn down_stops_in_reverse_order_removes_containers_and_network_keeps_volumes() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    e.clear_calls();
+    let mut rec = Rec::new(&e);
+    let report = l.down(&down_opts(false), &mut rec).await.unwrap();
+    assert_eq!(
+        e.calls(),
+        [
+            "stop nt-api-1",
+            "stop nt-cache-1",
+            "stop nt-db-1",
+            "remove_container nt-api-1",
+            "remove_container nt-cache-1",
+            "remove_container nt-db-1",
+            "remove_network nt_default",
+        ]
+    );
+    assert_eq!(
+        rec.log(),
+        [
+            "before_stop Down api,cache,db",
+            "after_stop Down api,cache,db"
+        ]
+    );
+    assert_eq!(report.stopped, ["api", "cache", "db"]);
+    assert_eq!(report.removed, ["api", "cache", "db"]);
+    assert!(e.volume("nt_data").is_some(), "volumes are kept");
+    assert!(report.volumes_removed.is_empty());
+    // Each container stopped with its own grace period.
+    assert_eq!(
+        e.stop_timeouts(),
+        [
+            ("nt-api-1".to_string(), None),
+            ("nt-cache-1".to_string(), None),
+            ("nt-db-1".to_string(), Some(60))
+        ]
+    );
+    let ev = &report.evidence["db"];
+    assert_eq!(ev.exit_code, Some(0));
+    assert_eq!(ev.clean_shutdown, Some(true));
+    assert!(ev
+        .log_line
+        .as_deref()
+        .unwrap()
+        .contains("database system is shut down"));
+    assert!(!ev.killed);
+    assert_eq!(
+        report.evidence["cache"].clean_shutdown, None,
+        "only postgres is checked"
+    );
+    assert!(e.container_names().is_empty());
+    assert!(e.network_names().is_empty());
+}
+
+#[tokio::test]
+async fn down_timeout_override() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    let opts = DownOptions {
+        remove_volumes: false,
+        timeout: Some(Duration::from_millis(2500)),
+    };
+    l.down(&opts, &mut NoHooks).await.unwrap();
+    assert!(
+        e.stop_timeouts().iter().all(|(_, t)| *t == Some(3)),
+        "{:?}",
+        e.stop_timeouts()
+    );
+}
+
+#[tokio::test]
+async fn down_volumes_removes_only_labelled_stack_volumes() {
+    let yaml = format!("{STACK}  scratch:\n  ext:\n    external: true\n");
+    let e = FakeEngine::new().with_images(IMAGES);
+    e.add_volume("nt_scratch", &Labels::new()); // declared, but not ours
+    e.add_volume("ext", &Labels::new()); // external
+    e.add_volume("unrelated", &Labels::new());
+    e.add_volume("other_data", &labels::base("other"));
+    let h = hardened(&yaml);
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(l.removable_volumes().await.unwrap(), ["nt_data"]);
+    let report = l.down(&down_opts(true), &mut NoHooks).await.unwrap();
+    assert_eq!(report.volumes_removed, ["nt_data"]);
+    assert_eq!(
+        e.volume_names(),
+        ["ext", "nt_scratch", "other_data", "unrelated"]
+    );
+}
+
+#[tokio::test]
+async fn unhealthy_dependency_fails_up_naming_it() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    e.tweak("postgres:16", |b| b.health = FakeHealth::Unhealthy);
+    let h = hardened(STACK);
+    let ui = ui();
+    let mut rec = Rec::new(&e);
+    let t = Instant::now();
+    let err = lc(&e, &h, &ui).up(&up_opts(), &mut rec).await.unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "fails fast, not after the 5s timeout"
+    );
+    match &err {
+        LifecycleError::NotHealthy {
+            service,
+            container,
+            logs,
+            ..
+        } => {
+            assert_eq!(service, "db");
+            assert_eq!(container, "nt-db-1");
+            assert!(logs.contains("ready to accept connections"), "{logs}");
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+    assert!(
+        !e.calls().iter().any(|c| c.contains("nt-api-1")),
+        "{:?}",
+        e.calls()
+    );
+    assert!(
+        rec.log().is_empty(),
+        "no service_ready for an unhealthy service"
+    );
+}
+
+#[tokio::test]
+async fn exiting_service_fails_with_exit_code_and_logs() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    e.tweak("postgres:16", |b| b.health = FakeHealth::Exits(1));
+    let h = hardened(STACK);
+    let ui = ui();
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    match &err {
+        LifecycleError::Exited {
+            service,
+            exit_code,
+            logs,
+            ..
+        } => {
+            assert_eq!((service.as_str(), *exit_code), ("db", 1));
+            assert!(logs.contains("exiting with code 1"), "{logs}");
+        }
+        e => panic!("unexpected {e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn health_timeout() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    e.tweak("postgres:16", |b| b.health = FakeHealth::StaysStarting);
+    let h = hardened(STACK);
+    let ui = ui();
+    let opts = UpOptions {
+        services: vec![],
+        timeout: Duration::from_millis(300),
+    };
+    let t = Instant::now();
+    let err = lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::NotHealthy { service, .. } if service == "db"),
+        "{err:?}"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn completed_successfully_dependency() {
+    let yaml = r#"
+services:
+  migrate:
+    image: migrate:1
+  api:
+    image: api:1
+    depends_on:
+      migrate: { condition: service_completed_successfully }
+"#;
+    let h = hardened(yaml);
+    let ui = ui();
+    let e = FakeEngine::new().with_images(IMAGES);
+    e.tweak("migrate:1", |b| {
+        b.health = FakeHealth::Exits(0);
+        b.polls = 2
+    });
+    let report = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(report.created, ["migrate", "api"]);
+    assert_eq!(e.container("nt-migrate-1").unwrap().state, RunState::Exited);
+
+    let e = FakeEngine::new().with_images(IMAGES);
+    e.tweak("migrate:1", |b| b.health = FakeHealth::Exits(2));
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::Exited { service, exit_code: 2, .. } if service == "migrate"),
+        "{err:?}"
+    );
+    assert!(!e.calls().contains(&"create_container nt-api-1".to_string()));
+}
+
+#[tokio::test]
+async fn selected_services_bring_their_dependencies() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let opts = UpOptions {
+        services: vec!["db".into()],
+        timeout: Duration::from_secs(5),
+    };
+    let report = lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap();
+    assert_eq!(report.created, ["db"]);
+    let opts = UpOptions {
+        services: vec!["api".into()],
+        timeout: Duration::from_secs(5),
+    };
+    let report = lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap();
+    assert_eq!(report.unchanged, ["db"]);
+    assert_eq!(report.created, ["cache", "api"]);
+    let opts = UpOptions {
+        services: vec!["nope".into()],
+        timeout: Duration::from_secs(5),
+    };
+    let err = lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap_err();
+    assert!(matches!(
+        err,
+        LifecycleError::Stack(StackError::UnknownService { .. })
+    ));
+}
+
+#[tokio::test]
+async fn missing_image_is_pulled_or_fails_before_anything_is_created() {
+    let h = hardened(STACK);
+    let ui = ui();
+    let e = FakeEngine::new().with_images(&["postgres:16", "redis:7"]);
+    e.add_pullable("api:1");
+    lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(e.calls()[0], "pull api:1");
+
+    let e = FakeEngine::new().with_images(&["postgres:16", "redis:7"]);
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::Engine(EngineError::ImageUnavailable { image, .. }) if image == "api:1"),
+        "{err:?}"
+    );
+    assert_eq!(e.calls(), ["pull api:1"]);
+    let code = crate::error::classify(&anyhow::Error::new(err)).0;
+    assert_eq!(code, crate::error::EXIT_ERROR);
+}
+
+#[tokio::test]
+async fn no_image_is_an_error() {
+    let h = hardened("services:\n  a:\n    build: .\n");
+    let ui = ui();
+    let e = FakeEngine::new();
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::NoImage { service } if service == "a"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn external_resources_must_exist() {
+    let yaml = "services:\n  a:\n    image: api:1\n    networks: [shared]\n    volumes: [ext:/x]\nnetworks:\n  shared: {external: true}\nvolumes:\n  ext: {external: true, name: the-ext}\n";
+    let h = hardened(yaml);
+    let ui = ui();
+    let e = FakeEngine::new().with_images(IMAGES);
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::ExternalMissing { kind: "network", name } if name == "shared"),
+        "{err:?}"
+    );
+    e.add_network("shared", &Labels::new());
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::ExternalMissing { kind: "volume", name } if name == "the-ext"),
+        "{err:?}"
+    );
+    e.add_volume("the-ext", &Labels::new());
+    lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(e.calls(), ["create_container nt-a-1", "start nt-a-1"]);
+    // down leaves external resources alone.
+    lc(&e, &h, &ui)
+        .down(&down_opts(true), &mut NoHooks)
+        .await
+        .unwrap();
+    assert!(e.network("shared").is_some() && e.volume("the-ext").is_some());
+}
+
+#[tokio::test]
+async fn extra_networks_are_connected_before_start() {
+    let yaml = "services:\n  a:\n    image: api:1\n    networks:\n      front: {aliases: [web]}\n      back:\nnetworks:\n  front:\n  back:\n";
+    let h = hardened(yaml);
+    let ui = ui();
+    let e = FakeEngine::new().with_images(IMAGES);
+    lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(
+        e.calls(),
+        [
+            "create_network nt_front",
+            "create_network nt_back",
+            "create_container nt-a-1",
+            "connect_network nt_back nt-a-1",
+            "start nt-a-1"
+        ]
+    );
+    lc(&e, &h, &ui)
+        .down(&down_opts(false), &mut NoHooks)
+        .await
+        .unwrap();
+    assert!(e.network_names().is_empty());
+}
+
+#[tokio::test]
+async fn stop_evidence_killed_postgres() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    e.tweak("postgres:16", |b| b.stop_exit_code = 137);
+    e.clear_calls();
+    let mut rec = Rec::new(&e);
+    let report = l.stop(&["db".into()], None, &mut rec).await.unwrap();
+    assert_eq!(e.calls(), ["stop nt-db-1"], "only the selected service");
+    let ev = &report.evidence["db"];
+    assert_eq!(ev.exit_code, Some(137));
+    assert!(ev.killed);
+    assert_eq!(
+        ev.clean_shutdown,
+        Some(false),
+        "the shut-down line is from no earlier run either"
+    );
+    assert_eq!(ev.log_line, None);
+    assert_eq!(rec.log(), ["before_stop Stop db", "after_stop Stop db"]);
+    assert!(e.container("nt-db-1").is_some(), "stop keeps containers");
+}
+
+#[tokio::test]
+async fn stale_shutdown_line_from_an_earlier_run_does_not_count() {
+    let logs = "LOG:  database system is ready to accept connections\nLOG:  database system is shut down\nLOG:  database system is ready to accept connections\n";
+    assert_eq!(postgres_shutdown(logs), (false, None));
+    let logs = "x\nLOG:  database system is ready to accept connections\n2024 LOG:  database system is shut down\n";
+    assert_eq!(
+        postgres_shutdown(logs),
+        (true, Some("2024 LOG:  database system is shut down".into()))
+    );
+    assert_eq!(postgres_shutdown(""), (false, None));
+
+    // Through the lifecycle: start again after a clean stop, then get killed.
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    l.stop(&[], None, &mut NoHooks).await.unwrap();
+    l.start(&up_opts(), &mut NoHooks).await.unwrap();
+    e.tweak("postgres:16", |b| b.oom_on_stop = true);
+    let report = l.stop(&[], None, &mut NoHooks).await.unwrap();
+    let ev = &report.evidence["db"];
+    assert!(ev.oom_killed && ev.killed);
+    assert_eq!(ev.clean_shutdown, Some(false));
+}
+
+#[tokio::test]
+async fn start_and_restart() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    let err = l.start(&up_opts(), &mut NoHooks).await.unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::NoContainer { service } if service == "db"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("nodus up db"));
+    assert_eq!(e.calls(), Vec::<String>::new());
+
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    l.stop(&[], None, &mut NoHooks).await.unwrap();
+    e.clear_calls();
+    let mut rec = Rec::new(&e);
+    let report = l.start(&up_opts(), &mut rec).await.unwrap();
+    assert_eq!(report.started, ["db", "cache", "api"]);
+    assert_eq!(
+        e.calls(),
+        ["start nt-db-1", "start nt-cache-1", "start nt-api-1"]
+    );
+    assert_eq!(rec.log().last().unwrap(), "all_ready Start db,cache,api");
+    assert!(rec.log()[0].starts_with("service_ready Start db healthy"));
+
+    e.clear_calls();
+    let mut rec = Rec::new(&e);
+    let report = l.restart(&up_opts(), &mut rec).await.unwrap();
+    assert_eq!(report.stopped, ["api", "cache", "db"]);
+    assert_eq!(report.started, ["db", "cache", "api"]);
+    assert_eq!(
+        e.calls(),
+        [
+            "stop nt-api-1",
+            "stop nt-cache-1",
+            "stop nt-db-1",
+            "start nt-db-1",
+            "start nt-cache-1",
+            "start nt-api-1"
+        ]
+    );
+    let log = rec.log();
+    assert_eq!(log[0], "before_stop Restart api,cache,db");
+    assert_eq!(log[1], "after_stop Restart api,cache,db");
+    assert!(log[2].starts_with("service_ready Restart db healthy Postgres"));
+    assert!(log[3].starts_with("service_ready Restart cache"));
+    assert!(log[4].starts_with("service_ready Restart api"));
+    assert_eq!(log[5], "all_ready Restart db,cache,api");
+    assert_eq!(log.len(), 6);
+
+    // Restarting one service stops only it; its running dependencies are left alone.
+    e.clear_calls();
+    let report = l
+        .restart(
+            &UpOptions {
+                services: vec!["api".into()],
+                timeout: Duration::from_secs(5),
+            },
+            &mut NoHooks,
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.calls(), ["stop nt-api-1", "start nt-api-1"]);
+    assert_eq!(report.unchanged, ["db", "cache"]);
+}
+
+#[tokio::test]
+async fn orphans_show_in_status_and_go_on_down() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    e.add_container("nt-old-1", "redis:7", &owned("old"), RunState::Running);
+    // A helper container of nodus is not a service.
+    let mut helper = owned("db");
+    helper.insert(labels::HELPER.into(), "snapshot".into());
+    e.add_container("nt-helper", "postgres:16", &helper, RunState::Exited);
+
+    let st = l.status().await.unwrap();
+    let names: Vec<(&str, bool)> = st.iter().map(|s| (s.service.as_str(), s.orphan)).collect();
+    assert_eq!(
+        names,
+        [
+            ("db", false),
+            ("cache", false),
+            ("api", false),
+            ("old", true)
+        ]
+    );
+    let db = &st[0];
+    assert_eq!(db.container.as_deref(), Some("nt-db-1"));
+    assert_eq!(
+        (db.state.as_str(), db.health.as_str()),
+        ("running", "healthy")
+    );
+    assert_eq!(db.image, "postgres:16");
+    assert_eq!(db.volumes, ["nt_data"]);
+    let api = &st[2];
+    assert_eq!(api.ports.len(), 1);
+    assert!(api.ports[0].starts_with("127.0.0.1:"), "{:?}", api.ports);
+    assert!(api.ports[0].ends_with("->8080/tcp"), "{:?}", api.ports);
+
+    e.clear_calls();
+    let mut rec = Rec::new(&e);
+    l.down(&down_opts(false), &mut rec).await.unwrap();
+    assert_eq!(e.calls()[0], "stop nt-old-1", "orphans first");
+    assert_eq!(rec.log()[0], "before_stop Down old,api,cache,db");
+    assert!(e.container("nt-old-1").is_none());
+    assert!(
+        e.container("nt-helper").is_some(),
+        "helpers are not touched"
+    );
+
+    // Status before anything exists.
+    let e = FakeEngine::new();
+    let l = lc(&e, &h, &ui);
+    let st = l.status().await.unwrap();
+    assert_eq!(st[0].state, "not created");
+    assert_eq!(st[0].volumes, ["nt_data"]);
+}
+
+#[tokio::test]
+async fn container_of_finds_by_label() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(&STACK.replace(
+        "  cache:\n    image: redis:7\n",
+        "  cache:\n    image: redis:7\n    container_name: custom-cache\n",
+    ));
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    assert!(l.container_of("cache").await.unwrap().is_none());
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(
+        l.container_of("cache").await.unwrap().unwrap().name,
+        "custom-cache"
+    );
+    l.stop(&["cache".into()], None, &mut NoHooks).await.unwrap();
+    assert!(
+        l.container_of("cache").await.unwrap().is_none(),
+        "not running"
+    );
+    assert_eq!(
+        l.any_container_of("cache").await.unwrap().unwrap().state,
+        RunState::Exited
+    );
+}
+
+#[tokio::test]
+async fn stateful_restart_on_up_of_stopped_container() {
+    // Same hash, stopped → start (no recreate).
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    l.stop(&["api".into()], None, &mut NoHooks).await.unwrap();
+    e.clear_calls();
+    let report = l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(report.started, ["api"]);
+    assert_eq!(e.calls(), ["start nt-api-1"]);
+}
+
+#[tokio::test]
+async fn data_loss_from_a_hook_keeps_exit_code_3() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let mut rec = Rec::new(&e);
+    rec.fail_all_ready = true;
+    let err = lc(&e, &h, &ui).up(&up_opts(), &mut rec).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::Hook(_)));
+    let any = anyhow::Error::new(err).context("nodus up");
+    assert_eq!(crate::error::classify(&any).0, crate::error::EXIT_DATA_LOSS);
+}
+
+#[tokio::test]
+async fn resolve_environment_fills_missing_values() {
+    let mut h = hardened("services:\n  a:\n    image: x\n    environment: [PW, OTHER, SET=1]\n");
+    let mut env = crate::stack::Env::new();
+    env.insert("PW".into(), "from-dotenv".into());
+    env.insert("SET".into(), "ignored".into());
+    resolve_environment(&mut h.compose, &env);
+    let e = &h.compose.services["a"].environment;
+    assert_eq!(e["PW"].as_deref(), Some("from-dotenv"));
+    assert_eq!(e["OTHER"], None);
+    assert_eq!(e["SET"].as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn recreation_keeps_anonymous_volumes() {
+    let yaml = "services:\n  a:\n    image: api:1\n    volumes: [/cache]\n";
+    let e = FakeEngine::new().with_images(IMAGES);
+    let ui = ui();
+    let h = hardened(yaml);
+    lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    let before = e.container("nt-a-1").unwrap().mounts[0]
+        .name_or_source
+        .clone();
+    assert_eq!(before.len(), 64);
+    let h2 = hardened(&yaml.replace("[/cache]", "[/cache]\n    environment: {X: '1'}"));
+    let report = lc(&e, &h2, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(report.recreated, ["a"]);
+    let after = e.container("nt-a-1").unwrap().mounts;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].name_or_source, before, "same anonymous volume");
+}
+
+#[test]
+fn carry_anonymous_volumes_rules() {
+    let anon = "a".repeat(64);
+    let old = ContainerInfo {
+        id: "x".into(),
+        name: "x".into(),
+        image: "i".into(),
+        labels: Labels::new(),
+        state: RunState::Exited,
+        health: Health::None,
+        exit_code: Some(0),
+        oom_killed: false,
+        started_at: None,
+        finished_at: None,
+        ports: vec![],
+        mounts: vec![
+            // an image VOLUME the spec does not mention: carried
+            crate::engine::MountInfo {
+                kind: MountKind::Volume,
+                name_or_source: anon.clone(),
+                target: "/var/lib/data".into(),
+            },
+            // a named volume no longer mounted: not carried
+            crate::engine::MountInfo {
+                kind: MountKind::Volume,
+                name_or_source: "nt_old".into(),
+                target: "/old".into(),
+            },
+            // an anonymous volume where the spec now mounts a named one: not carried
+            crate::engine::MountInfo {
+                kind: MountKind::Volume,
+                name_or_source: "b".repeat(64),
+                target: "/named".into(),
+            },
+        ],
+        env: vec![],
+        stop_signal: None,
+        stop_timeout_secs: None,
+        networks: vec![],
+    };
+    let mut spec = ContainerSpec {
+        mounts: vec![MountSpec {
+            kind: MountKind::Volume,
+            source: "nt_named".into(),
+            target: "/named".into(),
+            read_only: false,
+        }],
+        ..ContainerSpec::default()
+    };
+    let carried = carry_anonymous_volumes(&mut spec, &old);
+    assert_eq!(carried, [(anon.clone(), "/var/lib/data".to_string())]);
+    assert_eq!(spec.mounts.len(), 2);
+    assert_eq!(spec.mounts[1].source, anon);
+    assert_eq!(spec.mounts[0].source, "nt_named");
+}
