@@ -159,6 +159,9 @@ pub struct Outstanding {
     /// The cause inferred when it was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<super::cause::Cause>,
+    /// A snapshot that can undo it must be older than this (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_before: Option<String>,
     /// The census the loss was found against (narrowed to the service).
     pub baseline: Entry,
 }
@@ -343,6 +346,7 @@ impl Ledger {
         detected_by: &str,
         summary: &str,
         cause: Option<super::cause::Cause>,
+        restore_before: Option<String>,
     ) {
         self.doc
             .outstanding
@@ -352,6 +356,7 @@ impl Ledger {
                 detected_by: detected_by.to_string(),
                 summary: summary.to_string(),
                 cause,
+                restore_before,
                 baseline: baseline.narrowed(service),
             });
     }
@@ -577,10 +582,10 @@ mod tests {
         l.push(entry("s2", Phase::PostSettled, &[("db", 4)]));
         assert_eq!(l.baseline("db", Some("s3")).unwrap().session, "s2");
         let before = l.entries()[0].clone();
-        l.set_outstanding("db", &before, "up", "db: lost rows", None);
+        l.set_outstanding("db", &before, "up", "db: lost rows", None, None);
         // a second detection does not move the baseline
         let later = l.entries()[1].clone();
-        l.set_outstanding("db", &later, "verify", "again", None);
+        l.set_outstanding("db", &later, "verify", "again", None, None);
         l.save().unwrap();
         let (mut l, _) = Ledger::open(&path, "p").unwrap();
         let b = l.baseline("db", Some("s3")).unwrap();

@@ -491,13 +491,27 @@ fn update_outstanding(
                     if let (true, Some(c)) = (vague, &o.cause) {
                         sv.cause = Some(c.clone());
                     }
+                    if o.restore_before.is_some() {
+                        sv.restore_before = o.restore_before.clone();
+                    }
                     sv.warnings.push(format!(
                         "data of {name} was first found missing at {} (nodus {}) and that is not accepted yet; `nodus verify --accept` accepts the current state",
                         o.detected_at, o.detected_by
                     ));
                 } else if let Some(base) = baselines.get(name) {
                     let summary = sv.diff.as_ref().map(|d| d.summary()).unwrap_or_default();
-                    l.set_outstanding(name, base, &transition, &summary, sv.cause.clone());
+                    let before = sv
+                        .restore_before
+                        .clone()
+                        .unwrap_or_else(|| v.restore_point_before.clone());
+                    l.set_outstanding(
+                        name,
+                        base,
+                        &transition,
+                        &summary,
+                        sv.cause.clone(),
+                        Some(before),
+                    );
                 }
             }
             Status::Ok | Status::Baseline => {
@@ -915,6 +929,18 @@ pub async fn verify(
             started_after_early: &[],
             strict: true,
         });
+        let mut sv = sv;
+        if let Some(base) = entry {
+            // The data was there at the baseline and until the services started after it: a
+            // snapshot from before that start can undo the loss.
+            sv.restore_before = ledger
+                .entries()
+                .iter()
+                .find(|e| {
+                    e.time > base.time && e.phase != Phase::Pre && e.census_of(name).is_some()
+                })
+                .map(|e| e.time.clone());
+        }
         v.services.insert(name.clone(), sv);
     }
     v.conclude();

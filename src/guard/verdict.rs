@@ -61,6 +61,10 @@ pub struct ServiceVerdict {
     /// For messages (sizes of missing databases).
     #[serde(skip)]
     pub baseline_census: Option<ServiceCensus>,
+    /// Overrides [`Verdict::restore_point_before`] for this service (a loss found earlier: the
+    /// snapshot must predate that).
+    #[serde(skip)]
+    pub restore_before: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -112,6 +116,7 @@ pub fn judge(j: Judge) -> ServiceVerdict {
             warnings: Vec::new(),
             restore_command: None,
             baseline_census: None,
+            restore_before: None,
         };
         if let ServiceCensus::Unavailable { reason } = j.now {
             v.status = Status::Unverified;
@@ -187,6 +192,7 @@ pub fn judge(j: Judge) -> ServiceVerdict {
         warnings,
         restore_command: None,
         baseline_census: Some(bcensus.clone()),
+        restore_before: None,
     }
 }
 
@@ -234,7 +240,11 @@ impl Verdict {
         let mut cmds: Vec<String> = Vec::new();
         for (name, s) in self.services.iter_mut() {
             if s.status == Status::Loss {
-                s.restore_command = lookup(name, &self.restore_point_before);
+                let before = s
+                    .restore_before
+                    .as_deref()
+                    .unwrap_or(&self.restore_point_before);
+                s.restore_command = lookup(name, before);
                 if let Some(c) = &s.restore_command {
                     if !cmds.contains(c) {
                         cmds.push(c.clone());
@@ -437,6 +447,7 @@ mod tests {
             warnings: vec![],
             restore_command: None,
             baseline_census: None,
+            restore_before: None,
         }
     }
 
@@ -483,13 +494,20 @@ mod tests {
         v.conclude();
         assert_eq!(v.verdict, Status::Loss);
         v.fill_restore(|svc, before| {
-            assert_eq!(before, "2025-01-01T00:00:00Z");
+            assert_eq!(before, "2025-01-01T00:00:00Z", "{svc}");
             Some(format!("nodus snapshot restore {svc}-1"))
         });
         // only lost services get one
         assert_eq!(
             v.restore_command.as_deref(),
             Some("nodus snapshot restore db-1")
+        );
+        // a loss found earlier needs a snapshot from before it was found
+        v.services.get_mut("db").unwrap().restore_before = Some("2024-06-01T00:00:00Z".into());
+        v.fill_restore(|svc, before| Some(format!("restore {svc} before {before}")));
+        assert_eq!(
+            v.restore_command.as_deref(),
+            Some("restore db before 2024-06-01T00:00:00Z")
         );
         assert_eq!(v.loss_summary(), "db: databases missing: app");
         let json = serde_json::to_value(&v).unwrap();
