@@ -42,6 +42,10 @@ pub async fn run(ctx: &Ctx, args: crate::cli::DownArgs) -> anyhow::Result<()> {
         remove_volumes: args.volumes,
         timeout,
     };
+    if args.volumes {
+        // Deleting the data on purpose: the next start is a new baseline, not a loss.
+        session.removing_volumes();
+    }
     let report = lc.down(&opts, &mut session.chain).await?;
     super::up::summary(ctx, &project, "down", &report);
     session.finish(ctx, &report)

@@ -1,0 +1,517 @@
+//! The guard's conclusion for one command: per service what was compared with what, what is
+//! missing, why, and how to put it back; printed for humans (stderr) or as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::cause::{self, Cause, CauseInput};
+use super::census::{plural, ServiceCensus, Totals};
+use super::diff::ServiceDiff;
+use super::ledger::{Phase, ServiceIdentity};
+use crate::output::Ui;
+use crate::stack::ServiceKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Compared, nothing lost.
+    Ok,
+    /// Data went missing.
+    Loss,
+    /// Nothing to compare with: this census is the new baseline.
+    Baseline,
+    /// Only recorded (before stopping).
+    Recorded,
+    /// Could not be compared (the service could not be counted).
+    Unverified,
+    /// `verify --accept`: recorded as the new baseline.
+    Accepted,
+}
+
+/// The census a service was compared with.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineRef {
+    pub phase: Phase,
+    pub time: String,
+    pub transition: String,
+    /// Taken right before nodus stopped the service (or the expected census of a restore): every
+    /// difference counts. Otherwise the service ran after it, and plain row drops are only
+    /// warnings (except for `verify`).
+    pub guarded: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceVerdict {
+    pub kind: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<ServiceDiff>,
+    /// Comparison right after the service became ready (before its dependents started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_diff: Option<ServiceDiff>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_command: Option<String>,
+    /// For messages (sizes of missing databases).
+    #[serde(skip)]
+    pub baseline_census: Option<ServiceCensus>,
+    /// Overrides [`Verdict::restore_point_before`] for this service (a loss found earlier: the
+    /// snapshot must predate that).
+    #[serde(skip)]
+    pub restore_before: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub verdict: Status,
+    /// `up`, `down`, ..., `verify`.
+    pub transition: String,
+    pub totals: Totals,
+    pub services: BTreeMap<String, ServiceVerdict>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    pub restore_command: Option<String>,
+    pub ledger: String,
+    /// Snapshots taken before this moment predate the loss window (the restore hint looks for
+    /// the latest one before it).
+    #[serde(skip)]
+    pub restore_point_before: String,
+}
+
+/// Everything needed to judge one service.
+pub struct Judge<'a> {
+    pub service: &'a str,
+    pub kind: ServiceKind,
+    pub baseline: Option<(
+        BaselineRef,
+        &'a ServiceCensus,
+        Option<&'a ServiceIdentity>,
+        &'a str,
+    )>,
+    pub now: &'a ServiceCensus,
+    pub early: Option<ServiceDiff>,
+    pub current_identity: Option<&'a ServiceIdentity>,
+    pub current_project: &'a str,
+    pub started_after_early: &'a [String],
+    /// `verify`: every difference is a loss, whatever the baseline.
+    pub strict: bool,
+}
+
+pub fn judge(j: Judge) -> ServiceVerdict {
+    let kind = super::census::kind_str(j.kind).to_string();
+    let Some((bref, bcensus, bident, bproject)) = j.baseline else {
+        let mut v = ServiceVerdict {
+            kind,
+            status: Status::Baseline,
+            baseline: None,
+            diff: None,
+            early_diff: None,
+            cause: None,
+            warnings: Vec::new(),
+            restore_command: None,
+            baseline_census: None,
+            restore_before: None,
+        };
+        if let ServiceCensus::Unavailable { reason } = j.now {
+            v.status = Status::Unverified;
+            v.warnings.push(format!("could not count it: {reason}"));
+        }
+        return v;
+    };
+    let diff = super::diff::compare(bcensus, j.now);
+    let mut warnings = Vec::new();
+    let counts_as_loss = |d: &ServiceDiff| {
+        d.is_loss()
+            && (bref.guarded
+                || j.strict
+                || d.is_structural_loss()
+                || d.system_identifier_changed.is_some())
+    };
+    let loss = counts_as_loss(&diff)
+        || j.early
+            .as_ref()
+            .is_some_and(|e| counts_as_loss(e) && e.is_structural_loss());
+    let status = if loss {
+        Status::Loss
+    } else if let Some(r) = &diff.not_verified {
+        warnings.push(format!("not verified: {r}"));
+        Status::Unverified
+    } else {
+        if diff.is_loss() {
+            warnings.push(format!(
+                "{} since the census {} at {}; the services ran after that census (the stack was stopped outside nodus), so this may be their own doing — if not, `nodus snapshot list`",
+                diff.summary(),
+                bref.phase.describe(),
+                bref.time
+            ));
+        }
+        if diff.rows_unchecked {
+            warnings.push("row counts are estimates (--fast): row drops were not checked".into());
+        }
+        Status::Ok
+    };
+    if let Some((a, b)) = &diff.system_identifier_changed {
+        if !loss {
+            warnings.push(format!(
+                "the cluster is a different one (system identifier {a} → {b}), but everything counted before is there"
+            ));
+        }
+    }
+    let cause = (status == Status::Loss).then(|| {
+        cause::infer(&CauseInput {
+            service: j.service,
+            kind: j.kind,
+            diff: &diff,
+            early: j.early.as_ref(),
+            baseline: cause::BaselineFacts {
+                phase: bref.phase,
+                time: &bref.time,
+                transition: &bref.transition,
+                project: bproject,
+                identity: bident,
+                census: Some(bcensus),
+            },
+            current: j.current_identity,
+            current_project: j.current_project,
+            started_after_early: j.started_after_early,
+        })
+    });
+    ServiceVerdict {
+        kind,
+        status,
+        baseline: Some(bref),
+        diff: Some(diff),
+        early_diff: j.early,
+        cause,
+        warnings,
+        restore_command: None,
+        baseline_census: Some(bcensus.clone()),
+        restore_before: None,
+    }
+}
+
+impl Verdict {
+    pub fn new(
+        transition: &str,
+        totals: Totals,
+        ledger: String,
+        restore_point_before: String,
+    ) -> Verdict {
+        Verdict {
+            verdict: Status::Ok,
+            transition: transition.to_string(),
+            totals,
+            services: BTreeMap::new(),
+            notes: Vec::new(),
+            restore_command: None,
+            ledger,
+            restore_point_before,
+        }
+    }
+
+    /// Sets the overall status from the services': loss > unverified > baseline > ok.
+    pub fn conclude(&mut self) {
+        let st: Vec<Status> = self.services.values().map(|s| s.status).collect();
+        self.verdict = if st.contains(&Status::Loss) {
+            Status::Loss
+        } else if st.contains(&Status::Unverified) {
+            Status::Unverified
+        } else if !st.is_empty() && st.iter().all(|s| *s == Status::Baseline) {
+            Status::Baseline
+        } else if st.is_empty() {
+            Status::Recorded
+        } else {
+            Status::Ok
+        };
+    }
+
+    pub fn is_loss(&self) -> bool {
+        self.verdict == Status::Loss
+    }
+
+    /// Fills each lost service's restore command with `lookup(service, before)` and joins them.
+    pub fn fill_restore(&mut self, lookup: impl Fn(&str, &str) -> Option<String>) {
+        let mut cmds: Vec<String> = Vec::new();
+        for (name, s) in self.services.iter_mut() {
+            if s.status == Status::Loss {
+                let before = s
+                    .restore_before
+                    .as_deref()
+                    .unwrap_or(&self.restore_point_before);
+                s.restore_command = lookup(name, before);
+                if let Some(c) = &s.restore_command {
+                    if !cmds.contains(c) {
+                        cmds.push(c.clone());
+                    }
+                }
+            }
+        }
+        self.restore_command = (!cmds.is_empty()).then(|| cmds.join(" && "));
+    }
+
+    /// Sharpens the causes with what the lifecycle did: a lost service whose volume nodus had to
+    /// create in this transition had its volume removed since the last census.
+    pub fn note_created_volumes(&mut self, created: &[String]) {
+        for s in self.services.values_mut() {
+            let Some(c) = s.cause.as_mut() else { continue };
+            let Some(vol) = c.volume.as_deref() else {
+                continue;
+            };
+            use super::cause::CauseCode::*;
+            // A renamed project or another volume explains the new volume better.
+            if matches!(c.code, ProjectRenamed | VolumeReplaced) {
+                continue;
+            }
+            if created.iter().any(|v| v == vol) {
+                c.code = super::cause::CauseCode::VolumeRecreated;
+                c.summary = format!(
+                    "volume {vol} had been removed since the last census: nodus found it missing and created it empty{}",
+                    if c.summary.starts_with("a new cluster") {
+                        ", so a new cluster was initialised"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+
+    /// "db: 3 tables missing in app; cache: db0: 10 → 0".
+    pub fn loss_summary(&self) -> String {
+        self.services
+            .iter()
+            .filter(|(_, s)| s.status == Status::Loss)
+            .map(|(n, s)| {
+                format!(
+                    "{n}: {}",
+                    s.diff.as_ref().map(|d| d.summary()).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Human output on stderr.
+    pub fn print(&self, ui: &Ui) {
+        for n in &self.notes {
+            ui.status(n);
+        }
+        for (name, s) in &self.services {
+            for w in &s.warnings {
+                ui.warn(format!("{name}: {w}"));
+            }
+        }
+        match self.verdict {
+            Status::Loss => {
+                for (name, s) in &self.services {
+                    if s.status == Status::Loss {
+                        print_loss(ui, name, s);
+                    }
+                }
+            }
+            Status::Ok => ui.success(format!("census: {} — nothing lost", self.totals.summary())),
+            Status::Baseline if self.transition == "verify" => ui.status(format!(
+                "census: {} — no earlier census to compare with",
+                self.totals.summary()
+            )),
+            Status::Baseline => ui.success(format!(
+                "census: {} — recorded as the baseline",
+                self.totals.summary()
+            )),
+            Status::Recorded => {
+                ui.status(format!("census before stopping: {}", self.totals.summary()))
+            }
+            Status::Accepted => ui.success(format!(
+                "census: {} — accepted as the new baseline",
+                self.totals.summary()
+            )),
+            Status::Unverified => ui.warn(format!(
+                "census: {} — some services could not be checked (see above)",
+                self.totals.summary()
+            )),
+        }
+    }
+}
+
+fn print_loss(ui: &Ui, name: &str, s: &ServiceVerdict) {
+    let Some(d) = &s.diff else { return };
+    let since = s
+        .baseline
+        .as_ref()
+        .map(|b| {
+            format!(
+                "the census {} at {} (nodus {})",
+                b.phase.describe(),
+                b.time,
+                b.transition
+            )
+        })
+        .unwrap_or_default();
+    ui.error(ui.red(&format!(
+        "DATA LOSS in {name} ({}) compared with {since}:",
+        s.kind
+    )));
+    let line = |t: String| eprintln!("    {t}");
+    let base_pg = match &s.baseline_census {
+        Some(ServiceCensus::Postgres(p)) => Some(p),
+        _ => None,
+    };
+    if let Some((a, b)) = &d.system_identifier_changed {
+        line(format!(
+            "cluster: a different cluster (system identifier {a} → {b})"
+        ));
+    }
+    for db in &d.missing_databases {
+        let size = base_pg.and_then(|p| p.databases.get(db)).map(|x| {
+            let rows = x.rows();
+            format!(
+                " (had {} {}, {rows} rows)",
+                x.tables.len(),
+                plural(x.tables.len(), "table", "tables")
+            )
+        });
+        line(format!(
+            "database {db}: missing{}",
+            size.unwrap_or_default()
+        ));
+    }
+    for (db, ts) in &d.missing_tables {
+        let total = base_pg
+            .and_then(|p| p.databases.get(db))
+            .map(|x| x.tables.len());
+        let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+        line(format!(
+            "database {db}: {}{of} {} missing: {}",
+            ts.len(),
+            plural(total.unwrap_or(ts.len()), "table", "tables"),
+            ts.join(", ")
+        ));
+    }
+    for (db, drops) in &d.row_drops {
+        let list: Vec<String> = drops
+            .iter()
+            .map(|(t, b, a)| format!("{t} {b} → {a}"))
+            .collect();
+        line(format!("database {db}: rows dropped: {}", list.join(", ")));
+    }
+    if !d.missing_collections.is_empty() {
+        line(format!(
+            "collections missing: {}",
+            d.missing_collections.join(", ")
+        ));
+    }
+    for (n, b, a) in &d.other_drops {
+        line(format!("{n}: {b} → {a}"));
+    }
+    if let Some(c) = &s.cause {
+        eprintln!("  cause: {}", c.summary);
+        for det in &c.details {
+            line(det.clone());
+        }
+    }
+    match &s.restore_command {
+        Some(cmd) => eprintln!("  restore: {cmd}"),
+        None => eprintln!(
+            "  restore: no snapshot from before this transition (see `nodus snapshot list`)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guard::cause::{Cause, CauseCode};
+
+    fn lost(code: CauseCode, volume: &str) -> ServiceVerdict {
+        ServiceVerdict {
+            kind: "postgres".into(),
+            status: Status::Loss,
+            baseline: None,
+            diff: Some(ServiceDiff {
+                missing_databases: vec!["app".into()],
+                ..Default::default()
+            }),
+            early_diff: None,
+            cause: Some(Cause {
+                code,
+                summary: "a new cluster was initialised: x".into(),
+                details: vec![],
+                volume: Some(volume.into()),
+            }),
+            warnings: vec![],
+            restore_command: None,
+            baseline_census: None,
+            restore_before: None,
+        }
+    }
+
+    #[test]
+    fn a_volume_nodus_had_to_create_was_removed_unless_renamed() {
+        let mut v = Verdict::new("up", Totals::default(), "l".into(), "t".into());
+        v.services
+            .insert("db".into(), lost(CauseCode::VolumeRecreated, "p_db"));
+        v.services
+            .insert("old".into(), lost(CauseCode::ProjectRenamed, "p_old"));
+        v.services
+            .insert("other".into(), lost(CauseCode::VolumeRecreated, "p_other"));
+        v.note_created_volumes(&["p_db".into(), "p_old".into()]);
+        let c = |n: &str| v.services[n].cause.clone().unwrap();
+        assert!(
+            c("db").summary.contains("had been removed"),
+            "{}",
+            c("db").summary
+        );
+        assert_eq!(c("old").code, CauseCode::ProjectRenamed);
+        assert!(!c("other").summary.contains("had been removed"));
+    }
+
+    #[test]
+    fn overall_verdict_and_restore_commands() {
+        let mut v = Verdict::new(
+            "up",
+            Totals::default(),
+            "l".into(),
+            "2025-01-01T00:00:00Z".into(),
+        );
+        assert_eq!(
+            {
+                v.conclude();
+                v.verdict
+            },
+            Status::Recorded
+        );
+        v.services
+            .insert("db".into(), lost(CauseCode::VolumeRecreated, "p_db"));
+        let mut ok = lost(CauseCode::VolumeRecreated, "p_c");
+        ok.status = Status::Ok;
+        v.services.insert("cache".into(), ok);
+        v.conclude();
+        assert_eq!(v.verdict, Status::Loss);
+        v.fill_restore(|svc, before| {
+            assert_eq!(before, "2025-01-01T00:00:00Z", "{svc}");
+            Some(format!("nodus snapshot restore {svc}-1"))
+        });
+        // only lost services get one
+        assert_eq!(
+            v.restore_command.as_deref(),
+            Some("nodus snapshot restore db-1")
+        );
+        // a loss found earlier needs a snapshot from before it was found
+        v.services.get_mut("db").unwrap().restore_before = Some("2024-06-01T00:00:00Z".into());
+        v.fill_restore(|svc, before| Some(format!("restore {svc} before {before}")));
+        assert_eq!(
+            v.restore_command.as_deref(),
+            Some("restore db before 2024-06-01T00:00:00Z")
+        );
+        assert_eq!(v.loss_summary(), "db: databases missing: app");
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["verdict"], "loss");
+        assert_eq!(json["services"]["db"]["cause"]["code"], "volume_recreated");
+    }
+}
