@@ -309,9 +309,14 @@ impl Verdict {
         }
         match self.verdict {
             Status::Loss => {
+                // The restore command (or its absence) is the error's hint; a service it does
+                // not cover is named here.
+                let some_restore = self.restore_command.is_some();
                 for (name, s) in &self.services {
                     if s.status == Status::Loss {
-                        print_loss(ui, name, s);
+                        for l in loss_lines(name, s, some_restore) {
+                            eprintln!("{}", if l.starts_with(' ') { l } else { ui.red(&l) });
+                        }
                     }
                 }
             }
@@ -339,8 +344,11 @@ impl Verdict {
     }
 }
 
-fn print_loss(ui: &Ui, name: &str, s: &ServiceVerdict) {
-    let Some(d) = &s.diff else { return };
+/// The lines describing one service's loss: what is missing (every table), the cause, and —
+/// when other lost services have a snapshot to restore from but this one has none — that.
+fn loss_lines(name: &str, s: &ServiceVerdict, some_restore: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(d) = &s.diff else { return out };
     let since = s
         .baseline
         .as_ref()
@@ -353,19 +361,26 @@ fn print_loss(ui: &Ui, name: &str, s: &ServiceVerdict) {
             )
         })
         .unwrap_or_default();
-    ui.error(ui.red(&format!(
+    out.push(format!(
         "DATA LOSS in {name} ({}) compared with {since}:",
         s.kind
-    )));
-    let line = |t: String| eprintln!("    {t}");
+    ));
+    let mut line = |t: String| out.push(format!("    {t}"));
     let base_pg = match &s.baseline_census {
         Some(ServiceCensus::Postgres(p)) => Some(p),
         _ => None,
     };
+    // The cause names a changed system identifier itself.
+    let cause_names_cluster = s
+        .cause
+        .as_ref()
+        .is_some_and(|c| c.details.iter().any(|d| d.starts_with("system identifier")));
     if let Some((a, b)) = &d.system_identifier_changed {
-        line(format!(
-            "cluster: a different cluster (system identifier {a} → {b})"
-        ));
+        if !cause_names_cluster {
+            line(format!(
+                "cluster: a different cluster (system identifier {a} → {b})"
+            ));
+        }
     }
     for db in &d.missing_databases {
         let size = base_pg.and_then(|p| p.databases.get(db)).map(|x| {
@@ -410,17 +425,17 @@ fn print_loss(ui: &Ui, name: &str, s: &ServiceVerdict) {
         line(format!("{n}: {b} → {a}"));
     }
     if let Some(c) = &s.cause {
-        eprintln!("  cause: {}", c.summary);
+        out.push(format!("  cause: {}", c.summary));
         for det in &c.details {
-            line(det.clone());
+            out.push(format!("    {det}"));
         }
     }
-    match &s.restore_command {
-        Some(cmd) => eprintln!("  restore: {cmd}"),
-        None => eprintln!(
-            "  restore: no snapshot from before this transition (see `nodus snapshot list`)"
-        ),
+    if some_restore && s.restore_command.is_none() {
+        out.push(format!(
+            "  restore: no snapshot of {name} from before this transition (see `nodus snapshot list`)"
+        ));
     }
+    out
 }
 
 #[cfg(test)]
@@ -513,5 +528,39 @@ mod tests {
         let json = serde_json::to_value(&v).unwrap();
         assert_eq!(json["verdict"], "loss");
         assert_eq!(json["services"]["db"]["cause"]["code"], "volume_recreated");
+    }
+    #[test]
+    fn a_loss_says_each_thing_once() {
+        let mut s = lost(CauseCode::VolumeRecreated, "p_db");
+        let mut d = ServiceDiff {
+            system_identifier_changed: Some(("A".into(), "B".into())),
+            ..Default::default()
+        };
+        d.missing_tables.insert(
+            "postgres".into(),
+            vec!["public.a".into(), "public.b".into()],
+        );
+        d.row_drops
+            .insert("app".into(), vec![("public.c".into(), 10, 2)]);
+        s.diff = Some(d);
+        s.cause.as_mut().unwrap().details = vec!["system identifier A → B".into()];
+        let text = loss_lines("db", &s, false).join("\n");
+        assert_eq!(text.matches("A → B").count(), 1, "{text}");
+        assert!(text.contains("public.a, public.b"), "{text}");
+        assert!(text.contains("public.c 10 → 2"), "{text}");
+        assert!(text.contains("cause: a new cluster"), "{text}");
+        assert!(!text.contains("restore"), "the hint says it:\n{text}");
+        assert!(!text.contains("error"), "{text}");
+
+        // without a cause detail naming it, the diff's cluster line stays
+        s.cause.as_mut().unwrap().details.clear();
+        let text = loss_lines("db", &s, false).join("\n");
+        assert!(text.contains("system identifier A → B"), "{text}");
+
+        // another lost service has a snapshot, this one none: said here, once
+        let text = loss_lines("db", &s, true).join("\n");
+        assert_eq!(text.matches("no snapshot of db").count(), 1, "{text}");
+        s.restore_command = Some("nodus snapshot restore x".into());
+        assert!(!loss_lines("db", &s, true).join("\n").contains("restore"));
     }
 }
