@@ -90,21 +90,31 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
     (EXIT_ERROR, None)
 }
 
-/// Prints the error (and its causes) with a hint, returns the exit code.
+/// Prints the error (and its causes) with a hint, returns the exit code. With `--json`, a
+/// command that failed before printing its document prints `{"error", "exit_code", "hint"}`
+/// instead, so stdout always holds exactly one JSON document.
 pub fn report(err: &anyhow::Error, ui: &Ui) -> ExitCode {
     let (code, hint) = classify(err);
-    if code != EXIT_DATA_LOSS || !ui.json {
-        let mut msg = err.to_string();
-        for cause in err.chain().skip(1) {
-            let c = cause.to_string();
-            if !msg.contains(&c) {
-                msg.push_str(&format!("\n  caused by: {c}"));
-            }
+    let mut msg = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(&format!("\n  caused by: {c}"));
         }
-        ui.error(msg);
     }
-    if let Some(h) = hint {
+    // With --json the loss is in the command's document; the hint still says how to undo it.
+    if code != EXIT_DATA_LOSS || !ui.json {
+        ui.error(&msg);
+    }
+    if let Some(h) = &hint {
         ui.hint(h);
+    }
+    if ui.json && !ui.json_printed() {
+        ui.json_out(&serde_json::json!({
+            "error": msg,
+            "exit_code": code,
+            "hint": hint,
+        }));
     }
     ExitCode::from(code)
 }

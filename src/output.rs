@@ -2,6 +2,8 @@
 //! and progress bars only on a TTY; prompts only on a TTY.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -30,6 +32,8 @@ pub struct Ui {
     pub interactive: bool,
     /// `-y/--yes`.
     pub assume_yes: bool,
+    /// A JSON document went to stdout (a command prints exactly one; shared by clones).
+    json_printed: Arc<AtomicBool>,
 }
 
 impl Ui {
@@ -44,6 +48,7 @@ impl Ui {
             stderr_tty,
             interactive: stderr_tty && std::io::stdin().is_terminal(),
             assume_yes,
+            json_printed: Arc::default(),
         }
     }
 
@@ -57,6 +62,16 @@ impl Ui {
             stderr_tty: false,
             interactive: false,
             assume_yes: false,
+            json_printed: Arc::default(),
+        }
+    }
+
+    /// The same, answering yes to confirmations (for a command run in-process after the user
+    /// already agreed to it).
+    pub fn assuming_yes(&self) -> Ui {
+        Ui {
+            assume_yes: true,
+            ..self.clone()
         }
     }
 
@@ -100,11 +115,17 @@ impl Ui {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", line.as_ref());
     }
-    /// A JSON document on stdout.
+    /// A JSON document on stdout. A command prints one document: a second one is a bug.
     pub fn json_out<T: Serialize + ?Sized>(&self, value: &T) {
         let s = serde_json::to_string_pretty(value)
-            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
+        let before = self.json_printed.swap(true, Ordering::SeqCst);
+        debug_assert!(!before, "a second JSON document on stdout");
         self.data(s);
+    }
+    /// Whether a JSON document went to stdout already.
+    pub fn json_printed(&self) -> bool {
+        self.json_printed.load(Ordering::SeqCst)
     }
     pub fn bold(&self, s: &str) -> String {
         self.paint("1", s)

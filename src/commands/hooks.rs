@@ -1,5 +1,5 @@
 //! Builds the lifecycle hooks (guard, snapshots) for a transition and turns their outcome into
-//! output and an exit status.
+//! output and an exit status; on a terminal, offers to restore what a transition lost.
 
 use std::sync::Arc;
 
@@ -10,6 +10,8 @@ use crate::guard::verdict::{Status, Verdict};
 use crate::guard::{Guard, GuardConfig, Outcome, SharedOutcome};
 use crate::lifecycle::{HookChain, Report, Transition};
 use crate::project::Project;
+use crate::snapshot::SnapshotEntry;
+use crate::state::StackLock;
 
 use super::Ctx;
 
@@ -30,33 +32,70 @@ pub struct Session {
     pub project: Project,
 }
 
-/// The exact command that restores `service` from its newest usable snapshot taken at or before
-/// `before` (any time when None), or None when there is no such snapshot. Safety snapshots and
-/// snapshots that failed verification are skipped (see `snapshot::latest_usable`).
-pub fn latest_snapshot_before(
-    project: &Project,
-    service: &str,
-    before: Option<chrono::DateTime<chrono::Utc>>,
-) -> Option<String> {
-    let entry = crate::snapshot::latest_usable(
+/// The newest usable snapshot of `service` taken at or before `before` (RFC 3339; any time
+/// when it does not parse). Safety snapshots and snapshots that failed verification are
+/// skipped (see `snapshot::latest_usable`).
+fn restore_point(project: &Project, service: &str, before: &str) -> Option<SnapshotEntry> {
+    let before = chrono::DateTime::parse_from_rfc3339(before)
+        .ok()
+        .map(|d| d.with_timezone(&chrono::Utc));
+    crate::snapshot::latest_usable(
         &project.state.snapshots_dir(project.name()),
         service,
         before,
-    )?;
-    let p = match project.stack.project_source {
-        crate::stack::ProjectSource::Flag => format!(" -p {}", project.name()),
-        _ => String::new(),
-    };
-    Some(format!("nodus{p} snapshot restore {}", entry.id))
+    )
 }
 
 /// The restore command for a verdict's lost services (snapshots from before `before`, RFC 3339).
-pub fn restore_lookup(project: &Project) -> impl Fn(&str, &str) -> Option<String> + '_ {
+pub fn restore_lookup<'a>(
+    ctx: &'a Ctx,
+    project: &'a Project,
+) -> impl Fn(&str, &str) -> Option<String> + 'a {
     move |service, before| {
-        let before = chrono::DateTime::parse_from_rfc3339(before)
-            .ok()
-            .map(|d| d.with_timezone(&chrono::Utc));
-        latest_snapshot_before(project, service, before)
+        let entry = restore_point(project, service, before)?;
+        Some(format!(
+            "{} snapshot restore {}",
+            super::nodus_cmd(ctx, project),
+            entry.id
+        ))
+    }
+}
+
+/// A session's conclusion: the guard's verdict (restore commands filled in).
+pub struct Concluded {
+    pub transition: Transition,
+    pub verdict: Option<Verdict>,
+}
+
+impl Concluded {
+    /// `{"transition", "report", "guard"}`: the document of a lifecycle command, nested in the
+    /// documents of commands that run a transition on the way.
+    pub fn json(&self, report: &Report) -> serde_json::Value {
+        serde_json::json!({
+            "transition": self.transition,
+            "report": report,
+            "guard": self.verdict,
+        })
+    }
+
+    /// The loss, when data went missing.
+    pub fn loss(&self) -> Option<DataLossDetected> {
+        self.verdict.as_ref().filter(|v| v.is_loss()).map(loss_of)
+    }
+
+    /// `DataLossDetected` when data went missing.
+    pub fn result(&self) -> anyhow::Result<()> {
+        match self.loss() {
+            Some(l) => Err(l.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+fn loss_of(v: &Verdict) -> DataLossDetected {
+    DataLossDetected {
+        summary: v.loss_summary(),
+        restore_command: v.restore_command.clone(),
     }
 }
 
@@ -104,9 +143,13 @@ impl Session {
     }
 
     /// A restore: compare the settled census with what the snapshot held instead of the ledger.
-    pub fn expect_census(&self, census: Census) {
-        if let Ok(mut o) = self.guard.lock() {
-            o.expected = Some(census);
+    /// Returned as a function so it can be called while the chain is borrowed.
+    pub fn expect_census(&self) -> impl FnOnce(Census) {
+        let guard = self.guard.clone();
+        move |census| {
+            if let Ok(mut o) = guard.lock() {
+                o.expected = Some(census);
+            }
         }
     }
 
@@ -115,51 +158,146 @@ impl Session {
         self.guard.lock().ok().and_then(|o| o.verdict.clone())
     }
 
-    /// Prints the lifecycle report and the guard's verdict (JSON with --json); returns
-    /// `DataLossDetected` when data went missing.
-    pub fn finish(self, ctx: &Ctx, report: &Report) -> anyhow::Result<()> {
+    /// Takes the guard's verdict, fills in the restore commands and prints it for humans
+    /// (nothing with --json: the caller puts [`Concluded::json`] into its one document).
+    pub fn conclude(self, ctx: &Ctx, report: &Report) -> Concluded {
         let mut verdict = self.guard.lock().ok().and_then(|mut o| o.verdict.take());
         if let Some(v) = verdict.as_mut() {
-            v.fill_restore(restore_lookup(&self.project));
+            v.fill_restore(restore_lookup(ctx, &self.project));
             v.note_created_volumes(&report.volumes_created);
+            if !ctx.ui.json {
+                v.print(&ctx.ui);
+            }
         }
+        Concluded {
+            transition: self.transition,
+            verdict,
+        }
+    }
+
+    /// The end of a lifecycle command: prints the report and verdict (one JSON document with
+    /// --json); returns `DataLossDetected` when data went missing.
+    pub fn finish(self, ctx: &Ctx, report: &Report) -> anyhow::Result<()> {
+        let c = self.conclude(ctx, report);
         if ctx.ui.json {
-            ctx.ui.json_out(&serde_json::json!({
-                "transition": self.transition,
-                "report": report,
-                "guard": verdict,
-            }));
-        } else if let Some(v) = &verdict {
-            v.print(&ctx.ui);
+            ctx.ui.json_out(&c.json(report));
         }
-        let Some(v) = verdict else { return Ok(()) };
-        if v.verdict != Status::Loss {
-            return Ok(());
+        c.result()
+    }
+
+    /// [`Session::finish`] for commands that start services (`up`, `start`, `restart`): on a
+    /// terminal, a loss with a snapshot from before it is offered for restore; accepting
+    /// releases `lock` and runs the restore.
+    pub async fn finish_offering_restore(
+        self,
+        ctx: &Ctx,
+        report: &Report,
+        lock: StackLock,
+    ) -> anyhow::Result<()> {
+        let project = self.project.clone();
+        let c = self.conclude(ctx, report);
+        if ctx.ui.json {
+            ctx.ui.json_out(&c.json(report));
         }
-        offer_restore(ctx, &v);
-        Err(DataLossDetected {
-            summary: v.loss_summary(),
-            restore_command: v.restore_command.clone(),
+        match &c.verdict {
+            Some(v) if v.is_loss() => offer_restore(ctx, &project, v, lock).await,
+            _ => Ok(()),
         }
-        .into())
     }
 }
 
-/// On a terminal, offers to run the restore. Never prompts without one (or with --json / --yes).
-pub fn offer_restore(ctx: &Ctx, v: &Verdict) {
-    let Some(cmd) = &v.restore_command else {
-        return;
+/// Whether the user can be asked: a terminal, no --json, no --yes (which must not put data
+/// back unasked).
+fn can_offer(ctx: &Ctx) -> bool {
+    ctx.ui.interactive && !ctx.ui.json && !ctx.ui.assume_yes
+}
+
+/// A loss was found: returns `DataLossDetected` (exit 3; the restore command is the hint).
+/// On a terminal, first offers each lost service's snapshot from before the loss; the accepted
+/// ones are restored in-process — `lock` released, then the same path as
+/// `nodus snapshot restore <id> --yes`, which takes the lock again. Succeeds only when every
+/// lost service was restored.
+pub async fn offer_restore(
+    ctx: &Ctx,
+    project: &Project,
+    v: &Verdict,
+    lock: StackLock,
+) -> anyhow::Result<()> {
+    if !can_offer(ctx) || v.restore_command.is_none() {
+        return Err(loss_of(v).into());
+    }
+    let mut accepted: Vec<(String, SnapshotEntry)> = Vec::new();
+    for (service, s) in v.services.iter().filter(|(_, s)| s.status == Status::Loss) {
+        let before = s
+            .restore_before
+            .as_deref()
+            .unwrap_or(&v.restore_point_before);
+        let Some(entry) = restore_point(project, service, before) else {
+            continue;
+        };
+        let taken = entry
+            .created()
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "at an unknown time".into());
+        let ok = dialoguer::Confirm::new()
+            .with_prompt(format!(
+                "Restore {service} from snapshot {} taken {taken}?",
+                entry.id
+            ))
+            .default(false)
+            .interact()
+            .unwrap_or(false);
+        if ok {
+            accepted.push((service.clone(), entry));
+        }
+    }
+    if accepted.is_empty() {
+        return Err(loss_of(v).into());
+    }
+
+    drop(lock);
+    let yes = Ctx {
+        global: ctx.global.clone(),
+        ui: ctx.ui.assuming_yes(),
     };
-    if ctx.ui.json || !ctx.ui.interactive || ctx.ui.assume_yes {
-        return;
+    let mut restored: Vec<String> = Vec::new();
+    for (service, entry) in accepted {
+        let args = super::snapshot::RestoreArgs {
+            selection: crate::snapshot::ops::restore::Selection::Id(entry.id.clone()),
+            services: vec![],
+            no_safety: false,
+        };
+        match super::snapshot::restore(&yes, args).await {
+            Ok(()) => restored.push(service),
+            Err(e) => ctx.ui.error(format!(
+                "restoring {service} from snapshot {} failed: {e:#}",
+                entry.id
+            )),
+        }
     }
-    let ok = dialoguer::Confirm::new()
-        .with_prompt(format!("Put the data back now ({cmd})?"))
-        .default(false)
-        .interact()
-        .unwrap_or(false);
-    if ok {
-        // Running the restore from here is wired by the snapshot module; until then, say how.
-        ctx.ui.status(format!("run: {cmd}"));
+    let mut rest = v.clone();
+    rest.services
+        .retain(|name, s| s.status == Status::Loss && !restored.contains(name));
+    if rest.services.is_empty() {
+        ctx.ui.success(format!(
+            "the lost data is back: {} restored from snapshots taken before the loss",
+            restored.join(", ")
+        ));
+        return Ok(());
     }
+    let mut cmds: Vec<String> = Vec::new();
+    for c in rest
+        .services
+        .values()
+        .filter_map(|s| s.restore_command.clone())
+    {
+        if !cmds.contains(&c) {
+            cmds.push(c);
+        }
+    }
+    Err(DataLossDetected {
+        summary: rest.loss_summary(),
+        restore_command: (!cmds.is_empty()).then(|| cmds.join(" && ")),
+    }
+    .into())
 }

@@ -58,6 +58,37 @@ impl Ctx {
     }
 }
 
+/// `nodus` plus the global flags needed to address this stack again (`-f`, `-p`, `--state-dir`),
+/// for commands printed to the user.
+pub fn nodus_cmd(ctx: &Ctx, project: &Project) -> String {
+    let mut s = String::from("nodus");
+    for f in &ctx.global.stack {
+        s.push_str(&format!(" -f {}", shell_word(&f.display().to_string())));
+    }
+    if project.stack.project_source == crate::stack::ProjectSource::Flag {
+        s.push_str(&format!(" -p {}", project.name()));
+    }
+    if let Some(d) = &ctx.global.state_dir {
+        s.push_str(&format!(
+            " --state-dir {}",
+            shell_word(&d.display().to_string())
+        ));
+    }
+    s
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+pub fn shell_word(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
 /// Parses a user-supplied duration flag, as a usage error when malformed.
 pub fn parse_duration_arg(flag: &str, value: &str) -> anyhow::Result<Duration> {
     crate::stack::duration::parse_duration(value)

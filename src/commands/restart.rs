@@ -8,7 +8,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::RestartArgs) -> anyhow::Result<()>
     let timeout = parse_duration_arg("--timeout", &args.timeout)?;
     let mut project = ctx.project()?;
     project.stack.check_services(&args.services)?;
-    let _lock = ctx.lock(&project)?;
+    let lock = ctx.lock(&project)?;
     resolve_environment(&mut project.hardened.compose, &project.env);
     let engine = ctx.engine().await?;
     let mut session = Session::new(
@@ -27,5 +27,5 @@ pub async fn run(ctx: &Ctx, args: crate::cli::RestartArgs) -> anyhow::Result<()>
     };
     let report = lc.restart(&opts, &mut session.chain).await?;
     super::up::summary(ctx, &project, "restart", &report);
-    session.finish(ctx, &report)
+    session.finish_offering_restore(ctx, &report, lock).await
 }

@@ -9,7 +9,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
     let timeout = parse_duration_arg("--timeout", &args.timeout)?;
     let mut project = ctx.project()?;
     project.stack.check_services(&args.services)?;
-    let _lock = ctx.lock(&project)?;
+    let lock = ctx.lock(&project)?;
     // The generated compose file, so `docker compose -f .nodus/compose.yaml` works as a fallback.
     crate::project::write_rendered(&project)?;
     resolve_environment(&mut project.hardened.compose, &project.env);
@@ -28,7 +28,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
     };
     let report = lc.up(&opts, &mut session.chain).await?;
     summary(ctx, &project, "up", &report);
-    session.finish(ctx, &report)
+    session.finish_offering_restore(ctx, &report, lock).await
 }
 
 /// The services named on the command line, or the default ones (profiles honoured).

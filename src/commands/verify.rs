@@ -1,4 +1,4 @@
-use crate::error::{DataLossDetected, UsageError};
+use crate::error::UsageError;
 use crate::guard::verdict::Status;
 use crate::guard::GuardConfig;
 
@@ -10,26 +10,19 @@ pub async fn run(ctx: &Ctx, args: crate::cli::VerifyArgs) -> anyhow::Result<()> 
     }
     let project = ctx.project()?;
     // A transition running at the same time would make the census meaningless.
-    let _lock = ctx.lock(&project)?;
+    let lock = ctx.lock(&project)?;
     let engine = ctx.engine().await?;
     let cfg = GuardConfig::from_project(&project);
     let mut v =
         crate::guard::verify(engine.as_ref(), &cfg, &ctx.ui, args.accept, args.fast).await?;
-    v.fill_restore(super::hooks::restore_lookup(&project));
+    v.fill_restore(super::hooks::restore_lookup(ctx, &project));
     if ctx.ui.json {
         ctx.ui.json_out(&v);
     } else {
         v.print(&ctx.ui);
     }
     match v.verdict {
-        Status::Loss => {
-            super::hooks::offer_restore(ctx, &v);
-            Err(DataLossDetected {
-                summary: v.loss_summary(),
-                restore_command: v.restore_command.clone(),
-            }
-            .into())
-        }
+        Status::Loss => super::hooks::offer_restore(ctx, &project, &v, lock).await,
         Status::Unverified => {
             let which: Vec<String> = v
                 .services

@@ -1,0 +1,270 @@
+//! `backup`, `backup list`, `backup restore`: logical backups of a running postgres service,
+//! with the census at backup time kept in the manifest and compared after a load.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+
+use super::CensusVerdict;
+use crate::engine::{ContainerInfo, Engine, RunState};
+use crate::guard::census::{self, CensusOptions};
+use crate::lifecycle::RunningService;
+use crate::output::Ui;
+use crate::project::Project;
+use crate::snapshot::backup::{self, BackupEntry, BackupManifest, DumpRequest, LoadReport};
+use crate::snapshot::human_bytes;
+use crate::snapshot::restore;
+use crate::stack::{ServiceKind, StatefulService};
+
+/// How many psql error lines a load shows.
+const SHOWN_ERRORS: usize = 10;
+
+/// The postgres service to use: the named one, else the only/first postgres service.
+pub fn postgres_service(project: &Project, name: Option<&str>) -> anyhow::Result<StatefulService> {
+    let pgs: Vec<&StatefulService> = project
+        .hardened
+        .stateful
+        .iter()
+        .filter(|s| s.kind == ServiceKind::Postgres)
+        .collect();
+    match name {
+        Some(n) => {
+            project.stack.check_services(&[n.to_string()])?;
+            pgs.into_iter()
+                .find(|s| s.service == n)
+                .cloned()
+                .with_context(|| format!("service {n} is not a postgres service; `nodus backup` dumps postgres with pg_dumpall"))
+        }
+        None => pgs
+            .first()
+            .map(|s| (*s).clone())
+            .context("this stack has no postgres service to back up"),
+    }
+}
+
+/// The service's running container, or an error saying to start it.
+pub async fn running_container(
+    engine: &dyn Engine,
+    project: &Project,
+    service: &str,
+) -> anyhow::Result<ContainerInfo> {
+    match restore::service_container(engine, project.name(), service).await? {
+        Some(c) if c.state == RunState::Running => Ok(c),
+        _ => bail!("{service} is not running; start it with `nodus up {service}` first"),
+    }
+}
+
+/// The census of a running service as JSON, or None (with a warning) when it cannot be taken.
+async fn census_json(
+    engine: &dyn Engine,
+    st: &StatefulService,
+    c: &ContainerInfo,
+    ui: &Ui,
+) -> Option<serde_json::Value> {
+    let svc = RunningService {
+        service: st.service.clone(),
+        container: c.clone(),
+        stateful: Some(st.clone()),
+    };
+    match census::take_service(engine, &svc, &CensusOptions::default()).await {
+        Ok(census) => serde_json::to_value(census).ok(),
+        Err(e) => {
+            ui.warn(format!(
+                "census of {} failed ({e}); the backup will have no census to compare with",
+                st.service
+            ));
+            None
+        }
+    }
+}
+
+/// Dumps the running service (census included) to `output`, or to a new file in the project's
+/// backups directory. Returns the file and its manifest.
+pub async fn create(
+    engine: &dyn Engine,
+    project: &Project,
+    st: &StatefulService,
+    output: Option<PathBuf>,
+    ui: &Ui,
+) -> anyhow::Result<(PathBuf, BackupManifest)> {
+    let container = running_container(engine, project, &st.service).await?;
+    let dir = project.state.backups_dir(project.name());
+    for p in backup::clean_partials(&dir) {
+        ui.status(format!("removed interrupted backup {p}"));
+    }
+    let out = output.unwrap_or_else(|| backup::default_path(&dir, &st.service, chrono::Utc::now()));
+    let census = census_json(engine, st, &container, ui).await;
+    let m = backup::dump(
+        engine,
+        DumpRequest {
+            project: project.name(),
+            service: &st.service,
+            container: &container,
+            out: &out,
+            census,
+        },
+        ui,
+    )
+    .await?;
+    Ok((out, m))
+}
+
+/// One line per backup for `backup list`.
+pub fn list_lines(entries: &[BackupEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| {
+            let name = e.path.display().to_string();
+            match &e.manifest {
+                Some(m) => format!(
+                    "{name}  {}  {}  {} SQL  {} stored",
+                    m.service,
+                    m.created_at,
+                    human_bytes(m.raw_bytes),
+                    human_bytes(m.compressed_bytes)
+                ),
+                None => format!("{name}  (no manifest)  {} stored", human_bytes(e.size)),
+            }
+        })
+        .collect()
+}
+
+/// Checks `file` against its manifest (or, without one, only that it decompresses); returns
+/// the size of the SQL. Says how it went.
+pub async fn verify(
+    file: &Path,
+    manifest: Option<&BackupManifest>,
+    ui: &Ui,
+) -> anyhow::Result<u64> {
+    if manifest.is_none() {
+        ui.warn(format!(
+            "{} has no manifest ({}): its checksum cannot be checked, only that it decompresses",
+            file.display(),
+            backup::manifest_path(file).display()
+        ));
+    }
+    let sp = ui.spinner(format!("verifying {}", file.display()));
+    let path = file.to_path_buf();
+    let m2 = manifest.cloned();
+    let sql_bytes = tokio::task::spawn_blocking(move || backup::verify_file(&path, m2.as_ref()))
+        .await
+        .context("verification thread failed")?
+        .with_context(|| {
+            format!(
+                "{} failed verification; nothing was changed",
+                file.display()
+            )
+        })?;
+    sp.finish_and_clear();
+    ui.success(format!(
+        "verified {} ({} of SQL{})",
+        file.display(),
+        human_bytes(sql_bytes),
+        if manifest.is_some() {
+            ", sha256 ok"
+        } else {
+            ""
+        }
+    ));
+    Ok(sql_bytes)
+}
+
+/// The outcome of [`load`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Loaded {
+    pub file: PathBuf,
+    pub service: String,
+    pub load: LoadReport,
+    pub census: CensusVerdict,
+    pub details: Vec<String>,
+}
+
+impl Loaded {
+    /// Says how it went; an error when the data does not match the backup's census.
+    pub fn conclude(&self, ui: &Ui) -> anyhow::Result<()> {
+        let (file, svc, details) = (self.file.display(), &self.service, &self.details);
+        match self.census {
+            CensusVerdict::Match => {
+                ui.success(format!(
+                    "loaded {file} into {svc}: the census matches the backup's"
+                ));
+            }
+            CensusVerdict::Superset => ui.success(format!(
+                "loaded {file} into {svc}: everything in the backup's census is there, plus: {}",
+                details.join("; ")
+            )),
+            CensusVerdict::NoBaseline => ui.success(format!(
+                "loaded {file} into {svc} (not compared: {})",
+                details.join("; ")
+            )),
+            CensusVerdict::Mismatch | CensusVerdict::Unverified => bail!(
+                "{file} was loaded into {svc} but the data does not match the backup's census:\n  {}",
+                details.join("\n  ")
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Loads a verified dump into the running service with psql (errors are counted, not fatal)
+/// and compares the census with the one in the manifest.
+pub async fn load(
+    engine: &dyn Engine,
+    st: &StatefulService,
+    container: &ContainerInfo,
+    file: &Path,
+    sql_bytes: u64,
+    manifest: Option<&BackupManifest>,
+    ui: &Ui,
+) -> anyhow::Result<Loaded> {
+    let report = backup::load(engine, container, file, sql_bytes, ui).await?;
+    if report.errors > 0 {
+        let other = report.errors - report.already_exists;
+        ui.status(format!(
+            "psql reported {} error(s): {} \"already exists\" (expected when loading into an existing cluster), {other} other",
+            report.errors, report.already_exists,
+        ));
+        for l in report.other_errors.iter().take(SHOWN_ERRORS) {
+            ui.warn(l);
+        }
+        if other > SHOWN_ERRORS {
+            ui.status(format!(
+                "... and {} more (the census comparison below says whether data is missing)",
+                other - SHOWN_ERRORS
+            ));
+        }
+    }
+
+    let mut verdict = CensusVerdict::NoBaseline;
+    let mut details = Vec::new();
+    if let Some(m) = manifest {
+        if m.census.is_some() {
+            let now = census_json(engine, st, container, ui)
+                .await
+                .and_then(|v| serde_json::from_value(v).ok());
+            match now {
+                None => {
+                    verdict = CensusVerdict::Unverified;
+                    details.push("census after the load failed".to_string());
+                }
+                Some(now) => {
+                    (verdict, details) = CensusVerdict::from_check(restore::check_census(
+                        m.census.as_ref(),
+                        &now,
+                        true,
+                    ))
+                }
+            }
+        } else {
+            details.push("the backup has no census to compare with".into());
+        }
+    }
+    Ok(Loaded {
+        file: file.to_path_buf(),
+        service: st.service.clone(),
+        load: report,
+        census: verdict,
+        details,
+    })
+}

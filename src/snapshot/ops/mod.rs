@@ -1,0 +1,466 @@
+//! What the `snapshot` and `backup` commands do, as operations the thin command files call:
+//! choosing services and snapshots, the create and restore flows (stop, snapshot or replace,
+//! start again, compare censuses), verification loops, retention and the listings' data.
+//!
+//! Status lines go to stderr through [`Ui`]; data for stdout (tables, JSON values) is returned
+//! to the command, which prints it. Confirmations and the commands shown to the user stay in
+//! the command files.
+
+pub mod backup;
+pub mod create;
+pub mod restore;
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+use serde_json::json;
+
+use super::restore::{CensusCheck, RestoreTarget, SafetyInfo};
+use super::retention::Decision;
+use super::verify;
+use super::{human_bytes, Manifest, SnapshotEntry, SnapshotError, SnapshotStore};
+use crate::engine::{Engine, MountKind, MountSpec};
+use crate::lifecycle::Report;
+use crate::output::Ui;
+use crate::project::Project;
+use crate::stack::StatefulService;
+
+/// How long restarted services may take to become healthy.
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Opens the project's store, saying which interrupted snapshots were removed.
+pub fn open_store(project: &Project, ui: &Ui) -> anyhow::Result<SnapshotStore> {
+    let (store, cleaned) = SnapshotStore::open(project.state.snapshots_dir(project.name()))?;
+    for c in cleaned {
+        ui.status(format!(
+            "removed interrupted snapshot {c} (its writer did not finish)"
+        ));
+    }
+    Ok(store)
+}
+
+/// The stack files as recorded in manifests.
+pub fn stack_files(project: &Project) -> Vec<String> {
+    project
+        .stack
+        .files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// The stateful services named (all when empty); an error for a named one that is not stateful.
+pub fn stateful_services(
+    project: &Project,
+    names: &[String],
+) -> anyhow::Result<Vec<StatefulService>> {
+    project.stack.check_services(names)?;
+    let all = &project.hardened.stateful;
+    if names.is_empty() {
+        if all.is_empty() {
+            bail!(
+                "this stack has no stateful services (databases with a data directory) to snapshot"
+            );
+        }
+        return Ok(all.clone());
+    }
+    names
+        .iter()
+        .map(|n| {
+            all.iter().find(|s| &s.service == n).cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "service {n} is not stateful (no data directory nodus knows of); set x-nodus.services.{n}.stateful: true and data_dir"
+                )
+            })
+        })
+        .collect()
+}
+
+/// The manifest of an entry, or the error saying it is unreadable.
+pub fn manifest_of(e: &SnapshotEntry) -> Result<Manifest, SnapshotError> {
+    e.manifest
+        .clone()
+        .map_err(|reason| SnapshotError::BadManifest {
+            id: e.id.clone(),
+            path: e.dir.join(super::manifest::MANIFEST_FILE),
+            reason,
+        })
+}
+
+pub(crate) fn merge_reports(a: &mut Report, b: Report) {
+    a.created.extend(b.created);
+    a.recreated.extend(b.recreated);
+    a.started.extend(b.started);
+    a.unchanged.extend(b.unchanged);
+    a.stopped.extend(b.stopped);
+    a.removed.extend(b.removed);
+    a.volumes_created.extend(b.volumes_created);
+    a.volumes_removed.extend(b.volumes_removed);
+    a.evidence.extend(b.evidence);
+}
+
+pub(crate) fn safety_info<'a>(st: &'a StatefulService, files: &'a [String]) -> SafetyInfo<'a> {
+    SafetyInfo {
+        kind: st.kind,
+        volume_name: st.volume_name.as_deref(),
+        stack_files: files,
+    }
+}
+
+/// Where a service's data lives when it has no container: the snapshot's recorded mount, or
+/// the volume the stack declares. Also says whether that volume exists (it must carry the
+/// project's labels when it does).
+pub(crate) async fn offline_target(
+    engine: &dyn Engine,
+    project: &Project,
+    st: &StatefulService,
+    recorded: Option<&Manifest>,
+) -> anyhow::Result<(RestoreTarget, bool)> {
+    let image = project
+        .hardened
+        .compose
+        .services
+        .get(&st.service)
+        .and_then(|s| s.image.clone())
+        .or_else(|| recorded.map(|m| m.image.clone()))
+        .with_context(|| {
+            format!(
+                "service {} has no image to run a helper container from",
+                st.service
+            )
+        })?;
+    let volume = st.volume_name.clone().with_context(|| {
+        format!(
+            "{} keeps {} outside a named volume and has no container; start it with `nodus up {}` first",
+            st.service, st.data_dir, st.service
+        )
+    })?;
+    let mount_target = recorded
+        .filter(|m| m.volume.name.as_deref() == Some(volume.as_str()))
+        .and_then(|m| m.volume.mount_target.clone())
+        .unwrap_or_else(|| st.data_dir.clone());
+    let exists = match engine.inspect_volume(&volume).await? {
+        Some(v) if !crate::labels::owned_by(&v.labels, project.name()) => bail!(
+            "volume {volume} does not carry the labels of project {}; nodus will not touch it",
+            project.name()
+        ),
+        Some(_) => true,
+        None => false,
+    };
+    let target = RestoreTarget {
+        project: project.name().to_string(),
+        service: st.service.clone(),
+        image,
+        data_dir: st.data_dir.clone(),
+        mount: MountSpec {
+            kind: MountKind::Volume,
+            source: volume,
+            target: mount_target,
+            read_only: false,
+        },
+    };
+    Ok((target, exists))
+}
+
+/// Creates a service's missing volume with the labels `up` would give it.
+pub(crate) async fn create_volume(
+    engine: &dyn Engine,
+    project: &Project,
+    st: &StatefulService,
+    name: &str,
+) -> anyhow::Result<()> {
+    let mut l = crate::labels::base(project.name());
+    if let Some(k) = &st.volume_key {
+        l.insert(crate::labels::VOLUME.to_string(), k.clone());
+    }
+    engine.create_volume(name, &l).await?;
+    Ok(())
+}
+
+/// How the census after a restore or a backup load compares with the recorded one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CensusVerdict {
+    /// Identical.
+    Match,
+    /// Everything recorded is there, plus more.
+    Superset,
+    /// Something recorded is missing.
+    Mismatch,
+    /// Nothing recorded to compare with.
+    NoBaseline,
+    /// The census afterwards could not be taken.
+    Unverified,
+}
+
+impl CensusVerdict {
+    /// The verdict and its detail lines for a census comparison.
+    pub fn from_check(check: CensusCheck) -> (CensusVerdict, Vec<String>) {
+        use super::restore::describe_diff;
+        match check {
+            CensusCheck::Exact => (CensusVerdict::Match, vec![]),
+            CensusCheck::Superset(d) => (CensusVerdict::Superset, describe_diff(&d)),
+            CensusCheck::Mismatch(d) => (CensusVerdict::Mismatch, describe_diff(&d)),
+            CensusCheck::NoBaseline(why) => (CensusVerdict::NoBaseline, vec![why]),
+        }
+    }
+
+    /// True when the data does not (or could not be shown to) hold what was recorded.
+    pub fn is_problem(self) -> bool {
+        matches!(self, CensusVerdict::Mismatch | CensusVerdict::Unverified)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// list / show
+
+/// One snapshot as `snapshot list --json` shows it.
+pub fn entry_json(e: &SnapshotEntry) -> serde_json::Value {
+    let v = e.verification.as_ref();
+    match &e.manifest {
+        Ok(m) => json!({
+            "id": e.id,
+            "service": m.service,
+            "kind": m.kind,
+            "volume": m.volume.name,
+            "created_at": m.created_at,
+            "reason": m.reason,
+            "raw_bytes": m.archive.raw_bytes,
+            "compressed_bytes": m.archive.compressed_bytes,
+            "clean": m.clean,
+            "verified": v.map(|v| v.ok && v.sha256 == m.archive.sha256),
+            "verified_at": v.map(|v| v.verified_at.clone()),
+            "verify_error": v.and_then(|v| v.error.clone()),
+            "path": e.dir,
+        }),
+        Err(err) => json!({ "id": e.id, "error": err, "path": e.dir }),
+    }
+}
+
+/// The `snapshot list` table: header and one row per snapshot, aligned.
+pub fn list_table(entries: &[SnapshotEntry]) -> Vec<String> {
+    let mut rows = vec![[
+        "ID",
+        "SERVICE",
+        "VOLUME",
+        "TAKEN (UTC)",
+        "SIZE",
+        "STORED",
+        "REASON",
+        "CLEAN",
+        "VERIFIED",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for e in entries {
+        rows.push(match &e.manifest {
+            Ok(m) => vec![
+                e.id.clone(),
+                m.service.clone(),
+                m.volume.name.clone().unwrap_or_else(|| "-".into()),
+                e.created()
+                    .map(|c| c.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default(),
+                human_bytes(m.archive.raw_bytes),
+                human_bytes(m.archive.compressed_bytes),
+                m.reason.as_str().into(),
+                if m.clean { "yes".into() } else { "NO".into() },
+                if e.verified_ok() {
+                    "yes".into()
+                } else if e.verified_bad() {
+                    "CORRUPT".into()
+                } else {
+                    "-".into()
+                },
+            ],
+            Err(err) => vec![e.id.clone(), format!("unreadable manifest: {err}")],
+        });
+    }
+    align(&rows)
+}
+
+/// Aligns the columns of full rows; a shorter row (an error) is printed as it is.
+fn align(rows: &[Vec<String>]) -> Vec<String> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter(|r| r.len() == cols)
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let line: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i + 1 == r.len() {
+                        c.clone()
+                    } else {
+                        format!("{c:<w$}", w = widths[i])
+                    }
+                })
+                .collect();
+            line.join("  ").trim_end().to_string()
+        })
+        .collect()
+}
+
+/// `snapshot show`: the manifest with its verification and path.
+pub fn show_json(store: &SnapshotStore, id: &str) -> anyhow::Result<serde_json::Value> {
+    let e = store.get(id)?;
+    let m = manifest_of(&e)?;
+    let mut v = serde_json::to_value(&m)?;
+    v["verification"] = serde_json::to_value(&e.verification)?;
+    v["path"] = json!(e.dir);
+    Ok(v)
+}
+
+/// "snapshot <id> of <service> (<size>, taken <time>)", for confirmations.
+pub fn describe_entry(e: &SnapshotEntry) -> String {
+    match &e.manifest {
+        Ok(m) => format!(
+            "snapshot {} of {} ({}, taken {})",
+            e.id,
+            m.service,
+            human_bytes(m.archive.compressed_bytes),
+            m.created_at
+        ),
+        Err(_) => format!("snapshot {} (unreadable manifest)", e.id),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify / prune
+
+/// The outcome of verifying several snapshots.
+#[derive(Debug, Default)]
+pub struct Verified {
+    /// One JSON object per snapshot (`id`, `ok`, `entries` or `error`).
+    pub results: Vec<serde_json::Value>,
+    /// The ids that failed.
+    pub bad: Vec<String>,
+}
+
+impl Verified {
+    /// An error naming the snapshots that failed, if any did.
+    pub fn result(&self) -> anyhow::Result<()> {
+        if !self.bad.is_empty() {
+            bail!(
+                "{} of {} snapshot(s) failed verification: {}",
+                self.bad.len(),
+                self.results.len(),
+                self.bad.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Reads every archive to the end against its checksum (recording the outcome beside it),
+/// saying how each went.
+pub async fn verify_entries(store: &SnapshotStore, entries: &[SnapshotEntry], ui: &Ui) -> Verified {
+    let mut out = Verified::default();
+    for e in entries {
+        let total = e.manifest.as_ref().ok().map(|m| m.archive.compressed_bytes);
+        let pb = ui.bytes_progress(format!("verify {}", e.id), total);
+        match verify::verify_entry(store, e, pb).await {
+            Ok(r) => {
+                ui.success(format!(
+                    "{}: sha256 ok, {} entries, {} of tar read to the end",
+                    e.id,
+                    r.entries,
+                    human_bytes(r.raw_bytes)
+                ));
+                out.results
+                    .push(json!({ "id": e.id, "ok": true, "entries": r.entries }));
+            }
+            Err(err) => {
+                ui.error(format!("{}: {err}", e.id));
+                out.results
+                    .push(json!({ "id": e.id, "ok": false, "error": err.to_string() }));
+                out.bad.push(e.id.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The `snapshot prune` listing (stdout lines, grouped) and its closing summary (stderr).
+pub fn prune_listing(decisions: &[Decision], dry_run: bool) -> (Vec<String>, String) {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut lines = Vec::new();
+    let mut group = "";
+    for d in decisions {
+        if d.group != group {
+            group = &d.group;
+            lines.push(format!("{group}:"));
+        }
+        if d.keep {
+            lines.push(format!("  keep    {}  ({})", d.id, d.reasons.join(", ")));
+        } else {
+            lines.push(format!("  {verb}  {}", d.id));
+        }
+    }
+    let removed = decisions.iter().filter(|d| !d.keep).count();
+    let summary = format!(
+        "{verb} {removed} snapshot(s), kept {}",
+        decisions.len() - removed
+    );
+    (lines, summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn align_pads_full_rows_and_leaves_short_ones() {
+        let rows = vec![
+            vec!["ID".into(), "SERVICE".into(), "X".into()],
+            vec!["abcdef".into(), "db".into(), "1".into()],
+            vec!["bad".into(), "unreadable manifest: x".into()],
+        ];
+        assert_eq!(
+            align(&rows),
+            vec![
+                "ID      SERVICE  X",
+                "abcdef  db       1",
+                "bad     unreadable manifest: x"
+            ]
+        );
+    }
+
+    #[test]
+    fn prune_listing_groups_and_counts() {
+        let d = |id: &str, group: &str, keep: bool| Decision {
+            id: id.into(),
+            group: group.into(),
+            keep,
+            reasons: if keep { vec!["last 1".into()] } else { vec![] },
+        };
+        let (lines, summary) =
+            prune_listing(&[d("a", "volume:x", false), d("b", "volume:x", true)], true);
+        assert_eq!(
+            lines,
+            vec!["volume:x:", "  would remove  a", "  keep    b  (last 1)"]
+        );
+        assert_eq!(summary, "would remove 1 snapshot(s), kept 1");
+    }
+
+    #[test]
+    fn census_verdicts_serialize_as_before() {
+        assert_eq!(
+            serde_json::to_value(CensusVerdict::NoBaseline).unwrap(),
+            "no-baseline"
+        );
+        assert_eq!(serde_json::to_value(CensusVerdict::Match).unwrap(), "match");
+        assert!(CensusVerdict::Unverified.is_problem());
+        assert!(!CensusVerdict::Superset.is_problem());
+    }
+}
