@@ -168,8 +168,19 @@ fn tables_dropped_while_down_are_reported_with_cause() {
         "cause missing:\n{}",
         u.stderr
     );
-    // verify (what CI calls) agrees; --accept records the intended state
-    s.nodus(&["verify"]).code(3);
+    // the loss is said once: the verdict block, then the summary; no duplicate lines
+    assert_eq!(u.stderr.matches("error:").count(), 1, "{}", u.stderr);
+    assert_eq!(u.stderr.matches("snapshot list").count(), 1, "{}", u.stderr);
+    // verify (what CI calls) agrees, also as one JSON document; --accept records the intended state
+    let v = s.nodus(&["--json", "verify"]);
+    v.code(3);
+    let doc = v.one_json();
+    assert_eq!(doc["verdict"], "loss", "{doc}");
+    let missing = doc["services"]["db"]["diff"]["missing_tables"]["app"].to_string();
+    assert!(
+        missing.contains("public.t3") && missing.contains("public.t7"),
+        "{doc}"
+    );
     s.nodus(&["verify", "--accept"]).ok();
     s.nodus(&["verify"]).ok();
 }

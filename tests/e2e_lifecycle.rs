@@ -99,10 +99,26 @@ fn sixty_tables_survive_down_and_up() {
 #[test]
 fn up_twice_changes_nothing_and_status_lists_services() {
     let s = TestStack::new("idem", &pg_stack("", ""));
-    s.nodus(&["up"]).ok();
+    // --json: one document with what the lifecycle did and the guard's verdict
+    let first = s.nodus(&["--json", "up"]);
+    first.ok();
+    let v = first.one_json();
+    assert_eq!(v["transition"], "up", "{v}");
+    assert_eq!(v["report"]["created"], serde_json::json!(["db"]), "{v}");
+    assert_eq!(v["guard"]["verdict"], "baseline", "{v}");
     let id1 = docker_ok(&["inspect", "-f", "{{.Id}}", &s.container("db")]);
-    s.nodus(&["up"]).ok();
+    let again = s.nodus(&["--json", "up"]);
+    again.ok();
     let id2 = docker_ok(&["inspect", "-f", "{{.Id}}", &s.container("db")]);
+    // nothing started, so nothing to check: no verdict
+    let v = again.one_json();
+    assert_eq!(v["report"]["unchanged"], serde_json::json!(["db"]), "{v}");
+    assert!(v["guard"].is_null(), "{v}");
+    let r = s.nodus(&["--json", "restart"]);
+    r.ok();
+    let v = r.one_json();
+    assert_eq!(v["transition"], "restart", "{v}");
+    assert_eq!(v["guard"]["verdict"], "ok", "{v}");
     assert_eq!(id1, id2, "second up must not recreate the container");
 
     let st = s.nodus(&["status", "--json"]);

@@ -88,8 +88,14 @@ fn down_snapshots_and_restore_undoes_a_wiped_volume() {
         u.stderr
     );
 
-    let r = s.nodus(&["snapshot", "restore", "--latest", "--yes"]);
+    let r = s.nodus(&["--json", "snapshot", "restore", "--latest", "--yes"]);
     r.ok();
+    // one document: the restore's outcome with the guarded lifecycle's nested in it
+    let v = r.one_json();
+    assert_eq!(v["restored"][0]["service"], "db", "{v}");
+    assert_eq!(v["restored"][0]["census"], "match", "{v}");
+    assert_eq!(v["lifecycle"]["transition"], "restore", "{v}");
+    assert_ne!(v["lifecycle"]["guard"]["verdict"], "loss", "{v}");
     assert_eq!(s.table_count("db", "app"), 15);
     assert_eq!(s.psql("db", "app", "SELECT count(*) FROM t9"), "100");
     // a safety snapshot of the wiped state was taken first

@@ -279,10 +279,7 @@ pub async fn offer_restore(
     rest.services
         .retain(|name, s| s.status == Status::Loss && !restored.contains(name));
     if rest.services.is_empty() {
-        ctx.ui.success(format!(
-            "the lost data is back: {} restored from snapshots taken before the loss",
-            restored.join(", ")
-        ));
+        // The restore said how it went (and the guard that the data is back).
         return Ok(());
     }
     let mut cmds: Vec<String> = Vec::new();

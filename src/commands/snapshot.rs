@@ -249,7 +249,6 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
         .execute(
             engine.clone(),
             &project,
-            &store,
             &mut session.chain,
             args.no_safety,
             expect,

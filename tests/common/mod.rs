@@ -85,6 +85,26 @@ impl Res {
     pub fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
+    /// stdout as exactly one JSON document (`--json`), nothing else beside it.
+    #[track_caller]
+    pub fn one_json(&self) -> serde_json::Value {
+        let mut docs =
+            serde_json::Deserializer::from_str(&self.stdout).into_iter::<serde_json::Value>();
+        let first = match docs.next() {
+            Some(Ok(v)) => v,
+            other => panic!(
+                "no JSON document on stdout ({other:?})\nstdout:\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            ),
+        };
+        assert!(
+            docs.next().is_none(),
+            "more than one document on stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        first
+    }
 }
 
 /// A stack in a temp dir with a unique project name.

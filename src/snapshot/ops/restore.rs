@@ -47,6 +47,8 @@ struct Item {
 /// Verified snapshots and their targets, ready to be put back once confirmed.
 pub struct RestorePlan {
     items: Vec<Item>,
+    /// Where the snapshots are (and safety snapshots go).
+    store: SnapshotStore,
 }
 
 /// What happened to one service.
@@ -247,7 +249,10 @@ impl RestorePlan {
                 missing_volume,
             });
         }
-        Ok(RestorePlan { items })
+        Ok(RestorePlan {
+            items,
+            store: store.clone(),
+        })
     }
 
     /// The snapshot ids, in order.
@@ -304,7 +309,6 @@ impl RestorePlan {
         self,
         engine: Arc<dyn Engine>,
         project: &Project,
-        store: &SnapshotStore,
         chain: &mut HookChain,
         no_safety: bool,
         expect: impl FnOnce(Census),
@@ -375,7 +379,7 @@ impl RestorePlan {
             // Nothing to keep from a volume that did not exist.
             let helper_safety =
                 (!no_safety && !i.missing_volume && !running.contains(&target.service))
-                    .then(|| (store, safety_info(&i.stateful, &files)));
+                    .then(|| (&self.store, safety_info(&i.stateful, &files)));
             ui.status(format!(
                 "restoring {} into {}...",
                 i.entry.id, target.mount.source
