@@ -56,7 +56,13 @@ fn sixty_tables_survive_down_and_up() {
     assert_eq!(health, "healthy");
 
     // compose sees nodus' containers
-    let ps = run(std::process::Command::new("docker-compose").args(["-f", rendered.to_str().unwrap(), "-p", &s.project, "ps"]));
+    let ps = run(std::process::Command::new("docker-compose").args([
+        "-f",
+        rendered.to_str().unwrap(),
+        "-p",
+        &s.project,
+        "ps",
+    ]));
     let ps_out = String::from_utf8_lossy(&ps.stdout);
     assert!(
         ps.status.success(),
