@@ -243,7 +243,20 @@ fn anonymous_pgdata_without_hardening_is_named_as_cause() {
     let s = TestStack::new("anonloss", &yaml);
     s.nodus(&["up"]).ok();
     s.create_tables("db", "app", 6, 1);
-    s.nodus(&["down", "--no-snapshot"]).ok();
+    let first_anon = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .Mounts}}{{if eq .Destination \"/var/lib/postgresql/data\"}}{{.Name}}{{end}}{{end}}",
+        &s.container("db"),
+    ]);
+    assert!(!first_anon.is_empty());
+    let d = s.nodus(&["down", "--no-snapshot"]);
+    d.ok();
+    assert!(
+        d.stderr.contains(&first_anon) && d.stderr.contains("EMPTY"),
+        "down must warn that the data is orphaned on the anonymous volume:\n{}",
+        d.stderr
+    );
     let u = s.nodus(&["up"]);
     u.code(3);
     assert!(u.stderr.contains("t6"), "{}", u.stderr);
@@ -252,8 +265,10 @@ fn anonymous_pgdata_without_hardening_is_named_as_cause() {
         "cause missing:\n{}",
         u.stderr
     );
-    // the anonymous volumes docker left behind are not ours to delete; remove them for the test
-    s.nodus(&["down", "--no-snapshot"]).ok();
+    // down --volumes removes the current anonymous volume; the orphaned first one is removed here
+    s.nodus(&["down", "--no-snapshot", "--volumes", "--yes"])
+        .ok();
+    docker_ok(&["volume", "rm", &first_anon]);
 }
 
 #[test]

@@ -1041,33 +1041,7 @@ mod local_server_tests {
         }
     }
 
-    fn psql(port: u16, pw: &str, db: &str, sql: &str) {
-        let out = std::process::Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-c",
-                sql,
-            ])
-            .env("PGPASSWORD", pw)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    use crate::guard::testutil::psql;
 
     #[tokio::test]
     #[ignore = "needs NODUS_TEST_PG=port:password:socketdir (a local postgres)"]
@@ -1319,33 +1293,7 @@ mod guard_flow_tests {
         Some((it.next()?.parse().ok()?, it.next()?.to_string()))
     }
 
-    fn psql(port: u16, pw: &str, db: &str, sql: &str) {
-        let out = std::process::Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-c",
-                sql,
-            ])
-            .env("PGPASSWORD", pw)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    use crate::guard::testutil::psql;
 
     fn svc(port: u16, pw: &str) -> RunningService {
         let mut container = testutil::container(

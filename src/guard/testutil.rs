@@ -159,3 +159,32 @@ pub fn container(env: &[&str], ports: &[(u16, u16)]) -> ContainerInfo {
         networks: vec![],
     }
 }
+
+/// psql against a local server on 127.0.0.1 (local-server tests).
+pub fn psql(port: u16, pw: &str, db: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", pw)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1215,11 +1215,44 @@ impl<'a> Lifecycle<'a> {
         )
         .await?;
         let width = self.width(&targets.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>());
+        let declared: Vec<String> = spec::stack_volumes(self.project, self.compose())
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        let mut anonymous = Vec::new();
         for (service, c) in &targets {
             self.engine.remove_container(&c.id, false).await?;
             self.ui
                 .success(format!("{service:<width$}  removed ({})", c.name));
             report.removed.push(service.clone());
+            // Anonymous volumes outlive their container and are never mounted again: say so, and
+            // remove them with --volumes (as `docker compose down -v` does).
+            for m in &c.mounts {
+                if m.kind != MountKind::Volume || declared.contains(&m.name_or_source) {
+                    continue;
+                }
+                let Some(info) = self.engine.inspect_volume(&m.name_or_source).await? else {
+                    continue;
+                };
+                if !info.labels.is_empty() {
+                    continue;
+                }
+                if opts.remove_volumes {
+                    anonymous.push(info.name);
+                } else if self.hardened.stateful_service(service).is_some_and(|st| {
+                    st.data_dir.trim_end_matches('/') == m.target.trim_end_matches('/')
+                }) {
+                    self.ui.warn(format!(
+                        "{service}: its data dir {} was on anonymous volume {}, which no container will mount again: the next `up` starts with an EMPTY data dir. Put it on a named volume (remove `harden: false`) and copy the data over.",
+                        m.target, info.name
+                    ));
+                }
+            }
+        }
+        for v in anonymous {
+            self.engine.remove_volume(&v).await?;
+            self.ui.success(format!("removed anonymous volume {v}"));
+            report.volumes_removed.push(v);
         }
         for n in self
             .engine

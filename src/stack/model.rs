@@ -367,39 +367,22 @@ fn de_string_map<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, Str
 
 /// `depends_on: [a, b]` or `depends_on: {a: {condition: service_healthy}}`.
 fn de_depends_on<'de, D: Deserializer<'de>>(d: D) -> Result<IndexMap<String, DependsOn>, D::Error> {
-    let v = Value::deserialize(d)?;
-    let mut out = IndexMap::new();
-    match v {
-        Value::Null => {}
-        Value::Sequence(items) => {
-            for item in items {
-                let name = scalar_to_string::<D::Error>(&item)?.unwrap_or_default();
-                out.insert(name, DependsOn::default());
-            }
-        }
-        Value::Mapping(m) => {
-            for (k, v) in m {
-                let name = scalar_to_string::<D::Error>(&k)?.unwrap_or_default();
-                let dep = match v {
-                    Value::Null => DependsOn::default(),
-                    v => serde_yaml::from_value(v).map_err(de::Error::custom)?,
-                };
-                out.insert(name, dep);
-            }
-        }
-        other => {
-            return Err(de::Error::custom(format!(
-                "depends_on: expected a list or a map, found {other:?}"
-            )))
-        }
-    }
-    Ok(out)
+    de_name_map(d, "depends_on")
 }
 
 /// `networks: [a, b]` or `networks: {a: {aliases: [...]}, b: }`.
 fn de_networks<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<IndexMap<String, ServiceNetwork>, D::Error> {
+    de_name_map(d, "networks")
+}
+
+/// A list of names (each with default options) or a map of name → options (`null` = defaults).
+fn de_name_map<'de, D, T>(d: D, what: &str) -> Result<IndexMap<String, T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + serde::de::DeserializeOwned,
+{
     let v = Value::deserialize(d)?;
     let mut out = IndexMap::new();
     match v {
@@ -407,22 +390,22 @@ fn de_networks<'de, D: Deserializer<'de>>(
         Value::Sequence(items) => {
             for item in items {
                 let name = scalar_to_string::<D::Error>(&item)?.unwrap_or_default();
-                out.insert(name, ServiceNetwork::default());
+                out.insert(name, T::default());
             }
         }
         Value::Mapping(m) => {
             for (k, v) in m {
                 let name = scalar_to_string::<D::Error>(&k)?.unwrap_or_default();
-                let net = match v {
-                    Value::Null => ServiceNetwork::default(),
+                let opts = match v {
+                    Value::Null => T::default(),
                     v => serde_yaml::from_value(v).map_err(de::Error::custom)?,
                 };
-                out.insert(name, net);
+                out.insert(name, opts);
             }
         }
         other => {
             return Err(de::Error::custom(format!(
-                "networks: expected a list or a map, found {other:?}"
+                "{what}: expected a list or a map, found {other:?}"
             )))
         }
     }
