@@ -34,7 +34,11 @@ pub fn run() -> ExitCode {
     let g = &cli.global;
     let ui = output::Ui::new(g.json, g.quiet, g.verbose, g.yes);
     init_tracing(g.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One runtime thread: nodus' async work is I/O (engine streams, database connections) and
+    // its CPU-heavy work (compression, hashing) runs on blocking threads. A multi-threaded
+    // runtime made receiving an archive ~3x more CPU-expensive (its workers woke each other
+    // for every socket read), CPU that snapshot compression needs (scripts/bench-snapshot.sh).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -253,3 +253,46 @@ fn logical_backup_round_trip_restores_every_database() {
     assert_eq!(s.psql("db", "app", "SELECT count(*) FROM t4"), "30");
     assert_eq!(s.table_count("db", "second_db"), 2);
 }
+
+#[test]
+fn snapshot_of_a_stopped_service_carries_the_census_of_its_clean_stop() {
+    let s = TestStack::new("snapatrest", &pg_stack("", ""));
+    s.nodus(&["up"]).ok();
+    s.create_tables("db", "app", 4, 10);
+    s.nodus(&["stop", "--no-snapshot"]).ok();
+
+    // At rest since nodus stopped it: the snapshot records the census taken before that stop.
+    s.nodus(&["snapshot", "create", "db"]).ok();
+    let first = snapshots(&s)[0]["id"].as_str().unwrap().to_string();
+    let m: serde_json::Value =
+        serde_json::from_str(&s.nodus(&["snapshot", "show", &first]).stdout).unwrap();
+    assert!(!m["census"].is_null(), "census missing: {m}");
+    assert!(m["census"].to_string().contains("t3"), "{m}");
+    assert_eq!(m["clean"], true, "{m}");
+
+    // Started and stopped behind nodus' back: the old census no longer describes the data.
+    let c = s.container("db");
+    docker_ok(&["start", &c]);
+    docker_ok(&["stop", &c]);
+    s.nodus(&["snapshot", "create", "db"]).ok();
+    let list = snapshots(&s);
+    let second = list
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .find(|id| *id != first)
+        .expect("second snapshot");
+    let m2: serde_json::Value =
+        serde_json::from_str(&s.nodus(&["snapshot", "show", &second]).stdout).unwrap();
+    assert!(m2["census"].is_null(), "stale census carried: {m2}");
+
+    // The carried census is what a restore is checked against.
+    let r = s.nodus(&["--json", "snapshot", "restore", &first, "--yes"]);
+    r.ok();
+    assert_eq!(
+        r.one_json()["restored"][0]["census"],
+        "match",
+        "{}",
+        r.all()
+    );
+    assert_eq!(s.table_count("db", "app"), 4);
+}

@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::{merge_reports, offline_target, safety_info, stack_files, START_TIMEOUT};
 use crate::engine::{ContainerInfo, Engine, RunState};
-use crate::lifecycle::{HookChain, Lifecycle, Report, UpOptions};
+use crate::guard::ledger::{Entry, Ledger, Phase};
+use crate::lifecycle::{HookChain, Lifecycle, Report, StopEvidence, UpOptions};
 use crate::output::Ui;
 use crate::project::Project;
 use crate::snapshot::create::report_taken;
@@ -100,6 +101,10 @@ pub async fn snapshot_offline(
     for (st, container) in offline {
         let result = match container {
             Some(c) => {
+                let (census, evidence) = match at_rest_since_clean_stop(project, &st.service, c) {
+                    Some((census, evidence)) => (Some(census), Some(evidence)),
+                    None => (None, None),
+                };
                 let req = SnapshotRequest {
                     project: project.name(),
                     service: &st.service,
@@ -108,8 +113,8 @@ pub async fn snapshot_offline(
                     data_dir: &st.data_dir,
                     volume_name: st.volume_name.as_deref(),
                     stack_files: &files,
-                    census: None,
-                    evidence: None,
+                    census,
+                    evidence,
                     reason: Reason::Manual,
                 };
                 snapshot_container(engine, store, req, ui).await
@@ -145,6 +150,50 @@ pub async fn snapshot_offline(
         }
     }
     out
+}
+
+/// The census and stop evidence the guard recorded when nodus last stopped `service`, if that
+/// stop is provably the container's last: the ledger's latest census of the service was taken
+/// right before a stop (not after a start), by this very container (same ID), and the container
+/// has not been started since (the engine's start time is unchanged). Then the data at rest is
+/// what that census counted, and the snapshot can record it for restores to check against.
+fn at_rest_since_clean_stop(
+    project: &Project,
+    service: &str,
+    container: &ContainerInfo,
+) -> Option<(serde_json::Value, StopEvidence)> {
+    if container.state == RunState::Running {
+        return None;
+    }
+    let path = project.state.ledger_path(project.name());
+    if !path.exists() {
+        return None;
+    }
+    let (ledger, problem) = Ledger::open(&path, project.name()).ok()?;
+    if problem.is_some() || ledger.untrusted().is_some() {
+        return None;
+    }
+    carried_census(ledger.latest_for(service, None)?, service, container)
+}
+
+fn carried_census(
+    entry: &Entry,
+    service: &str,
+    container: &ContainerInfo,
+) -> Option<(serde_json::Value, StopEvidence)> {
+    if entry.phase != Phase::Pre {
+        return None;
+    }
+    let id = entry.services.get(service)?;
+    let same_container = id.container_id.as_deref() == Some(container.id.as_str())
+        && id.started_at.is_some()
+        && id.started_at == container.started_at;
+    if !same_container {
+        return None;
+    }
+    let evidence = id.stop_evidence.clone()?;
+    let census = serde_json::to_value(entry.census_of(service)?).ok()?;
+    Some((census, evidence))
 }
 
 /// Snapshots running services: a guarded clean stop through `chain` (the snapshot hook is added
@@ -200,6 +249,85 @@ pub async fn snapshot_running(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guard::census::{Census, RedisCensus, ServiceCensus};
+    use crate::guard::ledger::ServiceIdentity;
+    use crate::stack::ServiceKind;
+
+    fn stopped_container(id: &str, started_at: &str) -> ContainerInfo {
+        let mut c = crate::guard::testutil::container(&[], &[]);
+        c.id = id.into();
+        c.state = RunState::Exited;
+        c.started_at = Some(started_at.into());
+        c
+    }
+
+    fn pre_stop_entry(phase: Phase, container_id: &str, started_at: &str) -> Entry {
+        let census = Census {
+            taken_at: "2026-01-01T00:00:00Z".into(),
+            services: [(
+                "cache".to_string(),
+                ServiceCensus::Redis(RedisCensus {
+                    keys: [(0, 42)].into(),
+                    expires: Default::default(),
+                }),
+            )]
+            .into(),
+        };
+        let identity = ServiceIdentity {
+            kind: ServiceKind::Redis,
+            container: Some("p-cache-1".into()),
+            container_id: Some(container_id.into()),
+            started_at: Some(started_at.into()),
+            data_dir: "/data".into(),
+            volume_key: Some("cache_data".into()),
+            mount: None,
+            volume: None,
+            system_identifier: None,
+            stop_evidence: Some(StopEvidence {
+                exit_code: Some(0),
+                ..Default::default()
+            }),
+        };
+        Entry {
+            session: "s1".into(),
+            transition: "stop".into(),
+            phase,
+            time: "2026-01-01T00:00:00Z".into(),
+            project: "p".into(),
+            nodus_version: "0".into(),
+            engine_id: None,
+            volumes_removed: false,
+            census,
+            services: [("cache".to_string(), identity)].into(),
+        }
+    }
+
+    #[test]
+    fn census_is_carried_only_from_the_containers_own_last_stop() {
+        let t0 = "2026-01-01T00:00:00.1Z";
+        let c = stopped_container("c1", t0);
+        let (census, evidence) =
+            carried_census(&pre_stop_entry(Phase::Pre, "c1", t0), "cache", &c).unwrap();
+        assert_eq!(census["keys"]["0"], 42, "{census}");
+        assert_eq!(evidence.exit_code, Some(0));
+
+        // Started again since (outside nodus, e.g. `docker start`): the data may have changed.
+        let restarted = stopped_container("c1", "2026-01-02T00:00:00Z");
+        let e = pre_stop_entry(Phase::Pre, "c1", t0);
+        assert!(carried_census(&e, "cache", &restarted).is_none());
+        // Another container (recreated): not the same data path history.
+        let other = stopped_container("c2", t0);
+        assert!(carried_census(&e, "cache", &other).is_none());
+        // The latest census was taken after a start, not before a stop.
+        let post = pre_stop_entry(Phase::PostSettled, "c1", t0);
+        assert!(carried_census(&post, "cache", &c).is_none());
+        // No stop evidence: nodus did not see it stop.
+        let mut unseen = pre_stop_entry(Phase::Pre, "c1", t0);
+        unseen.services.get_mut("cache").unwrap().stop_evidence = None;
+        assert!(carried_census(&unseen, "cache", &c).is_none());
+        // Another service.
+        assert!(carried_census(&e, "db", &c).is_none());
+    }
 
     #[test]
     fn created_json_and_result() {
