@@ -468,8 +468,23 @@ where
     (Box::pin(stream), handle)
 }
 
-/// Decompresses a zstd file into a stream, checking its SHA-256 against `expected_sha256` at
-/// the end (a mismatch ends the stream with an error instead of a clean end).
+/// Whether the zstd file at `path` starts with a frame carrying a content checksum (an xxh64 of
+/// the decompressed data that the decoder checks at the end of the frame; nodus writes its
+/// archives as one such frame).
+pub fn frame_has_checksum(path: &Path) -> io::Result<bool> {
+    let mut head = [0u8; 5];
+    File::open(path)?.read_exact(&mut head)?;
+    // Magic 0xFD2FB528 (little endian), then the frame header descriptor: bit 2 is the
+    // Content_Checksum_flag.
+    Ok(head[..4] == [0x28, 0xB5, 0x2F, 0xFD] && head[4] & 0x04 != 0)
+}
+
+/// Decompresses a zstd file into a stream for an upload. Callers verify the file's SHA-256
+/// before (nothing is touched before that); while streaming, integrity is checked again so a
+/// file changed or damaged since cannot pass silently: by the frame's content checksum when it
+/// has one (checked by the decoder, at no extra cost), else by hashing the file and comparing
+/// with `expected_sha256` at the end. Either way a mismatch ends the stream with an error
+/// instead of a clean end, and the handle says why.
 pub fn zstd_file_stream(
     path: PathBuf,
     expected_sha256: String,
@@ -478,15 +493,21 @@ pub fn zstd_file_stream(
 ) -> (ByteStream, tokio::task::JoinHandle<Result<()>>) {
     stream_from_blocking(progress, move |w| {
         let io_err = |e: io::Error| SnapshotError::io(&path, e);
+        let corrupt = |e: io::Error| SnapshotError::Corrupt {
+            id: id.clone(),
+            path: path.clone(),
+            reason: e.to_string(),
+        };
         let file = File::open(&path).map_err(io_err)?;
+        if frame_has_checksum(&path).map_err(corrupt)? {
+            let mut dec = zstd::stream::read::Decoder::new(file).map_err(io_err)?;
+            io::copy(&mut dec, w).map_err(corrupt)?;
+            return Ok(());
+        }
         let mut hashing = HashingReader::new(io::BufReader::with_capacity(CHUNK, file), None);
         {
             let mut dec = zstd::stream::read::Decoder::new(&mut hashing).map_err(io_err)?;
-            io::copy(&mut dec, w).map_err(|e| SnapshotError::Corrupt {
-                id: id.clone(),
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            io::copy(&mut dec, w).map_err(corrupt)?;
         }
         let (sha, _) = hashing.finish().map_err(io_err)?;
         if sha != expected_sha256 {
@@ -562,13 +583,55 @@ mod tests {
         h.await.unwrap().unwrap();
         assert_eq!(back, data);
 
-        // Wrong expected hash: the stream ends in an error and the handle says why.
-        let (mut s, h) = zstd_file_stream(path, "00".repeat(32), "t".into(), None);
+        // A byte flipped since: the frame checksum (or the block structure) catches it, the
+        // stream ends in an error and the handle says why.
+        assert!(frame_has_checksum(&path).unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+        let damaged = d.path().join("damaged.zst");
+        std::fs::write(&damaged, &bytes).unwrap();
+        let (s, h) = zstd_file_stream(damaged, stats.sha256.clone(), "t".into(), None);
+        assert!(drain(s).await.1, "damage must end the stream in an error");
+        assert!(matches!(
+            h.await.unwrap(),
+            Err(SnapshotError::Corrupt { .. })
+        ));
+    }
+
+    async fn drain(mut s: ByteStream) -> (Vec<u8>, bool) {
+        let mut back = Vec::new();
         let mut saw_err = false;
         while let Some(c) = s.next().await {
-            saw_err |= c.is_err();
+            match c {
+                Ok(c) => back.extend(c),
+                Err(_) => saw_err = true,
+            }
         }
-        assert!(saw_err);
+        (back, saw_err)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_without_checksum_are_checked_by_sha256() {
+        let d = tempfile::tempdir().unwrap();
+        let data = pseudo_random(CHUNK + 99);
+        let path = d.path().join("plain.zst");
+        let mut enc = zstd::stream::write::Encoder::new(File::create(&path).unwrap(), 1).unwrap();
+        enc.include_checksum(false).unwrap();
+        enc.write_all(&data).unwrap();
+        enc.finish().unwrap();
+        assert!(!frame_has_checksum(&path).unwrap());
+        let (sha, _) = sha256_file(&path, None).unwrap();
+
+        let (s, h) = zstd_file_stream(path.clone(), sha, "t".into(), None);
+        let (back, err) = drain(s).await;
+        h.await.unwrap().unwrap();
+        assert!(!err);
+        assert_eq!(back, data);
+
+        // Wrong expected hash: the stream ends in an error and the handle says why.
+        let (s, h) = zstd_file_stream(path, "00".repeat(32), "t".into(), None);
+        assert!(drain(s).await.1);
         assert!(matches!(
             h.await.unwrap(),
             Err(SnapshotError::ChecksumMismatch { .. })
