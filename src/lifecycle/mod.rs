@@ -342,6 +342,44 @@ impl Drop for Spin {
     }
 }
 
+/// A spinner that appears on the first `show()` (a service ready at once shows none) and is
+/// cleared when dropped; its message can change while it spins.
+struct Spinner<'a> {
+    ui: &'a Ui,
+    msg: std::sync::Mutex<String>,
+    pb: std::sync::OnceLock<indicatif::ProgressBar>,
+}
+
+impl<'a> Spinner<'a> {
+    fn new(ui: &'a Ui, msg: String) -> Self {
+        Spinner {
+            ui,
+            msg: std::sync::Mutex::new(msg),
+            pb: std::sync::OnceLock::new(),
+        }
+    }
+    fn show(&self) {
+        self.pb.get_or_init(|| {
+            let msg = self.msg.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            self.ui.spinner(msg)
+        });
+    }
+    fn set(&self, msg: String) {
+        if let Some(pb) = self.pb.get() {
+            pb.set_message(msg.clone());
+        }
+        *self.msg.lock().unwrap_or_else(|e| e.into_inner()) = msg;
+    }
+}
+
+impl Drop for Spinner<'_> {
+    fn drop(&mut self) {
+        if let Some(pb) = self.pb.get() {
+            pb.finish_and_clear();
+        }
+    }
+}
+
 const POSTGRES_SHUTDOWN: &str = "database system is shut down";
 const POSTGRES_STARTUP: [&str; 2] = [
     "database system is ready to accept connections",
@@ -699,7 +737,10 @@ impl<'a> Lifecycle<'a> {
             report.volumes_created.push(name.clone());
         }
 
-        // 6. Services, dependencies first; each is ready before its dependents start.
+        // 6. Services in waves, like compose: a wave is every service whose dependencies are all
+        //    in earlier waves. A wave's containers are started one after the other (quick engine
+        //    calls), then waited for together; each is ready (and has had its `service_ready`
+        //    census) before any of its dependents starts.
         let must_complete: BTreeSet<&str> = order
             .iter()
             .flat_map(|n| compose.services[n].depends_on.iter())
@@ -709,74 +750,81 @@ impl<'a> Lifecycle<'a> {
         let width = self.width(&order);
         let mut ids: BTreeMap<String, String> = BTreeMap::new();
         let mut ready = Vec::new();
-        for name in &order {
-            let svc = &compose.services[name];
-            for (dep, d) in &svc.depends_on {
-                if let Some(id) = ids.get(dep) {
-                    let want = match d.condition {
-                        DependsCondition::ServiceStarted => Want::Started,
-                        DependsCondition::ServiceHealthy => Want::Healthy,
-                        DependsCondition::ServiceCompletedSuccessfully => Want::Completed,
-                    };
-                    self.wait_until(dep, id, want, opts.timeout).await?;
-                }
-            }
-            let built = &specs[name];
-            let action = actions.remove(name).expect("an action per service");
-            let (id, verb) = match action {
-                Action::Unchanged(c) => {
-                    report.unchanged.push(name.clone());
-                    (c.id, "running")
-                }
-                Action::Start(c) => {
-                    self.engine.start_container(&c.id).await?;
-                    report.started.push(name.clone());
-                    (c.id, "started")
-                }
-                Action::Recreate(c) => {
-                    let old = self.engine.inspect_container(&c.id).await?;
-                    let mut spec = built.spec.clone();
-                    let carried = carry_anonymous_volumes(&mut spec, &old);
-                    self.retire(name, old, transition, hooks, &mut report)
-                        .await?;
-                    for (vol, target) in carried {
-                        self.ui.detail(format!(
-                            "{name}: keeping anonymous volume {vol} at {target}"
-                        ));
+        for wave in plan::waves(compose, &order) {
+            let mut started: Vec<(String, String, &'static str, Want)> = Vec::new();
+            for name in &wave {
+                let svc = &compose.services[name];
+                for (dep, d) in &svc.depends_on {
+                    if let Some(id) = ids.get(dep) {
+                        let want = match d.condition {
+                            DependsCondition::ServiceStarted => Want::Started,
+                            DependsCondition::ServiceHealthy => Want::Healthy,
+                            DependsCondition::ServiceCompletedSuccessfully => Want::Completed,
+                        };
+                        self.wait_until(dep, id, want, opts.timeout).await?;
                     }
-                    let id = self.create_from(&spec).await?;
-                    self.engine.start_container(&id).await?;
-                    report.recreated.push(name.clone());
-                    (id, "recreated")
                 }
-                Action::Create => {
-                    let id = self.create(built).await?;
-                    self.engine.start_container(&id).await?;
-                    report.created.push(name.clone());
-                    (id, "created")
-                }
-            };
-            let want = if must_complete.contains(name.as_str()) {
-                Want::Completed
-            } else {
-                Want::Ready
-            };
-            let info = self.wait_until(name, &id, want, opts.timeout).await?;
-            let rs = RunningService {
-                service: name.clone(),
-                container: info,
-                stateful: self.stateful(name),
-            };
-            hooks
-                .service_ready(transition, &rs)
-                .await
-                .map_err(LifecycleError::hook)?;
-            self.ui.success(format!(
-                "{name:<width$}  {verb} ({})",
-                describe(&rs.container)
-            ));
-            ids.insert(name.clone(), id);
-            ready.push(rs);
+                let built = &specs[name];
+                let action = actions.remove(name).expect("an action per service");
+                let (id, verb) = match action {
+                    Action::Unchanged(c) => {
+                        report.unchanged.push(name.clone());
+                        (c.id, "running")
+                    }
+                    Action::Start(c) => {
+                        self.engine.start_container(&c.id).await?;
+                        report.started.push(name.clone());
+                        (c.id, "started")
+                    }
+                    Action::Recreate(c) => {
+                        let old = self.engine.inspect_container(&c.id).await?;
+                        let mut spec = built.spec.clone();
+                        let carried = carry_anonymous_volumes(&mut spec, &old);
+                        self.retire(name, old, transition, hooks, &mut report)
+                            .await?;
+                        for (vol, target) in carried {
+                            self.ui.detail(format!(
+                                "{name}: keeping anonymous volume {vol} at {target}"
+                            ));
+                        }
+                        let id = self.create_from(&spec).await?;
+                        self.engine.start_container(&id).await?;
+                        report.recreated.push(name.clone());
+                        (id, "recreated")
+                    }
+                    Action::Create => {
+                        let id = self.create(built).await?;
+                        self.engine.start_container(&id).await?;
+                        report.created.push(name.clone());
+                        (id, "created")
+                    }
+                };
+                let want = if must_complete.contains(name.as_str()) {
+                    Want::Completed
+                } else {
+                    Want::Ready
+                };
+                started.push((name.clone(), id, verb, want));
+            }
+
+            let infos = self.wait_all(&started, opts.timeout).await?;
+            for ((name, id, verb, _), info) in started.into_iter().zip(infos) {
+                let rs = RunningService {
+                    service: name.clone(),
+                    container: info,
+                    stateful: self.stateful(&name),
+                };
+                hooks
+                    .service_ready(transition, &rs)
+                    .await
+                    .map_err(LifecycleError::hook)?;
+                self.ui.success(format!(
+                    "{name:<width$}  {verb} ({})",
+                    describe(&rs.container)
+                ));
+                ids.insert(name, id);
+                ready.push(rs);
+            }
         }
         hooks
             .all_ready(transition, &ready)
@@ -963,7 +1011,7 @@ impl<'a> Lifecycle<'a> {
     }
 
     /// Waits until the container of `service` is what `want` asks, up to `timeout`; fails fast
-    /// when it exits or becomes unhealthy.
+    /// when it exits or becomes unhealthy. Shows a spinner while it waits.
     async fn wait_until(
         &self,
         service: &str,
@@ -971,8 +1019,59 @@ impl<'a> Lifecycle<'a> {
         want: Want,
         timeout: Duration,
     ) -> Result<ContainerInfo, LifecycleError> {
+        let spin = Spinner::new(
+            self.ui,
+            format!("{service}: waiting until {}", want.describe()),
+        );
+        self.poll_until(service, id, want, timeout, Some(&spin))
+            .await
+    }
+
+    /// Waits for the services of a wave together, (service, container ID, _, want) each; one
+    /// spinner names those still pending. The first failure ends the wait and is returned.
+    async fn wait_all(
+        &self,
+        wave: &[(String, String, &'static str, Want)],
+        timeout: Duration,
+    ) -> Result<Vec<ContainerInfo>, LifecycleError> {
+        if let [(service, id, _, want)] = wave {
+            return Ok(vec![self.wait_until(service, id, *want, timeout).await?]);
+        }
+        let names: Vec<&str> = wave.iter().map(|(n, ..)| n.as_str()).collect();
+        let spin = Spinner::new(
+            self.ui,
+            format!("{}: waiting until ready", names.join(", ")),
+        );
+        let pending = std::sync::Mutex::new(names.clone());
+        futures_util::future::try_join_all(wave.iter().map(|(service, id, _, want)| {
+            let spin = &spin;
+            let pending = &pending;
+            async move {
+                let info = self
+                    .poll_until(service, id, *want, timeout, Some(spin))
+                    .await?;
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                p.retain(|n| n != service);
+                if !p.is_empty() {
+                    spin.set(format!("{}: waiting until ready", p.join(", ")));
+                }
+                Ok(info)
+            }
+        }))
+        .await
+    }
+
+    /// Polls the container until `want` (see [`Lifecycle::wait_until`]); `spin` is shown once
+    /// the first poll says to wait.
+    async fn poll_until(
+        &self,
+        service: &str,
+        id: &str,
+        want: Want,
+        timeout: Duration,
+        spin: Option<&Spinner<'_>>,
+    ) -> Result<ContainerInfo, LifecycleError> {
         let started = Instant::now();
-        let mut spin: Option<Spin> = None;
         let mut delay = Duration::from_millis(50);
         loop {
             let info = self.engine.inspect_container(id).await?;
@@ -1011,11 +1110,8 @@ impl<'a> Lifecycle<'a> {
                     logs: self.tail_logs(id).await,
                 });
             }
-            if spin.is_none() {
-                spin = Some(Spin(
-                    self.ui
-                        .spinner(format!("{service}: waiting until {}", want.describe())),
-                ));
+            if let Some(s) = spin {
+                s.show();
             }
             tokio::time::sleep(delay.min(timeout - elapsed)).await;
             delay = (delay * 2).min(Duration::from_millis(500));

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::engine::fake::{FakeEngine, FakeHealth};
+use crate::engine::fake::{FakeEngine, FakeHealth, ImageBehavior};
 use crate::stack::ComposeFile;
 
 const STACK: &str = r#"
@@ -182,6 +182,47 @@ fn owned(service: &str) -> Labels {
     l
 }
 
+/// Independent services are waited for together: two that each take six polls (~1.75 s of
+/// back-off) to become healthy are both up after about one such wait, not two. Virtual time.
+#[tokio::test(start_paused = true)]
+async fn independent_services_become_ready_concurrently() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    for image in ["postgres:16", "redis:7"] {
+        let mut b = ImageBehavior::for_image(image);
+        b.polls = 6;
+        e.set_behavior(image, b);
+    }
+    let h = hardened(
+        r#"
+services:
+  db:
+    image: postgres:16
+    healthcheck: { test: pg_isready, interval: 1s }
+  cache:
+    image: redis:7
+    healthcheck: { test: redis-cli ping, interval: 1s }
+  api:
+    image: api:1
+    depends_on: [db]
+"#,
+    );
+    let ui = ui();
+    let mut rec = Rec::new(&e);
+    let t = tokio::time::Instant::now();
+    let report = lc(&e, &h, &ui).up(&up_opts(), &mut rec).await.unwrap();
+    let waited = t.elapsed();
+    assert_eq!(report.created, ["db", "cache", "api"]);
+    let one_wait = Duration::from_millis(50 + 100 + 200 + 400 + 500 + 500);
+    assert!(
+        waited >= one_wait && waited < one_wait * 3 / 2,
+        "db and cache were not waited for together: {waited:?}"
+    );
+    // api (depends on db) was created only after db's hook ran.
+    let log = rec.log();
+    assert!(log[0].starts_with("service_ready Up db"), "{log:?}");
+    assert!(log[2].starts_with("service_ready Up api"), "{log:?}");
+}
+
 #[tokio::test]
 async fn up_creates_network_volumes_containers_in_dependency_order() {
     let e = FakeEngine::new().with_images(IMAGES);
@@ -204,12 +245,13 @@ async fn up_creates_network_volumes_containers_in_dependency_order() {
     );
     assert_eq!(report.created, ["db", "cache", "api"]);
     assert_eq!(report.volumes_created, ["nt_data"]);
-    // db was ready (healthy) before anything depending on it was created: the hook ran after 4
-    // engine calls (network, volume, create db, start db).
+    // db and cache have no dependencies: they start together (one wave) and are waited for
+    // together. db was ready (healthy) and its hook ran before anything depending on it was
+    // created: after 6 engine calls (network, volume, create+start db, create+start cache).
     assert_eq!(
         rec.log(),
         [
-            "service_ready Up db healthy Postgres @4",
+            "service_ready Up db healthy Postgres @6",
             "service_ready Up cache none  @6",
             "service_ready Up api none  @8",
             "all_ready Up db,cache,api",

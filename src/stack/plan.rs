@@ -85,6 +85,28 @@ pub fn start_order(compose: &ComposeFile, selected: &[String]) -> Result<Vec<Str
     Ok(order)
 }
 
+/// Splits `order` (from [`start_order`]) into waves that can start together: a service goes in
+/// the wave after the last of its dependencies. Within a wave, services keep `order`'s order.
+pub fn waves(compose: &ComposeFile, order: &[String]) -> Vec<Vec<String>> {
+    let mut depth: HashMap<&str, usize> = HashMap::new();
+    let mut waves: Vec<Vec<String>> = Vec::new();
+    for name in order {
+        let d = compose.services[name]
+            .depends_on
+            .keys()
+            .filter_map(|dep| depth.get(dep.as_str()))
+            .map(|d| d + 1)
+            .max()
+            .unwrap_or(0);
+        depth.insert(name.as_str(), d);
+        if waves.len() <= d {
+            waves.resize_with(d + 1, Vec::new);
+        }
+        waves[d].push(name.clone());
+    }
+    waves
+}
+
 /// A cycle among `remaining` (every one of which has an unplaced dependency), as
 /// `[a, b, c, a]`.
 fn find_cycle(
@@ -232,6 +254,29 @@ services:
             "services:\n  b: {image: x, depends_on: [a]}\n  a: {image: x}\n  c: {image: x}\n",
         );
         assert_eq!(start_order(&c2, &[]).unwrap(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn waves_start_after_their_last_dependency() {
+        let c = compose(STACK);
+        let order = start_order(&c, &[]).unwrap();
+        assert_eq!(
+            waves(&c, &order),
+            vec![vec!["cache", "db", "tools"], vec!["api"], vec!["web"]]
+        );
+        // A dependency deep in the chain decides: d needs a (wave 0) and c (wave 2).
+        let c2 = compose(
+            "services:\n  a: {image: x}\n  b: {image: x, depends_on: [a]}\n  c: {image: x, depends_on: [b]}\n  d: {image: x, depends_on: [a, c]}\n",
+        );
+        let order = start_order(&c2, &[]).unwrap();
+        assert_eq!(
+            waves(&c2, &order),
+            vec![vec!["a"], vec!["b"], vec!["c"], vec!["d"]]
+        );
+        // A selection: only what start_order picked.
+        let order = start_order(&c, &["api".into()]).unwrap();
+        assert_eq!(waves(&c, &order), vec![vec!["db"], vec!["api"]]);
+        assert!(waves(&c, &[]).is_empty());
     }
 
     #[test]
