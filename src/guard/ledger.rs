@@ -283,6 +283,18 @@ impl Ledger {
         ))
     }
 
+    /// Reads the ledger for a look only: no side effects (a torn ledger is left where it is for
+    /// the guard to set aside and report). None when it is missing, torn, untrusted or of another
+    /// format version.
+    pub fn peek(path: &Path) -> Option<Ledger> {
+        let doc: LedgerDoc = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        (doc.version == LEDGER_VERSION && doc.untrusted.is_none()).then(|| Ledger {
+            path: path.to_path_buf(),
+            doc,
+            read_only: true,
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -475,6 +487,23 @@ mod tests {
         let (l2, problem) = Ledger::open(&path, "p").unwrap();
         assert!(problem.is_none(), "{problem:?}");
         assert_eq!(l2.entries(), l.entries());
+    }
+
+    #[test]
+    fn peek_reads_without_side_effects() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("p.json");
+        assert!(Ledger::peek(&path).is_none(), "missing");
+        let (mut l, _) = Ledger::open(&path, "p").unwrap();
+        l.push(entry("s1", Phase::Pre, &[("cache", 3)]));
+        l.save().unwrap();
+        assert_eq!(Ledger::peek(&path).unwrap().entries(), l.entries());
+        // Torn: not trusted, and left exactly where and as it is.
+        let full = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+        assert!(Ledger::peek(&path).is_none());
+        assert_eq!(std::fs::read(&path).unwrap(), &full[..full.len() / 2]);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 
     #[test]

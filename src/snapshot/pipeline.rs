@@ -472,8 +472,17 @@ where
 /// the decompressed data that the decoder checks at the end of the frame; nodus writes its
 /// archives as one such frame).
 pub fn frame_has_checksum(path: &Path) -> io::Result<bool> {
+    frame_has_checksum_in(&mut File::open(path)?)
+}
+
+/// [`frame_has_checksum`] of an open file, read from its start; leaves it at its start.
+fn frame_has_checksum_in(file: &mut File) -> io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
     let mut head = [0u8; 5];
-    File::open(path)?.read_exact(&mut head)?;
+    file.seek(SeekFrom::Start(0))?;
+    let read = file.read_exact(&mut head);
+    file.seek(SeekFrom::Start(0))?;
+    read?;
     // Magic 0xFD2FB528 (little endian), then the frame header descriptor: bit 2 is the
     // Content_Checksum_flag.
     Ok(head[..4] == [0x28, 0xB5, 0x2F, 0xFD] && head[4] & 0x04 != 0)
@@ -498,8 +507,8 @@ pub fn zstd_file_stream(
             path: path.clone(),
             reason: e.to_string(),
         };
-        let file = File::open(&path).map_err(io_err)?;
-        if frame_has_checksum(&path).map_err(corrupt)? {
+        let mut file = File::open(&path).map_err(io_err)?;
+        if frame_has_checksum_in(&mut file).map_err(corrupt)? {
             let mut dec = zstd::stream::read::Decoder::new(file).map_err(io_err)?;
             io::copy(&mut dec, w).map_err(corrupt)?;
             return Ok(());

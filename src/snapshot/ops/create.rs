@@ -165,14 +165,7 @@ fn at_rest_since_clean_stop(
     if container.state == RunState::Running {
         return None;
     }
-    let path = project.state.ledger_path(project.name());
-    if !path.exists() {
-        return None;
-    }
-    let (ledger, problem) = Ledger::open(&path, project.name()).ok()?;
-    if problem.is_some() || ledger.untrusted().is_some() {
-        return None;
-    }
+    let ledger = Ledger::peek(&project.state.ledger_path(project.name()))?;
     carried_census(ledger.latest_for(service, None)?, service, container)
 }
 
