@@ -256,7 +256,14 @@ fn logical_backup_round_trip_restores_every_database() {
 
 #[test]
 fn snapshot_of_a_stopped_service_carries_the_census_of_its_clean_stop() {
-    let s = TestStack::new("snapatrest", &pg_stack("", ""));
+    // The password comes from `.env` through a bare `environment` entry, as compose allows.
+    let s = TestStack::new(
+        "snapatrest",
+        &format!(
+            "services:\n  db:\n    image: {PG_IMAGE}\n    environment:\n      - POSTGRES_PASSWORD\n      - POSTGRES_DB=app\n"
+        ),
+    );
+    std::fs::write(s.path().join(".env"), "POSTGRES_PASSWORD=secret-pw\n").unwrap();
     s.nodus(&["up"]).ok();
     s.create_tables("db", "app", 4, 10);
     s.nodus(&["stop", "--no-snapshot"]).ok();

@@ -1,8 +1,8 @@
 //! `nodus down [--volumes] [--timeout 30s] [--no-snapshot]`
 
-use super::hooks::{Session, SessionOptions};
-use super::{parse_duration_arg, Ctx};
-use crate::lifecycle::{resolve_environment, spec, DownOptions, Lifecycle, Transition};
+use super::hooks::SessionOptions;
+use super::{parse_duration_arg, Ctx, Guarded};
+use crate::lifecycle::{spec, DownOptions, Lifecycle, Transition};
 
 pub async fn run(ctx: &Ctx, args: crate::cli::DownArgs) -> anyhow::Result<()> {
     let timeout = args
@@ -10,7 +10,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::DownArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|t| parse_duration_arg("--timeout", t))
         .transpose()?;
-    let mut project = ctx.project()?;
+    let project = ctx.project()?;
     if args.volumes {
         // Asked before anything is touched; without a terminal this needs --yes.
         let names: Vec<String> = spec::stack_volumes(project.name(), &project.hardened.compose)
@@ -25,18 +25,15 @@ pub async fn run(ctx: &Ctx, args: crate::cli::DownArgs) -> anyhow::Result<()> {
             )?;
         }
     }
-    let _lock = ctx.lock(&project)?;
-    resolve_environment(&mut project.hardened.compose, &project.env);
-    let engine = ctx.engine().await?;
-    let mut session = Session::new(
-        ctx,
-        &project,
-        engine.clone(),
-        Transition::Down,
-        SessionOptions {
-            no_snapshot: args.no_snapshot,
-        },
-    )?;
+    let opts = SessionOptions {
+        no_snapshot: args.no_snapshot,
+    };
+    let Guarded {
+        project,
+        engine,
+        mut session,
+        lock: _lock,
+    } = ctx.guarded(project, &[], Transition::Down, opts).await?;
     let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
     let opts = DownOptions {
         remove_volumes: args.volumes,

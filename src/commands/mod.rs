@@ -22,9 +22,11 @@ use anyhow::Context as _;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::engine::{DockerEngine, Engine};
 use crate::error::UsageError;
+use crate::lifecycle::Transition;
 use crate::output::Ui;
 use crate::project::Project;
 use crate::state::StackLock;
+use hooks::{Session, SessionOptions};
 
 /// What every command gets.
 pub struct Ctx {
@@ -56,6 +58,36 @@ impl Ctx {
         .context("taking the stack lock")?;
         Ok(lock)
     }
+
+    /// The common start of a guarded lifecycle command: checks the named services (none = all),
+    /// takes the stack lock, connects to the engine and opens the hook session (guard +
+    /// snapshots) for `transition`.
+    pub async fn guarded(
+        &self,
+        project: Project,
+        services: &[String],
+        transition: Transition,
+        opts: SessionOptions,
+    ) -> anyhow::Result<Guarded> {
+        project.stack.check_services(services)?;
+        let lock = self.lock(&project)?;
+        let engine = self.engine().await?;
+        let session = Session::new(self, &project, engine.clone(), transition, opts)?;
+        Ok(Guarded {
+            project,
+            engine,
+            session,
+            lock,
+        })
+    }
+}
+
+/// What [`Ctx::guarded`] sets up. Hold `lock` until the command is done.
+pub struct Guarded {
+    pub project: Project,
+    pub engine: Arc<dyn Engine>,
+    pub session: Session,
+    pub lock: StackLock,
 }
 
 /// `nodus` plus the global flags needed to address this stack again (`-f`, `-p`, `--state-dir`),

@@ -1,25 +1,23 @@
 //! `nodus restart [SERVICE...] [--timeout 120s] [--no-snapshot]`
 
-use super::hooks::{Session, SessionOptions};
-use super::{parse_duration_arg, Ctx};
-use crate::lifecycle::{resolve_environment, Lifecycle, Transition, UpOptions};
+use super::hooks::SessionOptions;
+use super::{parse_duration_arg, Ctx, Guarded};
+use crate::lifecycle::{Lifecycle, Transition, UpOptions};
 
 pub async fn run(ctx: &Ctx, args: crate::cli::RestartArgs) -> anyhow::Result<()> {
     let timeout = parse_duration_arg("--timeout", &args.timeout)?;
-    let mut project = ctx.project()?;
-    project.stack.check_services(&args.services)?;
-    let lock = ctx.lock(&project)?;
-    resolve_environment(&mut project.hardened.compose, &project.env);
-    let engine = ctx.engine().await?;
-    let mut session = Session::new(
-        ctx,
-        &project,
-        engine.clone(),
-        Transition::Restart,
-        SessionOptions {
-            no_snapshot: args.no_snapshot,
-        },
-    )?;
+    let project = ctx.project()?;
+    let opts = SessionOptions {
+        no_snapshot: args.no_snapshot,
+    };
+    let Guarded {
+        project,
+        engine,
+        mut session,
+        lock,
+    } = ctx
+        .guarded(project, &args.services, Transition::Restart, opts)
+        .await?;
     let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
     let opts = UpOptions {
         services: super::up::selection(&project, args.services),

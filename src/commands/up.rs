@@ -1,26 +1,28 @@
 //! `nodus up [SERVICE...] [--timeout 120s]`
 
-use super::hooks::{Session, SessionOptions};
-use super::{parse_duration_arg, Ctx};
-use crate::lifecycle::{resolve_environment, Lifecycle, Report, Transition, UpOptions};
+use super::hooks::SessionOptions;
+use super::{parse_duration_arg, Ctx, Guarded};
+use crate::lifecycle::{Lifecycle, Report, Transition, UpOptions};
 use crate::project::Project;
 
 pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
     let timeout = parse_duration_arg("--timeout", &args.timeout)?;
-    let mut project = ctx.project()?;
-    project.stack.check_services(&args.services)?;
-    let lock = ctx.lock(&project)?;
+    let project = ctx.project()?;
+    let Guarded {
+        project,
+        engine,
+        mut session,
+        lock,
+    } = ctx
+        .guarded(
+            project,
+            &args.services,
+            Transition::Up,
+            SessionOptions::default(),
+        )
+        .await?;
     // The generated compose file, so `docker compose -f .nodus/compose.yaml` works as a fallback.
     crate::project::write_rendered(&project)?;
-    resolve_environment(&mut project.hardened.compose, &project.env);
-    let engine = ctx.engine().await?;
-    let mut session = Session::new(
-        ctx,
-        &project,
-        engine.clone(),
-        Transition::Up,
-        SessionOptions::default(),
-    )?;
     let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
     let opts = UpOptions {
         services: super::up::selection(&project, args.services),

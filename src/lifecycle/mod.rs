@@ -264,6 +264,10 @@ pub struct Lifecycle<'a> {
     pub working_dir: &'a std::path::Path,
     /// Paths of the stack files (config_files label).
     pub config_files: Vec<String>,
+    /// The project's environment (the process environment over `.env`): resolves `environment`
+    /// entries without a value, as compose does, when container specs are built (the stack model
+    /// keeps them unresolved, so the rendered compose file never holds their values).
+    pub env: &'a crate::stack::Env,
 }
 
 /// What a wait is for.
@@ -515,20 +519,6 @@ fn secs_ceil(d: Duration) -> i64 {
     d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0)
 }
 
-/// Fills `environment` entries without a value from `env` (the project's environment: the
-/// process environment over `.env`), as compose does.
-pub fn resolve_environment(compose: &mut crate::stack::ComposeFile, env: &crate::stack::Env) {
-    for svc in compose.services.values_mut() {
-        for (k, v) in svc.environment.iter_mut() {
-            if v.is_none() {
-                if let Some(val) = env.get(k) {
-                    *v = Some(val.clone());
-                }
-            }
-        }
-    }
-}
-
 impl<'a> Lifecycle<'a> {
     /// A lifecycle for a loaded project.
     pub fn for_project(engine: &'a dyn Engine, project: &'a Project, ui: &'a Ui) -> Lifecycle<'a> {
@@ -549,6 +539,7 @@ impl<'a> Lifecycle<'a> {
                         .into_owned()
                 })
                 .collect(),
+            env: &project.env,
         }
     }
 
@@ -585,7 +576,7 @@ impl<'a> Lifecycle<'a> {
             self.hardened,
             &wd,
             &self.config_files,
-            &|k| std::env::var(k).ok(),
+            &|k| self.env.get(k).cloned().or_else(|| std::env::var(k).ok()),
         )?)
     }
 

@@ -66,6 +66,7 @@ fn lc<'a>(engine: &'a FakeEngine, h: &'a Hardened, ui: &'a Ui) -> Lifecycle<'a> 
         ui,
         working_dir: Path::new("/work/nt"),
         config_files: vec!["/work/nt/compose.yaml".into()],
+        env: Box::leak(Box::default()),
     }
 }
 
@@ -1027,16 +1028,35 @@ async fn data_loss_from_a_hook_keeps_exit_code_3() {
 }
 
 #[tokio::test]
-async fn resolve_environment_fills_missing_values() {
-    let mut h = hardened("services:\n  a:\n    image: x\n    environment: [PW, OTHER, SET=1]\n");
+async fn environment_entries_without_value_come_from_the_project_env() {
+    let h = hardened(
+        "services:\n  a:\n    image: x\n    environment: [NODUS_T_PW, NODUS_T_OTHER, SET=1]\n",
+    );
     let mut env = crate::stack::Env::new();
-    env.insert("PW".into(), "from-dotenv".into());
+    env.insert("NODUS_T_PW".into(), "from-dotenv".into());
     env.insert("SET".into(), "ignored".into());
-    resolve_environment(&mut h.compose, &env);
-    let e = &h.compose.services["a"].environment;
-    assert_eq!(e["PW"].as_deref(), Some("from-dotenv"));
-    assert_eq!(e["OTHER"], None);
-    assert_eq!(e["SET"].as_deref(), Some("1"));
+    let e = FakeEngine::new();
+    let ui = ui();
+    let mut l = lc(&e, &h, &ui);
+    l.env = &env;
+    let built = l.build_spec("a").unwrap();
+    let vars = &built.spec.env;
+    assert!(
+        vars.contains(&"NODUS_T_PW=from-dotenv".to_string()),
+        "{vars:?}"
+    );
+    assert!(vars.contains(&"SET=1".to_string()), "{vars:?}");
+    assert!(
+        !vars.iter().any(|v| v.starts_with("NODUS_T_OTHER")),
+        "{vars:?}"
+    );
+    // The model stays unresolved (the rendered compose file never holds the values).
+    assert_eq!(h.compose.services["a"].environment["NODUS_T_PW"], None);
+    // The resolved value is part of the config hash: another value means another container.
+    let mut env2 = env.clone();
+    env2.insert("NODUS_T_PW".into(), "changed".into());
+    l.env = &env2;
+    assert_ne!(l.build_spec("a").unwrap().config_hash, built.config_hash);
 }
 
 #[tokio::test]
