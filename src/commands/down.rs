@@ -1,7 +1,7 @@
 //! `nodus down [--volumes] [--timeout 30s] [--no-snapshot]`
 
 use super::hooks::SessionOptions;
-use super::{parse_duration_arg, Ctx, Guarded};
+use super::{parse_duration_arg, Ctx};
 use crate::lifecycle::{spec, DownOptions, Lifecycle, Transition};
 
 pub async fn run(ctx: &Ctx, args: crate::cli::DownArgs) -> anyhow::Result<()> {
@@ -28,22 +28,17 @@ pub async fn run(ctx: &Ctx, args: crate::cli::DownArgs) -> anyhow::Result<()> {
     let opts = SessionOptions {
         no_snapshot: args.no_snapshot,
     };
-    let Guarded {
-        project,
-        engine,
-        mut session,
-        lock: _lock,
-    } = ctx.guarded(project, &[], Transition::Down, opts).await?;
-    let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
+    let mut g = ctx.guarded(project, &[], Transition::Down, opts).await?;
+    let lc = Lifecycle::for_project(&*g.engine, &g.project, &ctx.ui);
     let opts = DownOptions {
         remove_volumes: args.volumes,
         timeout,
     };
     if args.volumes {
         // Deleting the data on purpose: the next start is a new baseline, not a loss.
-        session.removing_volumes();
+        g.session.removing_volumes();
     }
-    let report = lc.down(&opts, &mut session.chain).await?;
-    super::up::summary(ctx, &project, "down", &report);
-    session.finish(ctx, &report)
+    let report = lc.down(&opts, &mut g.session.chain).await?;
+    super::up::summary(ctx, &g.project, "down", &report);
+    g.session.finish(ctx, &report)
 }

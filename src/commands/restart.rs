@@ -1,7 +1,7 @@
 //! `nodus restart [SERVICE...] [--timeout 120s] [--no-snapshot]`
 
 use super::hooks::SessionOptions;
-use super::{parse_duration_arg, Ctx, Guarded};
+use super::{parse_duration_arg, Ctx};
 use crate::lifecycle::{Lifecycle, Transition, UpOptions};
 
 pub async fn run(ctx: &Ctx, args: crate::cli::RestartArgs) -> anyhow::Result<()> {
@@ -10,20 +10,17 @@ pub async fn run(ctx: &Ctx, args: crate::cli::RestartArgs) -> anyhow::Result<()>
     let opts = SessionOptions {
         no_snapshot: args.no_snapshot,
     };
-    let Guarded {
-        project,
-        engine,
-        mut session,
-        lock,
-    } = ctx
+    let mut g = ctx
         .guarded(project, &args.services, Transition::Restart, opts)
         .await?;
-    let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
+    let lc = Lifecycle::for_project(&*g.engine, &g.project, &ctx.ui);
     let opts = UpOptions {
-        services: super::up::selection(&project, args.services),
+        services: super::up::selection(&g.project, args.services),
         timeout,
     };
-    let report = lc.restart(&opts, &mut session.chain).await?;
-    super::up::summary(ctx, &project, "restart", &report);
-    session.finish_offering_restore(ctx, &report, lock).await
+    let report = lc.restart(&opts, &mut g.session.chain).await?;
+    super::up::summary(ctx, &g.project, "restart", &report);
+    g.session
+        .finish_offering_restore(ctx, &report, g.lock)
+        .await
 }

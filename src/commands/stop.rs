@@ -1,7 +1,7 @@
 //! `nodus stop [SERVICE...] [--timeout 30s] [--no-snapshot]`
 
 use super::hooks::SessionOptions;
-use super::{parse_duration_arg, Ctx, Guarded};
+use super::{parse_duration_arg, Ctx};
 use crate::lifecycle::{Lifecycle, Transition};
 
 pub async fn run(ctx: &Ctx, args: crate::cli::StopArgs) -> anyhow::Result<()> {
@@ -14,16 +14,13 @@ pub async fn run(ctx: &Ctx, args: crate::cli::StopArgs) -> anyhow::Result<()> {
     let opts = SessionOptions {
         no_snapshot: args.no_snapshot,
     };
-    let Guarded {
-        project,
-        engine,
-        mut session,
-        lock: _lock,
-    } = ctx
+    let mut g = ctx
         .guarded(project, &args.services, Transition::Stop, opts)
         .await?;
-    let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
-    let report = lc.stop(&args.services, timeout, &mut session.chain).await?;
-    super::up::summary(ctx, &project, "stop", &report);
-    session.finish(ctx, &report)
+    let lc = Lifecycle::for_project(&*g.engine, &g.project, &ctx.ui);
+    let report = lc
+        .stop(&args.services, timeout, &mut g.session.chain)
+        .await?;
+    super::up::summary(ctx, &g.project, "stop", &report);
+    g.session.finish(ctx, &report)
 }

@@ -1,19 +1,14 @@
 //! `nodus up [SERVICE...] [--timeout 120s]`
 
 use super::hooks::SessionOptions;
-use super::{parse_duration_arg, Ctx, Guarded};
+use super::{parse_duration_arg, Ctx};
 use crate::lifecycle::{Lifecycle, Report, Transition, UpOptions};
 use crate::project::Project;
 
 pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
     let timeout = parse_duration_arg("--timeout", &args.timeout)?;
     let project = ctx.project()?;
-    let Guarded {
-        project,
-        engine,
-        mut session,
-        lock,
-    } = ctx
+    let mut g = ctx
         .guarded(
             project,
             &args.services,
@@ -22,15 +17,17 @@ pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
         )
         .await?;
     // The generated compose file, so `docker compose -f .nodus/compose.yaml` works as a fallback.
-    crate::project::write_rendered(&project)?;
-    let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
+    crate::project::write_rendered(&g.project)?;
+    let lc = Lifecycle::for_project(&*g.engine, &g.project, &ctx.ui);
     let opts = UpOptions {
-        services: super::up::selection(&project, args.services),
+        services: super::up::selection(&g.project, args.services),
         timeout,
     };
-    let report = lc.up(&opts, &mut session.chain).await?;
-    summary(ctx, &project, "up", &report);
-    session.finish_offering_restore(ctx, &report, lock).await
+    let report = lc.up(&opts, &mut g.session.chain).await?;
+    summary(ctx, &g.project, "up", &report);
+    g.session
+        .finish_offering_restore(ctx, &report, g.lock)
+        .await
 }
 
 /// The services named on the command line, or the default ones (profiles honoured).
