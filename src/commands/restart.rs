@@ -1,26 +1,12 @@
 //! `nodus restart [SERVICE...] [--timeout 120s] [--no-snapshot]`
 
 use super::hooks::SessionOptions;
-use super::{parse_duration_arg, Ctx};
-use crate::lifecycle::{Lifecycle, Transition, UpOptions};
+use super::up::{bring_up, Bring};
+use super::Ctx;
 
 pub async fn run(ctx: &Ctx, args: crate::cli::RestartArgs) -> anyhow::Result<()> {
-    let timeout = parse_duration_arg("--timeout", &args.timeout)?;
-    let project = ctx.project()?;
     let opts = SessionOptions {
         no_snapshot: args.no_snapshot,
     };
-    let mut g = ctx
-        .guarded(project, &args.services, Transition::Restart, opts)
-        .await?;
-    let lc = Lifecycle::for_project(&*g.engine, &g.project, &ctx.ui);
-    let opts = UpOptions {
-        services: super::up::selection(&g.project, args.services),
-        timeout,
-    };
-    let report = lc.restart(&opts, &mut g.session.chain).await?;
-    super::up::summary(ctx, &g.project, "restart", &report);
-    g.session
-        .finish_offering_restore(ctx, &report, g.lock)
-        .await
+    bring_up(ctx, Bring::Restart, args.services, &args.timeout, opts).await
 }

@@ -6,25 +6,59 @@ use crate::lifecycle::{Lifecycle, Report, Transition, UpOptions};
 use crate::project::Project;
 
 pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
-    let timeout = parse_duration_arg("--timeout", &args.timeout)?;
-    let project = ctx.project()?;
+    bring_up(
+        ctx,
+        Bring::Up,
+        args.services,
+        &args.timeout,
+        SessionOptions::default(),
+    )
+    .await
+}
+
+/// The commands that end with services running.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Bring {
+    Up,
+    Start,
+    Restart,
+}
+
+/// `up`, `start` and `restart`: the guarded session, the lifecycle operation, the closing line
+/// and, after a detected loss, the restore offer.
+pub(super) async fn bring_up(
+    ctx: &Ctx,
+    bring: Bring,
+    services: Vec<String>,
+    timeout: &str,
+    opts: SessionOptions,
+) -> anyhow::Result<()> {
+    let timeout = parse_duration_arg("--timeout", timeout)?;
+    let (transition, what) = match bring {
+        Bring::Up => (Transition::Up, "up"),
+        Bring::Start => (Transition::Start, "start"),
+        Bring::Restart => (Transition::Restart, "restart"),
+    };
     let mut g = ctx
-        .guarded(
-            project,
-            &args.services,
-            Transition::Up,
-            SessionOptions::default(),
-        )
+        .guarded(ctx.project()?, &services, transition, opts)
         .await?;
-    // The generated compose file, so `docker compose -f .nodus/compose.yaml` works as a fallback.
-    crate::project::write_rendered(&g.project)?;
+    if let Bring::Up = bring {
+        // The generated compose file, so `docker compose -f .nodus/compose.yaml` works as a
+        // fallback.
+        crate::project::write_rendered(&g.project)?;
+    }
     let lc = Lifecycle::for_project(&*g.engine, &g.project, &ctx.ui);
     let opts = UpOptions {
-        services: super::up::selection(&g.project, args.services),
+        services: selection(&g.project, services),
         timeout,
     };
-    let report = lc.up(&opts, &mut g.session.chain).await?;
-    summary(ctx, &g.project, "up", &report);
+    let chain = &mut g.session.chain;
+    let report = match bring {
+        Bring::Up => lc.up(&opts, chain).await?,
+        Bring::Start => lc.start(&opts, chain).await?,
+        Bring::Restart => lc.restart(&opts, chain).await?,
+    };
+    summary(ctx, &g.project, what, &report);
     g.session
         .finish_offering_restore(ctx, &report, g.lock)
         .await
