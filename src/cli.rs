@@ -51,6 +51,14 @@ pub struct GlobalArgs {
     /// More detail (repeat for debug logs)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Docker context to use (as `docker --context`; `docker context ls` lists them)
+    /// [default: DOCKER_CONTEXT, else currentContext in ~/.docker/config.json]
+    #[arg(long, global = true, conflicts_with = "host")]
+    pub context: Option<String>,
+    /// Engine address: unix:///path, tcp://host:port, ssh://[user@]host[:port] (as `docker -H`)
+    /// [default: DOCKER_HOST]
+    #[arg(short = 'H', long, global = true)]
+    pub host: Option<String>,
     /// How long to wait for another nodus command holding the stack's lock, e.g. 120s
     #[arg(long, global = true, default_value = "300s")]
     pub lock_timeout: String,

@@ -47,7 +47,7 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                 return (
                     EXIT_ENGINE,
                     Some(format!(
-                        "is the Docker engine running and is {endpoint} the right endpoint? Check `docker info`, DOCKER_HOST, and that you may use the socket"
+                        "is the Docker engine running and is {endpoint} the right one? Check `docker info` and that you may use the socket; choose another engine with `--context NAME` (`docker context ls` lists them), `-H URL` or DOCKER_HOST"
                     )),
                 );
             }

@@ -653,9 +653,12 @@ async fn unreachable_endpoints_are_named() {
             other.map(|e| e.endpoint().to_string())
         ),
     }
-    match DockerEngine::connect_to(Some("ssh://someone@somewhere")).await {
-        Err(EngineError::Unreachable { endpoint, .. }) => {
-            assert_eq!(endpoint, "ssh://someone@somewhere")
+    // ssh engines are reached through the system ssh; its own reason is reported.
+    match DockerEngine::connect_to(Some("ssh://someone@127.0.0.1:1")).await {
+        Err(EngineError::Unreachable { endpoint, reason }) => {
+            assert_eq!(endpoint, "ssh://someone@127.0.0.1:1");
+            assert!(reason.starts_with("ssh: "), "{reason}");
+            assert!(reason.contains("refused"), "{reason}");
         }
         other => panic!(
             "expected Unreachable, got {:?}",

@@ -39,8 +39,15 @@ impl Ctx {
         crate::project::load(&self.global, &self.ui)
     }
 
+    /// Connects to the engine the docker CLI would use, honouring `--context` and `-H`.
     pub async fn engine(&self) -> anyhow::Result<Arc<dyn Engine>> {
-        Ok(Arc::new(DockerEngine::connect().await?))
+        let req = crate::engine::resolve::Request {
+            context: self.global.context.clone(),
+            host: self.global.host.clone(),
+        };
+        let engine = DockerEngine::connect_with(&req).await?;
+        self.ui.detail(format!("engine: {}", engine.origin()));
+        Ok(Arc::new(engine))
     }
 
     /// Takes the stack's lifecycle lock, saying so when another command holds it.
@@ -99,6 +106,12 @@ pub fn nodus_cmd(ctx: &Ctx, project: &Project) -> String {
     }
     if project.stack.project_source == crate::stack::ProjectSource::Flag {
         s.push_str(&format!(" -p {}", project.name()));
+    }
+    if let Some(c) = &ctx.global.context {
+        s.push_str(&format!(" --context {}", shell_word(c)));
+    }
+    if let Some(h) = &ctx.global.host {
+        s.push_str(&format!(" -H {}", shell_word(h)));
     }
     if let Some(d) = &ctx.global.state_dir {
         s.push_str(&format!(

@@ -8,17 +8,44 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let engine = ctx.engine().await?;
     let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
     let services = lc.status().await?;
+    let info = engine.info().await?;
     if ctx.ui.json {
         ctx.ui.json_out(&serde_json::json!({
             "project": project.name(),
+            "engine": {
+                "endpoint": info.endpoint,
+                "found": engine.origin(),
+                "server_version": info.server_version,
+                "api_version": info.api_version,
+                "operating_system": info.operating_system,
+            },
             "services": services,
         }));
         return Ok(());
     }
+    ctx.ui.status(engine_line(&engine.origin(), &info));
     for line in table(&services) {
         ctx.ui.data(line);
     }
     Ok(())
+}
+
+/// "engine: context colima (…) → unix:///… — Docker Engine 24.0.7 (API 1.43, Ubuntu 22.04)"
+pub fn engine_line(origin: &str, info: &crate::engine::EngineInfo) -> String {
+    let mut extra = vec![format!("API {}", info.api_version)];
+    if !info.operating_system.is_empty() {
+        extra.push(info.operating_system.clone());
+    }
+    format!(
+        "engine: {} — Docker Engine {} ({})",
+        if origin.is_empty() {
+            &info.endpoint
+        } else {
+            origin
+        },
+        info.server_version,
+        extra.join(", ")
+    )
 }
 
 /// The status table, one line per row (header first).
@@ -75,6 +102,25 @@ pub fn table(services: &[ServiceStatus]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_line_names_how_and_version() {
+        let info = crate::engine::EngineInfo {
+            id: "x".into(),
+            server_version: "20.10.24".into(),
+            api_version: "1.41".into(),
+            endpoint: "unix:///c.sock".into(),
+            operating_system: "Debian GNU/Linux 12".into(),
+        };
+        assert_eq!(
+            engine_line("context c (--context) → unix:///c.sock", &info),
+            "engine: context c (--context) → unix:///c.sock — Docker Engine 20.10.24 (API 1.41, Debian GNU/Linux 12)"
+        );
+        assert_eq!(
+            engine_line("", &info),
+            "engine: unix:///c.sock — Docker Engine 20.10.24 (API 1.41, Debian GNU/Linux 12)"
+        );
+    }
 
     #[test]
     fn table_aligns_and_dashes() {

@@ -7,6 +7,8 @@
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+pub mod resolve;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -319,4 +321,16 @@ pub trait Engine: Send + Sync {
         aliases: &[String],
     ) -> Result<()>;
     async fn remove_network(&self, name: &str) -> Result<()>;
+
+    // Where the engine is
+    /// How the engine was found, for people: "context colima (currentContext in
+    /// ~/.docker/config.json) → unix:///…". Empty when there is nothing to say.
+    fn origin(&self) -> String {
+        String::new()
+    }
+    /// The engine's host when it is another machine (tcp/https/ssh to a non-loopback host):
+    /// ports it publishes on its 127.0.0.1 cannot be reached from here.
+    fn remote_host(&self) -> Option<String> {
+        None
+    }
 }

@@ -204,7 +204,7 @@ pub async fn take_service(
             .await
             .map(ServiceCensus::Redis)
             .map_err(fail),
-        ServiceKind::Qdrant => qdrant_census(&svc.container).await.map_err(fail),
+        ServiceKind::Qdrant => qdrant_census(engine, &svc.container).await.map_err(fail),
         other => Ok(ServiceCensus::Unavailable {
             reason: format!("nodus cannot count {} services yet", kind_str(other)),
         }),
@@ -564,8 +564,8 @@ pub fn parse_redis_keyspace(text: &str) -> Result<RedisCensus, String> {
 
 pub const QDRANT_HTTP_PORT: u16 = 6333;
 
-async fn qdrant_census(c: &ContainerInfo) -> Result<ServiceCensus, String> {
-    if let Some(host) = pg::remote_engine_host(std::env::var("DOCKER_HOST").ok().as_deref()) {
+async fn qdrant_census(engine: &dyn Engine, c: &ContainerInfo) -> Result<ServiceCensus, String> {
+    if let Some(host) = engine.remote_host() {
         return Ok(ServiceCensus::Unavailable {
             reason: format!("qdrant's HTTP port is published on the engine host {host}, not reachable from here"),
         });

@@ -114,24 +114,10 @@ pub fn dial_host(host_ip: &str) -> String {
     }
 }
 
-/// The engine's host when `DOCKER_HOST` names another machine (tcp/https/ssh to a non-loopback
+/// The engine's host when `docker_host` names another machine (tcp/https/ssh to a non-loopback
 /// host): ports it publishes on its 127.0.0.1 cannot be reached from here.
 pub fn remote_engine_host(docker_host: Option<&str>) -> Option<String> {
-    let h = docker_host?.trim();
-    let rest = ["tcp://", "https://", "http://", "ssh://"]
-        .iter()
-        .find_map(|p| h.strip_prefix(p))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let hostport = authority.rsplit('@').next().unwrap_or_default();
-    let host = if let Some(v6) = hostport.strip_prefix('[') {
-        v6.split(']').next().unwrap_or_default()
-    } else {
-        hostport.split(':').next().unwrap_or_default()
-    };
-    match host {
-        "" | "localhost" | "127.0.0.1" | "::1" => None,
-        h => Some(h.to_string()),
-    }
+    crate::engine::resolve::remote_host_of(docker_host?)
 }
 
 /// Endpoint and credentials from the container: its published 5432 and the official image's
@@ -179,9 +165,7 @@ pub async fn target_for(
         .unwrap_or_else(|| user.clone());
     let endpoint = match c.published(PG_PORT) {
         // The port is published on the engine's host, which is not this one.
-        _ if remote_engine_host(std::env::var("DOCKER_HOST").ok().as_deref()).is_some() => {
-            PgEndpoint::Exec
-        }
+        _ if engine.remote_host().is_some() => PgEndpoint::Exec,
         Some(p) if p.host_port != 0 => PgEndpoint::Tcp {
             host: dial_host(&p.host_ip),
             port: p.host_port,

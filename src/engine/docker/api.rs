@@ -616,4 +616,12 @@ impl Engine for DockerEngine {
             .await
             .map_err(|e| self.err("remove", Obj::Network(name), e))
     }
+
+    fn origin(&self) -> String {
+        self.origin.clone()
+    }
+
+    fn remote_host(&self) -> Option<String> {
+        self.remote_host.clone()
+    }
 }

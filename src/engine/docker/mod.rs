@@ -21,6 +21,11 @@ use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::{Docker, API_DEFAULT_VERSION};
 
+use super::resolve::{
+    probe_candidates, remote_host_of, resolve, EnvView, Request, ResolveError, Resolved, Source,
+    SshUrl, DEFAULT_SOCKET,
+};
+use super::ssh::SshBridge;
 use super::*;
 
 /// Timeout (until response headers) for ordinary API calls.
@@ -34,7 +39,13 @@ const STDERR_TAIL: usize = 8 * 1024;
 
 pub struct DockerEngine {
     docker: Docker,
+    /// The engine's address as configured (`ssh://…` for ssh engines, not the local bridge).
     endpoint: String,
+    /// How it was found (see [`Resolved::describe`]).
+    origin: String,
+    remote_host: Option<String>,
+    /// Keeps the local socket of an ssh engine served while the engine is in use.
+    _ssh: Option<SshBridge>,
 }
 
 /// What a DOCKER_HOST value means.
@@ -98,7 +109,8 @@ fn parse_endpoint(
         });
     }
     if host.starts_with("ssh://") {
-        return Err("ssh:// endpoints are not supported; forward the socket (ssh -L) and use unix:// or tcp://".into());
+        // DockerEngine::open bridges ssh engines to a local socket before parsing.
+        return Err("ssh:// addresses go through the ssh bridge".into());
     }
     if host.starts_with('/') {
         return Ok(Endpoint::Unix(host.to_string()));
@@ -109,36 +121,132 @@ fn parse_endpoint(
     )
 }
 
+/// How long a well-known socket may take to answer while probing.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl DockerEngine {
-    /// Connects using DOCKER_HOST (unix, tcp, https/tls with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH)
-    /// or the default socket, and negotiates the API version.
+    /// Connects to the engine the docker CLI would use (DOCKER_HOST, DOCKER_CONTEXT, the current
+    /// context, the default socket, then the well-known sockets) and negotiates the API version.
     pub async fn connect() -> Result<DockerEngine> {
-        let host = std::env::var("DOCKER_HOST").ok();
-        DockerEngine::connect_to(host.as_deref()).await
+        DockerEngine::connect_with(&Request::default()).await
+    }
+
+    /// Like [`DockerEngine::connect`] with the command line's `--context` / `--host`.
+    pub async fn connect_with(req: &Request) -> Result<DockerEngine> {
+        let env = EnvView::from_process();
+        let resolved = resolve(req, &env).map_err(|e| EngineError::Unreachable {
+            endpoint: match &e {
+                ResolveError::ContextNotFound { name, .. }
+                | ResolveError::ContextUnreadable { name, .. }
+                | ResolveError::NoDockerEndpoint { name, .. } => format!("context {name}"),
+                ResolveError::Conflict => "--host/--context".to_string(),
+                ResolveError::ConfigUnreadable { path, .. } => path.display().to_string(),
+            },
+            reason: e.to_string(),
+        })?;
+        let home = env.home.clone();
+        let first = match DockerEngine::open(&resolved, home.as_deref()).await {
+            Ok(engine) => return Ok(engine),
+            Err(e) => e,
+        };
+        if !resolved.may_probe() {
+            return Err(first);
+        }
+        // Nothing configured and the default socket is missing or dead: try the sockets of
+        // Docker Desktop, Colima, OrbStack, Rancher Desktop, rootless Docker and Podman.
+        let reason_of = |e: &EngineError| match e {
+            EngineError::Unreachable { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        let mut tried = vec![format!(
+            "{DEFAULT_SOCKET} (default socket): {}",
+            reason_of(&first)
+        )];
+        for c in probe_candidates(&env) {
+            let r = Resolved {
+                host: format!("unix://{}", c.path.display()),
+                context: None,
+                source: Source::Probed(c.what),
+                tls: None,
+            };
+            match tokio::time::timeout(PROBE_TIMEOUT, DockerEngine::open(&r, home.as_deref())).await
+            {
+                Ok(Ok(engine)) => return Ok(engine),
+                Ok(Err(e)) => tried.push(format!("{c}: {}", reason_of(&e))),
+                Err(_) => tried.push(format!(
+                    "{c}: no answer within {} s",
+                    PROBE_TIMEOUT.as_secs()
+                )),
+            }
+        }
+        Err(EngineError::Unreachable {
+            endpoint: format!("unix://{DEFAULT_SOCKET}"),
+            reason: if tried.len() == 1 {
+                tried.remove(0)
+            } else {
+                format!(
+                    "nothing answered; tried, in order:\n  - {}",
+                    tried.join("\n  - ")
+                )
+            },
+        })
     }
 
     /// Like [`DockerEngine::connect`] with an explicit DOCKER_HOST value (`None` = the default
-    /// socket). TLS still follows DOCKER_TLS_VERIFY / DOCKER_CERT_PATH.
+    /// socket, without probing). TLS still follows DOCKER_TLS_VERIFY / DOCKER_CERT_PATH.
     pub async fn connect_to(host: Option<&str>) -> Result<DockerEngine> {
-        let tls_verify =
-            std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0");
-        let cert_path = std::env::var_os("DOCKER_CERT_PATH")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from);
-        let shown = host
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .unwrap_or("unix:///var/run/docker.sock")
-            .to_string();
-        let endpoint = parse_endpoint(host, tls_verify, cert_path).map_err(|reason| {
-            EngineError::Unreachable {
-                endpoint: shown.clone(),
-                reason,
-            }
+        let env = EnvView::from_process();
+        let req = Request {
+            context: None,
+            host: Some(
+                host.map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("unix://{DEFAULT_SOCKET}")),
+            ),
+        };
+        let resolved = resolve(&req, &env).map_err(|e| EngineError::Unreachable {
+            endpoint: req.host.clone().unwrap_or_default(),
+            reason: e.to_string(),
         })?;
+        DockerEngine::open(&resolved, env.home.as_deref()).await
+    }
+
+    /// Connects to one resolved endpoint: ssh bridge if needed, TLS, version negotiation, ping.
+    async fn open(r: &Resolved, home: Option<&std::path::Path>) -> Result<DockerEngine> {
+        let shown = r.host.clone();
+        let origin = r.describe(home);
         let unreachable = |reason: String| EngineError::Unreachable {
-            endpoint: shown.clone(),
+            // A context or a probed socket is named with how it was found; a plain address as is.
+            endpoint: if r.context.is_some() || matches!(r.source, Source::Probed(_)) {
+                origin.clone()
+            } else {
+                shown.clone()
+            },
             reason,
+        };
+        let mut ssh = None;
+        let endpoint = if shown.starts_with("ssh://") {
+            let url = SshUrl::parse(&shown).map_err(unreachable)?;
+            let bridge = SshBridge::start(&url)
+                .await
+                .map_err(|e| unreachable(format!("cannot set up the ssh bridge: {e}")))?;
+            let path = bridge.socket().display().to_string();
+            ssh = Some(bridge);
+            Endpoint::Unix(path)
+        } else {
+            let (tls_verify, cert_path) = match &r.tls {
+                Some(t) => {
+                    if t.skip_verify {
+                        tracing::warn!(
+                            "the context asks to skip TLS verification; nodus verifies the engine's certificate anyway"
+                        );
+                    }
+                    (true, Some(t.dir.clone()))
+                }
+                None => (false, None),
+            };
+            parse_endpoint(Some(&shown), tls_verify, cert_path).map_err(unreachable)?
         };
         let docker = match &endpoint {
             Endpoint::Unix(path) => {
@@ -151,7 +259,7 @@ impl DockerEngine {
                 for f in ["ca.pem", "cert.pem", "key.pem"] {
                     if !cert_dir.join(f).is_file() {
                         return Err(unreachable(format!(
-                            "TLS is requested (DOCKER_TLS_VERIFY or https://) but {} is missing",
+                            "TLS is requested (DOCKER_TLS_VERIFY, https:// or the context's TLS material) but {} is missing",
                             cert_dir.join(f).display()
                         )));
                     }
@@ -173,20 +281,30 @@ impl DockerEngine {
             docker.ping().await?;
             Ok::<_, BollardError>(docker)
         };
+        // ssh says why it failed on its stderr; that beats "connection closed".
+        let ssh_reason = |fallback: String| {
+            ssh.as_ref()
+                .and_then(|b| b.last_error())
+                .map(|e| format!("ssh: {e}"))
+                .unwrap_or(fallback)
+        };
         let docker = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
             Ok(Ok(docker)) => docker,
-            Ok(Err(e)) => return Err(unreachable(describe(&e))),
+            Ok(Err(e)) => return Err(unreachable(ssh_reason(describe(&e)))),
             Err(_) => {
-                return Err(unreachable(format!(
+                return Err(unreachable(ssh_reason(format!(
                     "no answer within {} s",
                     CONNECT_TIMEOUT.as_secs()
-                )))
+                ))))
             }
         };
-        tracing::debug!(endpoint = %shown, api = %docker.client_version(), "connected to the Docker engine");
+        tracing::debug!(endpoint = %origin, api = %docker.client_version(), "connected to the Docker engine");
         Ok(DockerEngine {
             docker,
-            endpoint: shown,
+            endpoint: shown.clone(),
+            origin,
+            remote_host: remote_host_of(&shown),
+            _ssh: ssh,
         })
     }
 
