@@ -15,6 +15,9 @@ have postgresql-client-15 || need+=(postgresql-client-15)
 have redis-server || need+=(redis-server)
 have redis-tools || need+=(redis-tools)
 have busybox-static || need+=(busybox-static)
+# ssh:// engine tests run an sshd on a loopback port and reach it with the system ssh.
+have openssh-server || need+=(openssh-server)
+have openssh-client || need+=(openssh-client)
 
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"

@@ -57,18 +57,16 @@ fn runtime_dir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The `ssh` arguments for one dial-stdio connection.
-pub fn ssh_args(url: &SshUrl, control_dir: &Path, batch: bool) -> Vec<String> {
+/// The options every ssh call of one engine shares (timeouts, the master's control socket, port,
+/// user), without the host.
+fn common_args(url: &SshUrl, control_dir: &Path, batch: bool) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "-o".into(),
         format!("ConnectTimeout={SSH_CONNECT_TIMEOUT_SECS}"),
         "-o".into(),
-        "ControlMaster=auto".into(),
-        "-o".into(),
         format!("ControlPath={}/cm-%C", control_dir.display()),
         "-o".into(),
         format!("ControlPersist={CONTROL_PERSIST}"),
-        "-T".into(),
     ];
     if batch {
         a.extend(["-o".into(), "BatchMode=yes".into()]);
@@ -79,6 +77,71 @@ pub fn ssh_args(url: &SshUrl, control_dir: &Path, batch: bool) -> Vec<String> {
     if let Some(u) = &url.user {
         a.extend(["-l".into(), u.clone()]);
     }
+    a
+}
+
+/// Makes sure a master connection for `url` runs (one from an earlier command within
+/// `ControlPersist` is reused): every dial-stdio connection then only opens a channel on it.
+async fn ensure_master(url: &SshUrl, dir: &Path, batch: bool) -> std::io::Result<()> {
+    let common = common_args(url, dir, batch);
+    let check = Command::new("ssh")
+        .args(&common)
+        .args(["-O", "check", "--", &url.host])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await?;
+    if check.success() {
+        return Ok(());
+    }
+    // `-f` puts the master in the background once it is authenticated. Its stderr goes to a file,
+    // not a pipe: the backgrounded master may keep a pipe open, and waiting for its end would hang.
+    let log = dir.join(format!(
+        "master-{}-{}.log",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let file = std::fs::File::create(&log)?;
+    let status = Command::new("ssh")
+        .args(&common)
+        .args([
+            "-o",
+            "ControlMaster=auto",
+            "-f",
+            "-N",
+            "-T",
+            "--",
+            &url.host,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .status()
+        .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let status = status?;
+    if status.success() {
+        return Ok(());
+    }
+    let msg: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    Err(std::io::Error::other(if msg.is_empty() {
+        format!("ssh exited with {status}")
+    } else {
+        format!("ssh: {}", msg.join("; "))
+    }))
+}
+
+/// The `ssh` arguments for one dial-stdio connection.
+pub fn ssh_args(url: &SshUrl, control_dir: &Path, batch: bool) -> Vec<String> {
+    let mut a = common_args(url, control_dir, batch);
+    // `auto`: should the master have gone, this connection opens its own.
+    a.extend(["-o".into(), "ControlMaster=auto".into(), "-T".into()]);
     a.push("--".into());
     a.push(url.host.clone());
     a.extend(["docker", "system", "dial-stdio"].map(String::from));
@@ -86,9 +149,13 @@ pub fn ssh_args(url: &SshUrl, control_dir: &Path, batch: bool) -> Vec<String> {
 }
 
 impl SshBridge {
-    /// Starts serving a local socket that reaches the engine behind `url`.
+    /// Opens (or reuses) the shared ssh master for `url`, then serves a local socket that reaches
+    /// the engine behind it. ssh's own message is the error when the master cannot be opened
+    /// (wrong host, port, user or key).
     pub async fn start(url: &SshUrl) -> std::io::Result<SshBridge> {
         let dir = runtime_dir()?;
+        let batch = !std::io::stdin().is_terminal();
+        ensure_master(url, &dir, batch).await?;
         let socket = dir.join(format!(
             "engine-{}-{}.sock",
             std::process::id(),
@@ -96,7 +163,7 @@ impl SshBridge {
         ));
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket)?;
-        let args = ssh_args(url, &dir, !std::io::stdin().is_terminal());
+        let args = ssh_args(url, &dir, batch);
         let last_error = Arc::new(Mutex::new(String::new()));
         let errors = last_error.clone();
         let task = tokio::spawn(async move {

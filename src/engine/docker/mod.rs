@@ -12,6 +12,7 @@
 
 mod api;
 mod convert;
+mod pooled;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -225,12 +226,12 @@ impl DockerEngine {
             },
             reason,
         };
-        let mut ssh = None;
+        let mut ssh: Option<SshBridge> = None;
         let endpoint = if shown.starts_with("ssh://") {
             let url = SshUrl::parse(&shown).map_err(unreachable)?;
             let bridge = SshBridge::start(&url)
                 .await
-                .map_err(|e| unreachable(format!("cannot set up the ssh bridge: {e}")))?;
+                .map_err(|e| unreachable(e.to_string()))?;
             let path = bridge.socket().display().to_string();
             ssh = Some(bridge);
             Endpoint::Unix(path)
@@ -249,6 +250,10 @@ impl DockerEngine {
             parse_endpoint(Some(&shown), tls_verify, cert_path).map_err(unreachable)?
         };
         let docker = match &endpoint {
+            // Every new connection to an ssh engine starts a process on the remote host: keep them.
+            Endpoint::Unix(path) if ssh.is_some() => {
+                pooled::connect(std::path::Path::new(path), API_TIMEOUT_SECS)
+            }
             Endpoint::Unix(path) => {
                 Docker::connect_with_unix(path, API_TIMEOUT_SECS, API_DEFAULT_VERSION)
             }
