@@ -9,6 +9,7 @@ pub mod labels;
 pub mod lifecycle;
 pub mod output;
 pub mod project;
+pub mod session;
 pub mod snapshot;
 pub mod stack;
 pub mod state;
@@ -19,7 +20,7 @@ use clap::Parser;
 
 /// Entry point used by `main.rs`.
 pub fn run() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::try_parse_from(compose_argv(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -52,6 +53,62 @@ pub fn run() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => error::report(&e, &ui),
     }
+}
+
+/// Global flags that take a value (to find the subcommand in argv).
+const GLOBAL_VALUE_FLAGS: &[&str] = &["-f", "--stack", "-p", "--project-name", "--state-dir", "--lock-timeout"];
+
+/// compose's `logs -f` means follow while nodus' global `-f` names the stack file: after the
+/// `logs` subcommand, `-f` is rewritten to `--follow` (before it, `-f FILE` is the stack file, as
+/// with `docker compose -f FILE logs -f`).
+pub fn compose_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--" {
+            return args;
+        }
+        if GLOBAL_VALUE_FLAGS.contains(&a.as_ref()) {
+            i += 2;
+            continue;
+        }
+        if a.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        if a != "logs" {
+            return args;
+        }
+        break;
+    }
+    let mut out = Vec::with_capacity(args.len() + 1);
+    let mut rewriting = false;
+    for (n, arg) in args.into_iter().enumerate() {
+        if n == i {
+            rewriting = true;
+            out.push(arg);
+            continue;
+        }
+        if !rewriting {
+            out.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            rewriting = false;
+            out.push(arg);
+            continue;
+        }
+        match arg.to_str() {
+            Some("-f") => out.push("--follow".into()),
+            // Combined short flags: -ft, -tf.
+            Some("-ft") | Some("-tf") => {
+                out.push("--follow".into());
+                out.push("-t".into());
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
 }
 
 fn init_tracing(verbose: u8) {
