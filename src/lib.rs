@@ -13,6 +13,7 @@ pub mod session;
 pub mod snapshot;
 pub mod stack;
 pub mod state;
+pub mod table;
 
 use std::process::ExitCode;
 
@@ -122,6 +123,12 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal (and never with NO_COLOR): logs redirected to a
+        // file or read by a program stay plain text.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .without_time()
         .try_init();
 }

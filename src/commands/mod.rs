@@ -23,7 +23,6 @@ pub mod ps;
 pub mod psql;
 pub mod pull;
 pub mod run;
-pub mod table;
 pub mod top;
 
 use std::sync::Arc;

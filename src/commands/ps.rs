@@ -76,7 +76,7 @@ pub async fn run(ctx: &Ctx, a: PsArgs) -> anyhow::Result<()> {
             i.ports.iter().map(format_port).collect::<Vec<_>>().join(", "),
         ]);
     }
-    for line in super::table::align(&rows) {
+    for line in crate::table::align(&rows) {
         ctx.ui.data(line);
     }
     Ok(())

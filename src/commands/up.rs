@@ -77,15 +77,22 @@ pub(super) fn selection(project: &Project, named: Vec<String>) -> Vec<String> {
 /// One closing status line.
 pub(super) fn summary(ctx: &Ctx, project: &Project, what: &str, r: &Report) {
     let mut parts = Vec::new();
+    let volumes = |n: usize| crate::guard::census::plural(n, "volume", "volumes");
     for (n, label) in [
-        (r.created.len(), "created"),
-        (r.recreated.len(), "recreated"),
-        (r.started.len(), "started"),
-        (r.unchanged.len(), "unchanged"),
-        (r.stopped.len(), "stopped"),
-        (r.removed.len(), "removed"),
-        (r.volumes_created.len(), "volumes created"),
-        (r.volumes_removed.len(), "volumes removed"),
+        (r.created.len(), "created".to_string()),
+        (r.recreated.len(), "recreated".into()),
+        (r.started.len(), "started".into()),
+        (r.unchanged.len(), "unchanged".into()),
+        (r.stopped.len(), "stopped".into()),
+        (r.removed.len(), "removed".into()),
+        (
+            r.volumes_created.len(),
+            format!("{} created", volumes(r.volumes_created.len())),
+        ),
+        (
+            r.volumes_removed.len(),
+            format!("{} removed", volumes(r.volumes_removed.len())),
+        ),
     ] {
         if n > 0 {
             parts.push(format!("{n} {label}"));
