@@ -12,6 +12,7 @@
 
 mod api;
 mod convert;
+mod session;
 
 use std::path::PathBuf;
 use std::time::Duration;

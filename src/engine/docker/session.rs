@@ -7,9 +7,12 @@ use bollard::query_parameters::{
     AttachContainerOptionsBuilder, LogsOptionsBuilder, ResizeContainerTTYOptionsBuilder,
     TopOptions, WaitContainerOptionsBuilder,
 };
-use futures_util::StreamExt;
+use std::pin::Pin;
 
-use super::*;
+use futures_util::{Stream, StreamExt};
+
+use super::{describe, is_connection_error, DockerEngine, Obj};
+use crate::engine::*;
 
 /// Attached sessions and followed logs run as long as the user wants: a year.
 const SESSION_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
