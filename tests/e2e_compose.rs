@@ -306,3 +306,20 @@ fn remove_orphans_stops_a_deleted_service_guarded() {
     // `down --remove-orphans` is accepted.
     s.nodus(&["down", "--remove-orphans"]).ok();
 }
+
+#[test]
+fn verbose_logs_are_plain_text_when_not_a_terminal() {
+    let s = TestStack::new("plainlogs", &pg_stack("", ""));
+    // No NO_COLOR here: stderr being a pipe must be enough.
+    let out = Command::new(env!("CARGO_BIN_EXE_nodus"))
+        .current_dir(s.path())
+        .env_remove("NO_COLOR")
+        .args(["-f", s.stack_file().to_str().unwrap(), "-p", &s.project, "-vv", "ps"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("DEBUG"), "no debug logs with -vv: {err}");
+    assert!(!err.contains('\x1b'), "ANSI codes in logs to a pipe: {err:?}");
+}

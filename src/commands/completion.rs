@@ -7,7 +7,8 @@ use clap::CommandFactory as _;
 use super::Ctx;
 use crate::cli::{Cli, CompletionArgs, CompletionShell};
 
-pub fn completion(_ctx: &Ctx, a: CompletionArgs) -> anyhow::Result<()> {
+pub fn completion(ctx: &Ctx, a: CompletionArgs) -> anyhow::Result<()> {
+    super::exec::refuse_json(ctx, "completion")?;
     let shell = match a.shell {
         CompletionShell::Bash => clap_complete::Shell::Bash,
         CompletionShell::Zsh => clap_complete::Shell::Zsh,
@@ -23,7 +24,8 @@ pub fn completion(_ctx: &Ctx, a: CompletionArgs) -> anyhow::Result<()> {
 /// The man page, generated from the CLI definitions at build time.
 pub const MAN_PAGE: &str = include_str!(concat!(env!("OUT_DIR"), "/nodus.1"));
 
-pub fn man(_ctx: &Ctx) -> anyhow::Result<()> {
+pub fn man(ctx: &Ctx) -> anyhow::Result<()> {
+    super::exec::refuse_json(ctx, "man")?;
     write_stdout(MAN_PAGE.as_bytes())
 }
 

@@ -8,6 +8,7 @@ use crate::error::PassThroughExit;
 use crate::session::{self, tty};
 
 pub async fn run(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<()> {
+    refuse_json(ctx, "exec")?;
     let project = ctx.project()?;
     project.stack.check_services(std::slice::from_ref(&a.service))?;
     let engine = ctx.engine().await?;
@@ -21,6 +22,18 @@ pub async fn run(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<()> {
         stdin: true,
     };
     exit_with(session::exec(&*engine, &c.id, &spec).await?)
+}
+
+/// Streams and sessions have no JSON form: `--json` is a usage error (reported as the one JSON
+/// document on stdout by `error.rs`).
+pub(super) fn refuse_json(ctx: &Ctx, command: &str) -> anyhow::Result<()> {
+    if ctx.ui.json {
+        return Err(crate::error::UsageError(format!(
+            "`nodus {command}` has no JSON output; run it without --json"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Ok for 0, else the code passed through.

@@ -9,6 +9,7 @@ use crate::error::UsageError;
 use crate::session::{self, logs};
 
 pub async fn run(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<()> {
+    super::exec::refuse_json(ctx, "logs")?;
     let project = ctx.project()?;
     project.stack.check_services(&a.services)?;
     let now = chrono::Utc::now();

@@ -37,6 +37,7 @@ fn pick(project: &Project, named: Option<String>, kind: ServiceKind) -> anyhow::
 }
 
 pub async fn psql(ctx: &Ctx, a: PsqlArgs) -> anyhow::Result<()> {
+    super::exec::refuse_json(ctx, "psql")?;
     let project = ctx.project()?;
     let service = pick(&project, a.service, ServiceKind::Postgres)?;
     let engine = ctx.engine().await?;
@@ -64,6 +65,7 @@ pub async fn psql(ctx: &Ctx, a: PsqlArgs) -> anyhow::Result<()> {
 }
 
 pub async fn redis_cli(ctx: &Ctx, a: RedisCliArgs) -> anyhow::Result<()> {
+    super::exec::refuse_json(ctx, "redis-cli")?;
     let project = ctx.project()?;
     let service = pick(&project, a.service, ServiceKind::Redis)?;
     let engine = ctx.engine().await?;

@@ -7,6 +7,7 @@ use crate::lifecycle::Lifecycle;
 use crate::session::{self, oneoff, tty};
 
 pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
+    super::exec::refuse_json(ctx, "run")?;
     let project = ctx.project()?;
     project.stack.check_services(std::slice::from_ref(&a.service))?;
     let engine = ctx.engine().await?;

@@ -395,7 +395,10 @@ pub fn show_lines(store: &SnapshotStore, id: &str) -> anyhow::Result<Vec<String>
     {
         if let crate::guard::census::ServiceCensus::Postgres(pg) = census {
             for (db, d) in &pg.databases {
-                out.push(format!("  database {db}:"));
+                out.push(format!(
+                    "  database {db}:{}",
+                    if d.tables.is_empty() { " no tables" } else { "" }
+                ));
                 for (table, rows) in &d.tables {
                     out.push(format!("    {table}  {} rows", rows.rows));
                 }
