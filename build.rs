@@ -25,7 +25,8 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/cli.rs");
     println!("cargo:rerun-if-env-changed=NODUS_GIT_COMMIT");
@@ -39,9 +40,15 @@ fn main() {
             let c = git(&manifest, &["rev-parse", "--short=12", "HEAD"])?;
             // Rebuild when HEAD moves (worktrees keep HEAD and refs in different places).
             for p in [
-                git(&manifest, &["rev-parse", "--path-format=absolute", "--git-path", "HEAD"]),
+                git(
+                    &manifest,
+                    &["rev-parse", "--path-format=absolute", "--git-path", "HEAD"],
+                ),
                 git(&manifest, &["symbolic-ref", "-q", "HEAD"]).and_then(|r| {
-                    git(&manifest, &["rev-parse", "--path-format=absolute", "--git-path", &r])
+                    git(
+                        &manifest,
+                        &["rev-parse", "--path-format=absolute", "--git-path", &r],
+                    )
                 }),
             ]
             .into_iter()
@@ -59,7 +66,8 @@ fn main() {
 
     // The man page, from the same clap definitions the binary uses.
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    let cmd = <cli::Cli as clap::CommandFactory>::command().version(&*Box::leak(long.into_boxed_str()));
+    let cmd =
+        <cli::Cli as clap::CommandFactory>::command().version(&*Box::leak(long.into_boxed_str()));
     let mut page = Vec::new();
     clap_mangen::Man::new(cmd)
         .render(&mut page)

@@ -68,10 +68,14 @@ pub enum Command {
     /// Write the hardened compose file (default .nodus/compose.yaml; `-o -` prints it)
     Render(RenderArgs),
     /// Create and start the stack (or SERVICEs), wait until healthy, and check no data was lost
-    #[command(after_help = "Examples:\n  nodus up                    start everything (always detached; -d is accepted)\n  nodus up db                 start db and what it depends on\n  nodus up --force-recreate   recreate every container (data volumes are kept)\n  nodus up --remove-orphans   also stop (guarded) and remove services deleted from the file")]
+    #[command(
+        after_help = "Examples:\n  nodus up                    start everything (always detached; -d is accepted)\n  nodus up db                 start db and what it depends on\n  nodus up --force-recreate   recreate every container (data volumes are kept)\n  nodus up --remove-orphans   also stop (guarded) and remove services deleted from the file"
+    )]
     Up(UpArgs),
     /// Stop and remove the containers and network; volumes are kept
-    #[command(after_help = "Examples:\n  nodus down                 stop and remove the stack (volumes and data stay)\n  nodus down --volumes --yes also delete the volumes (asks first on a terminal)")]
+    #[command(
+        after_help = "Examples:\n  nodus down                 stop and remove the stack (volumes and data stay)\n  nodus down --volumes --yes also delete the volumes (asks first on a terminal)"
+    )]
     Down(DownArgs),
     /// Stop services (containers are kept)
     Stop(StopArgs),
@@ -91,36 +95,50 @@ pub enum Command {
     /// Logical backups (pg_dumpall)
     Backup(BackupArgs),
     /// List the stack's containers (compose's columns; `status` adds the guard's view)
-    #[command(after_help = "Examples:\n  nodus ps            running containers\n  nodus ps -a         stopped ones too\n  nodus -q ps         container IDs only (the global -q)\n  nodus ps --format json")]
+    #[command(
+        after_help = "Examples:\n  nodus ps            running containers\n  nodus ps -a         stopped ones too\n  nodus -q ps         container IDs only (the global -q)\n  nodus ps --format json"
+    )]
     Ps(PsArgs),
     /// Show container output; several services are interleaved with a service prefix
-    #[command(after_help = "Examples:\n  nodus logs -f                 follow every service (Ctrl-C to stop)\n  nodus logs --tail 50 db       the last 50 lines of db\n  nodus logs --since 10m -t api api's last 10 minutes, with timestamps")]
+    #[command(
+        after_help = "Examples:\n  nodus logs -f                 follow every service (Ctrl-C to stop)\n  nodus logs --tail 50 db       the last 50 lines of db\n  nodus logs --since 10m -t api api's last 10 minutes, with timestamps"
+    )]
     Logs(LogsArgs),
     /// Run a command in a running service container (TTY when on a terminal; exit code passed through)
-    #[command(after_help = "Examples:\n  nodus exec db bash\n  nodus exec -T db pg_dump -U app app > dump.sql\n  echo 'select 1' | nodus exec -T db psql -U app")]
+    #[command(
+        after_help = "Examples:\n  nodus exec db bash\n  nodus exec -T db pg_dump -U app app > dump.sql\n  echo 'select 1' | nodus exec -T db psql -U app"
+    )]
     Exec(ExecArgs),
     /// Run a one-off command in a new container of a service (never on a stateful service's data
     /// volume unless --with-data)
-    #[command(after_help = "Examples:\n  nodus run --rm api ./manage.py migrate\n  nodus run --rm db psql --version")]
+    #[command(
+        after_help = "Examples:\n  nodus run --rm api ./manage.py migrate\n  nodus run --rm db psql --version"
+    )]
     Run(RunArgs),
     /// Print the host address a service's port is published on
     #[command(after_help = "Example:\n  nodus port db 5432     prints e.g. 127.0.0.1:49153")]
     Port(PortArgs),
     /// Print the merged, interpolated stack model (like `docker compose config`)
-    #[command(after_help = "Examples:\n  nodus config              the stack as written, merged and interpolated\n  nodus config --hardened   what nodus runs (named volumes, stop signals, health checks)\n  nodus config --services   service names, one per line")]
+    #[command(
+        after_help = "Examples:\n  nodus config              the stack as written, merged and interpolated\n  nodus config --hardened   what nodus runs (named volumes, stop signals, health checks)\n  nodus config --services   service names, one per line"
+    )]
     Config(ConfigArgs),
     /// Pull the services' images (a progress bar per image on a terminal)
     Pull(PullArgs),
     /// Show the processes running in each service container
     Top(TopArgs),
     /// Open psql in a postgres service container as its configured user
-    #[command(after_help = "Examples:\n  nodus psql                      interactive session on the postgres service\n  nodus psql -d app -- -c 'select count(*) from users'")]
+    #[command(
+        after_help = "Examples:\n  nodus psql                      interactive session on the postgres service\n  nodus psql -d app -- -c 'select count(*) from users'"
+    )]
     Psql(PsqlArgs),
     /// Open redis-cli in a redis service container
     #[command(name = "redis-cli")]
     RedisCli(RedisCliArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
-    #[command(after_help = "Examples:\n  nodus completion bash > ~/.local/share/bash-completion/completions/nodus\n  nodus completion zsh > \"${fpath[1]}/_nodus\"\n  nodus completion fish > ~/.config/fish/completions/nodus.fish")]
+    #[command(
+        after_help = "Examples:\n  nodus completion bash > ~/.local/share/bash-completion/completions/nodus\n  nodus completion zsh > \"${fpath[1]}/_nodus\"\n  nodus completion fish > ~/.config/fish/completions/nodus.fish"
+    )]
     Completion(CompletionArgs),
     /// Print the man page (roff; `nodus man | man -l -`)
     Man,

@@ -57,7 +57,14 @@ pub fn run() -> ExitCode {
 }
 
 /// Global flags that take a value (to find the subcommand in argv).
-const GLOBAL_VALUE_FLAGS: &[&str] = &["-f", "--stack", "-p", "--project-name", "--state-dir", "--lock-timeout"];
+const GLOBAL_VALUE_FLAGS: &[&str] = &[
+    "-f",
+    "--stack",
+    "-p",
+    "--project-name",
+    "--state-dir",
+    "--lock-timeout",
+];
 
 /// compose's `logs -f` means follow while nodus' global `-f` names the stack file: after the
 /// `logs` subcommand, `-f` is rewritten to `--follow` (before it, `-f FILE` is the stack file, as

@@ -12,7 +12,9 @@ fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
         if id == "help" || id == "version" {
             continue;
         }
-        let has = arg.get_help().is_some_and(|h| !h.to_string().trim().is_empty())
+        let has = arg
+            .get_help()
+            .is_some_and(|h| !h.to_string().trim().is_empty())
             || arg
                 .get_long_help()
                 .is_some_and(|h| !h.to_string().trim().is_empty());
@@ -45,8 +47,16 @@ fn every_argument_has_a_help_text() {
 fn the_walker_finds_an_argument_without_help() {
     // The check itself must be able to fail.
     let cmd = clap::Command::new("x")
-        .arg(clap::Arg::new("documented").long("documented").help("has help"))
-        .subcommand(clap::Command::new("sub").about("s").arg(clap::Arg::new("bare").long("bare")));
+        .arg(
+            clap::Arg::new("documented")
+                .long("documented")
+                .help("has help"),
+        )
+        .subcommand(
+            clap::Command::new("sub")
+                .about("s")
+                .arg(clap::Arg::new("bare").long("bare")),
+        );
     let mut missing = Vec::new();
     missing_help(&cmd, "x", &mut missing);
     assert_eq!(missing, vec!["x sub: bare".to_string()]);
@@ -55,7 +65,18 @@ fn the_walker_finds_an_argument_without_help() {
 #[test]
 fn main_commands_show_examples() {
     let cmd = Cli::command();
-    for name in ["up", "down", "ps", "logs", "exec", "run", "port", "config", "psql", "completion"] {
+    for name in [
+        "up",
+        "down",
+        "ps",
+        "logs",
+        "exec",
+        "run",
+        "port",
+        "config",
+        "psql",
+        "completion",
+    ] {
         let sub = cmd
             .find_subcommand(name)
             .unwrap_or_else(|| panic!("no subcommand {name}"));
@@ -64,7 +85,10 @@ fn main_commands_show_examples() {
             .map(|h| h.to_string())
             .unwrap_or_default();
         assert!(after.contains("Example"), "{name} --help has no examples");
-        assert!(after.contains("nodus "), "{name}: examples must show nodus commands");
+        assert!(
+            after.contains("nodus "),
+            "{name}: examples must show nodus commands"
+        );
     }
 }
 
@@ -86,7 +110,10 @@ fn completion_scripts_for_every_shell() {
         let script = String::from_utf8_lossy(&out.stdout);
         assert!(script.contains(marker), "{shell} script lacks {marker:?}");
         // The new subcommands are completed too.
-        assert!(script.contains("redis-cli"), "{shell} script lacks redis-cli");
+        assert!(
+            script.contains("redis-cli"),
+            "{shell} script lacks redis-cli"
+        );
     }
     let bad = assert_cmd::Command::cargo_bin("nodus")
         .unwrap()
@@ -114,10 +141,19 @@ fn man_page_and_version() {
         .output()
         .unwrap();
     let v = String::from_utf8_lossy(&v.stdout).to_string();
-    assert!(v.starts_with(&format!("nodus {}", env!("CARGO_PKG_VERSION"))), "{v}");
+    assert!(
+        v.starts_with(&format!("nodus {}", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
     // Built from a git checkout (as this test is), the commit is shown.
     let in_git = std::process::Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short=12", "HEAD"])
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -151,6 +187,8 @@ fn logs_dash_f_after_the_subcommand_means_follow() {
         argv(&["nodus", "-f", "logs", "status"]),
         ["nodus", "-f", "logs", "status"]
     );
-    let cli = Cli::try_parse_from(argv(&["nodus", "-f", "s.yaml", "logs", "-f", "--tail", "5", "db"]));
+    let cli = Cli::try_parse_from(argv(&[
+        "nodus", "-f", "s.yaml", "logs", "-f", "--tail", "5", "db",
+    ]));
     assert!(cli.is_ok(), "{cli:?}");
 }

@@ -80,7 +80,11 @@ fn up_detached_then_ps_port_logs_exec_run_psql_config() {
     logs.ok();
     let lines: Vec<&str> = logs.stdout.lines().collect();
     assert_eq!(lines.len(), 5, "{}", logs.stdout);
-    assert!(lines.iter().all(|l| l.starts_with("db-1 | ")), "{}", logs.stdout);
+    assert!(
+        lines.iter().all(|l| l.starts_with("db-1 | ")),
+        "{}",
+        logs.stdout
+    );
     let last = docker(&["logs", "--tail", "1", &s.container("db")]);
     let last = format!(
         "{}{}",
@@ -95,10 +99,24 @@ fn up_detached_then_ps_port_logs_exec_run_psql_config() {
     // exec: the command's exit code is nodus' exit code; stdin is streamed.
     s.nodus(&["exec", "db", "sh", "-c", "exit 7"]).code(7);
     s.nodus(&["exec", "-T", "db", "true"]).ok();
-    let cat = nodus_stdin(&s, &["exec", "-T", "db", "cat"], "hello through stdin\nsecond line\n");
+    let cat = nodus_stdin(
+        &s,
+        &["exec", "-T", "db", "cat"],
+        "hello through stdin\nsecond line\n",
+    );
     cat.ok();
     assert_eq!(cat.stdout, "hello through stdin\nsecond line\n");
-    let env = s.nodus(&["exec", "-e", "GREETING=hi", "-w", "/tmp", "db", "sh", "-c", "echo $GREETING $(pwd)"]);
+    let env = s.nodus(&[
+        "exec",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp",
+        "db",
+        "sh",
+        "-c",
+        "echo $GREETING $(pwd)",
+    ]);
     assert_eq!(env.stdout.trim(), "hi /tmp", "{}", env.all());
     s.nodus(&["exec", "nope", "true"]).code(1);
 
@@ -148,9 +166,16 @@ fn up_detached_then_ps_port_logs_exec_run_psql_config() {
     // The service's own container is untouched and still has its data.
     assert_eq!(s.psql("db", "app", "select 1"), "1");
     // Asking for the data volume while the database runs is refused.
-    s.nodus(&["run", "--rm", "--with-data", "db", "true"]).code(1);
+    s.nodus(&["run", "--rm", "--with-data", "db", "true"])
+        .code(1);
     // Without --rm the container stays (compose's default), marked one-off.
-    let kept = s.nodus(&["run", "--name", &format!("{}-keep", s.project), "cache", "true"]);
+    let kept = s.nodus(&[
+        "run",
+        "--name",
+        &format!("{}-keep", s.project),
+        "cache",
+        "true",
+    ]);
     kept.ok();
     let oneoff = docker_ok(&[
         "inspect",
@@ -249,7 +274,10 @@ fn logs_follow_streams_new_lines_and_ends_on_sigint() {
         }
     }
     assert!(seen.is_some(), "no marker line streamed by logs -f");
-    assert!(child.try_wait().unwrap().is_none(), "logs -f ended by itself");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "logs -f ended by itself"
+    );
 
     // Ctrl-C ends it cleanly.
     unsafe {
@@ -270,7 +298,14 @@ fn logs_follow_streams_new_lines_and_ends_on_sigint() {
 fn remove_orphans_stops_a_deleted_service_guarded() {
     let s = TestStack::new("orphans", &stack_with_cache());
     s.nodus(&["up"]).ok();
-    docker_ok(&["exec", &s.container("cache"), "redis-cli", "set", "k1", "v1"]);
+    docker_ok(&[
+        "exec",
+        &s.container("cache"),
+        "redis-cli",
+        "set",
+        "k1",
+        "v1",
+    ]);
 
     // `cache` is deleted from the file: a plain `up` leaves it (and says so).
     s.write_stack(&pg_stack("", ""));
@@ -314,12 +349,22 @@ fn verbose_logs_are_plain_text_when_not_a_terminal() {
     let out = Command::new(env!("CARGO_BIN_EXE_nodus"))
         .current_dir(s.path())
         .env_remove("NO_COLOR")
-        .args(["-f", s.stack_file().to_str().unwrap(), "-p", &s.project, "-vv", "ps"])
+        .args([
+            "-f",
+            s.stack_file().to_str().unwrap(),
+            "-p",
+            &s.project,
+            "-vv",
+            "ps",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("DEBUG"), "no debug logs with -vv: {err}");
-    assert!(!err.contains('\x1b'), "ANSI codes in logs to a pipe: {err:?}");
+    assert!(
+        !err.contains('\x1b'),
+        "ANSI codes in logs to a pipe: {err:?}"
+    );
 }

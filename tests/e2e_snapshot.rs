@@ -248,8 +248,16 @@ fn logical_backup_round_trip_restores_every_database() {
     l.ok();
     let mut lines = l.stdout.lines();
     let header = lines.next().unwrap_or_default();
-    assert!(header.starts_with("FILE") && header.contains("SERVICE"), "{}", l.stdout);
-    assert!(lines.next().is_some_and(|r| r.contains(".sql.gz")), "{}", l.stdout);
+    assert!(
+        header.starts_with("FILE") && header.contains("SERVICE"),
+        "{}",
+        l.stdout
+    );
+    assert!(
+        lines.next().is_some_and(|r| r.contains(".sql.gz")),
+        "{}",
+        l.stdout
+    );
 
     s.psql("db", "app", "DROP TABLE t1; DROP TABLE t4;");
     s.psql("db", "postgres", "DROP DATABASE second_db");
@@ -283,12 +291,33 @@ fn snapshot_of_a_stopped_service_carries_the_census_of_its_clean_stop() {
     // As text by default, saying what it holds; the listing too.
     let text = s.nodus(&["snapshot", "show", &first]);
     text.ok();
-    assert!(text.stdout.contains(&format!("snapshot:   {first}")), "{}", text.stdout);
-    assert!(text.stdout.contains("holds:      2 databases, 4 tables, 40 rows"), "{}", text.stdout);
-    assert!(text.stdout.contains("public.t3  10 rows"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains(&format!("snapshot:   {first}")),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("holds:      2 databases, 4 tables, 40 rows"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("public.t3  10 rows"),
+        "{}",
+        text.stdout
+    );
     let list = s.nodus(&["snapshot", "list"]);
-    assert!(list.stdout.lines().next().unwrap().ends_with("HOLDS"), "{}", list.stdout);
-    assert!(list.stdout.contains("2 databases, 4 tables, 40 rows"), "{}", list.stdout);
+    assert!(
+        list.stdout.lines().next().unwrap().ends_with("HOLDS"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("2 databases, 4 tables, 40 rows"),
+        "{}",
+        list.stdout
+    );
     assert!(m["census"].to_string().contains("t3"), "{m}");
     assert_eq!(m["clean"], true, "{m}");
 

@@ -10,7 +10,9 @@ use crate::session::{self, tty};
 pub async fn run(ctx: &Ctx, a: ExecArgs) -> anyhow::Result<()> {
     refuse_json(ctx, "exec")?;
     let project = ctx.project()?;
-    project.stack.check_services(std::slice::from_ref(&a.service))?;
+    project
+        .stack
+        .check_services(std::slice::from_ref(&a.service))?;
     let engine = ctx.engine().await?;
     let c = session::running_container(&*engine, project.name(), &a.service).await?;
     let spec = ExecSpec {

@@ -6,7 +6,9 @@ use crate::session::{self, SessionError};
 
 pub async fn run(ctx: &Ctx, a: PortArgs) -> anyhow::Result<()> {
     let project = ctx.project()?;
-    project.stack.check_services(std::slice::from_ref(&a.service))?;
+    project
+        .stack
+        .check_services(std::slice::from_ref(&a.service))?;
     let engine = ctx.engine().await?;
     let c = session::running_container(&*engine, project.name(), &a.service).await?;
     let Some(p) = c

@@ -73,7 +73,11 @@ pub async fn run(ctx: &Ctx, a: PsArgs) -> anyhow::Result<()> {
             i.image.clone(),
             c.service.clone(),
             status(i),
-            i.ports.iter().map(format_port).collect::<Vec<_>>().join(", "),
+            i.ports
+                .iter()
+                .map(format_port)
+                .collect::<Vec<_>>()
+                .join(", "),
         ]);
     }
     for line in crate::table::align(&rows) {

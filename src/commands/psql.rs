@@ -42,11 +42,20 @@ pub async fn psql(ctx: &Ctx, a: PsqlArgs) -> anyhow::Result<()> {
     let service = pick(&project, a.service, ServiceKind::Postgres)?;
     let engine = ctx.engine().await?;
     let c = session::running_container(&*engine, project.name(), &service).await?;
-    let (user, env) = crate::snapshot::backup::pg_credentials(&c);
+    let (user, mut env) = crate::snapshot::backup::pg_credentials(&c);
+    // psql's default pager (`pager`) is missing from many images: page with what there is.
+    env.push(
+        "PSQL_PAGER=if command -v less >/dev/null; then less -SRFX; elif command -v more >/dev/null; then more; else cat; fi"
+            .to_string(),
+    );
     let user = a.username.unwrap_or(user);
     let db = a
         .dbname
-        .or_else(|| c.env_var("POSTGRES_DB").filter(|d| !d.is_empty()).map(str::to_string))
+        .or_else(|| {
+            c.env_var("POSTGRES_DB")
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| user.clone());
     let mut cmd = vec!["psql".to_string(), "-U".into(), user, "-d".into(), db];
     if let Some(sql) = a.command {

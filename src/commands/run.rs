@@ -9,7 +9,9 @@ use crate::session::{self, oneoff, tty};
 pub async fn run(ctx: &Ctx, a: RunArgs) -> anyhow::Result<()> {
     super::exec::refuse_json(ctx, "run")?;
     let project = ctx.project()?;
-    project.stack.check_services(std::slice::from_ref(&a.service))?;
+    project
+        .stack
+        .check_services(std::slice::from_ref(&a.service))?;
     let engine = ctx.engine().await?;
     let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
     let built = lc.build_spec(&a.service)?;

@@ -338,7 +338,11 @@ impl Verdict {
             Status::Baseline => ui.success(format!(
                 "census: {} — {}recorded as the baseline",
                 self.totals.summary(),
-                if first { "first census of this stack, " } else { "" }
+                if first {
+                    "first census of this stack, "
+                } else {
+                    ""
+                }
             )),
             Status::Recorded => {
                 ui.status(format!("census before stopping: {}", self.totals.summary()))

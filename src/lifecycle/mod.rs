@@ -3,9 +3,9 @@
 //! Plans come from `stack::plan` (pure); this module executes them and calls [`Hooks`] at the
 //! points the guard and snapshots need. It never touches a resource without the stack's labels.
 
+mod orphans;
 pub mod spec;
 mod status;
-mod orphans;
 mod stop;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,11 @@ impl<'a> Lifecycle<'a> {
     /// What nodus can tell about an orphan's data from its container: its kind (from the image)
     /// and data directory (PGDATA, else the image family's default), for the guard's census.
     /// None for services still in the stack (they have their own entry) and for non-databases.
-    pub(super) fn orphan_stateful(&self, service: &str, c: &ContainerInfo) -> Option<StatefulService> {
+    pub(super) fn orphan_stateful(
+        &self,
+        service: &str,
+        c: &ContainerInfo,
+    ) -> Option<StatefulService> {
         if self.compose().services.contains_key(service) {
             return None;
         }
@@ -29,7 +33,11 @@ impl<'a> Lifecycle<'a> {
             .mounts
             .iter()
             .filter(|m| m.kind == MountKind::Volume)
-            .filter(|m| data_dir.trim_end_matches('/').starts_with(m.target.trim_end_matches('/')))
+            .filter(|m| {
+                data_dir
+                    .trim_end_matches('/')
+                    .starts_with(m.target.trim_end_matches('/'))
+            })
             .max_by_key(|m| m.target.len())
             .map(|m| m.name_or_source.clone());
         Some(StatefulService {

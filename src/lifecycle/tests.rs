@@ -1154,7 +1154,12 @@ async fn remove_orphans_stops_them_guarded_then_removes() {
     let l = lc(&e, &h, &ui);
     l.up(&up_opts(), &mut NoHooks).await.unwrap();
     // A postgres service deleted from the file: an orphan database.
-    e.add_container("nt-olddb-1", "postgres:16", &owned("olddb"), RunState::Running);
+    e.add_container(
+        "nt-olddb-1",
+        "postgres:16",
+        &owned("olddb"),
+        RunState::Running,
+    );
 
     // Without the flag, it is left alone.
     l.up(&up_opts(), &mut NoHooks).await.unwrap();
@@ -1184,12 +1189,19 @@ async fn orphan_databases_are_known_to_the_guard() {
     let h = hardened(STACK);
     let ui = ui();
     let l = lc(&e, &h, &ui);
-    e.add_container("nt-olddb-1", "postgres:16", &owned("olddb"), RunState::Running);
+    e.add_container(
+        "nt-olddb-1",
+        "postgres:16",
+        &owned("olddb"),
+        RunState::Running,
+    );
     let info = ContainerInfo {
         env: vec!["PGDATA=/pgdata".into()],
         ..e.container("nt-olddb-1").unwrap()
     };
-    let st = l.orphan_stateful("olddb", &info).expect("a postgres orphan");
+    let st = l
+        .orphan_stateful("olddb", &info)
+        .expect("a postgres orphan");
     assert_eq!(st.kind, ServiceKind::Postgres);
     assert_eq!(st.data_dir, "/pgdata");
     // Services still in the stack are not orphans; unknown images are not databases.
@@ -1217,10 +1229,17 @@ async fn force_recreate_and_no_recreate() {
     let report = l.up(&opts, &mut rec).await.unwrap();
     assert_eq!(report.recreated, ["db", "cache", "api"]);
     // The database's stop is guarded like any recreation.
-    assert!(rec.log().iter().any(|x| x == "before_stop Up db"), "{:?}", rec.log());
+    assert!(
+        rec.log().iter().any(|x| x == "before_stop Up db"),
+        "{:?}",
+        rec.log()
+    );
 
     // A changed definition is kept with --no-recreate.
-    let changed = STACK.replace("image: redis:7", "image: redis:7\n    environment: { A: b }");
+    let changed = STACK.replace(
+        "image: redis:7",
+        "image: redis:7\n    environment: { A: b }",
+    );
     let h2 = hardened(&changed);
     let l2 = lc(&e, &h2, &ui);
     let opts = UpOptions {
@@ -1278,6 +1297,10 @@ async fn pull_policies() {
         ..up_opts()
     };
     lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap();
-    let pulls: Vec<String> = e.calls().into_iter().filter(|c| c.starts_with("pull ")).collect();
+    let pulls: Vec<String> = e
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("pull "))
+        .collect();
     assert_eq!(pulls, ["pull postgres:16", "pull redis:7", "pull api:1"]);
 }

@@ -6,8 +6,7 @@ use super::spec::{self, BuiltSpec, SpecError};
 use super::status::describe;
 use super::wait::{Spin, Want};
 use super::{
-    ImagePull, 
-    by_service, is_running, service_label, Hooks, Lifecycle, LifecycleError, Report,
+    by_service, is_running, service_label, Hooks, ImagePull, Lifecycle, LifecycleError, Report,
     RunningService, Transition, UpOptions,
 };
 use crate::engine::{

@@ -141,7 +141,11 @@ pub fn parse_time(value: &str, now: chrono::DateTime<chrono::Utc>) -> Result<i64
         return Ok(t.timestamp());
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp());
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc()
+            .timestamp());
     }
     match crate::stack::duration::parse_duration(v) {
         Ok(d) => Ok(now.timestamp() - d.as_secs() as i64),
@@ -203,10 +207,7 @@ mod tests {
         let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         assert_eq!(parse_time("10m", now), Ok(1_700_000_000 - 600));
         assert_eq!(parse_time("1699999999", now), Ok(1_699_999_999));
-        assert_eq!(
-            parse_time("2023-11-14T22:13:20Z", now),
-            Ok(1_700_000_000)
-        );
+        assert_eq!(parse_time("2023-11-14T22:13:20Z", now), Ok(1_700_000_000));
         assert!(parse_time("yesterday", now).is_err());
         assert_eq!(parse_tail("all"), Ok(None));
         assert_eq!(parse_tail("5"), Ok(Some(5)));

@@ -145,7 +145,11 @@ pub fn services_of_kind(
         .compose
         .services
         .keys()
-        .filter(|s| hardened.stateful_service(s).is_some_and(|st| st.kind == kind))
+        .filter(|s| {
+            hardened
+                .stateful_service(s)
+                .is_some_and(|st| st.kind == kind)
+        })
         .cloned()
         .collect()
 }

@@ -151,7 +151,11 @@ pub async fn run(engine: &dyn Engine, spec: &ContainerSpec, rm: bool) -> anyhow:
     result
 }
 
-async fn attach_and_wait(engine: &dyn Engine, spec: &ContainerSpec, id: &str) -> anyhow::Result<i64> {
+async fn attach_and_wait(
+    engine: &dyn Engine,
+    spec: &ContainerSpec,
+    id: &str,
+) -> anyhow::Result<i64> {
     for att in spec.networks.iter().skip(1) {
         engine
             .connect_network(&att.network, id, &att.aliases)

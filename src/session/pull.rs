@@ -81,7 +81,10 @@ mod tests {
     #[test]
     fn layers_add_up_and_complete() {
         let mut s = LayerSum::default();
-        assert_eq!(s.update(&p("a: Downloading", Some(10), Some(100))), (10, 100));
+        assert_eq!(
+            s.update(&p("a: Downloading", Some(10), Some(100))),
+            (10, 100)
+        );
         assert_eq!(s.update(&p("b: Downloading", Some(5), Some(50))), (15, 150));
         assert_eq!(s.update(&p("a: Pull complete", None, None)), (105, 150));
         assert_eq!(s.update(&p("Status: Downloaded", None, None)), (105, 150));

@@ -142,7 +142,12 @@ impl DockerEngine {
         }
     }
 
-    pub(super) async fn session_resize_exec(&self, exec_id: &str, rows: u16, cols: u16) -> Result<()> {
+    pub(super) async fn session_resize_exec(
+        &self,
+        exec_id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<()> {
         self.docker
             .resize_exec(
                 exec_id,
@@ -175,7 +180,12 @@ impl DockerEngine {
         })
     }
 
-    pub(super) async fn session_resize_container(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+    pub(super) async fn session_resize_container(
+        &self,
+        id: &str,
+        rows: u16,
+        cols: u16,
+    ) -> Result<()> {
         let opts = ResizeContainerTTYOptionsBuilder::new()
             .h(i32::from(rows))
             .w(i32::from(cols))

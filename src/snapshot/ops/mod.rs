@@ -356,7 +356,12 @@ pub fn show_lines(store: &SnapshotStore, id: &str) -> anyhow::Result<Vec<String>
         ),
         format!("data dir:   {}", m.data_dir),
         format!("image:      {}", m.image),
-        format!("taken:      {} ({}, {} ms)", m.created_at, m.reason.as_str(), m.duration_ms),
+        format!(
+            "taken:      {} ({}, {} ms)",
+            m.created_at,
+            m.reason.as_str(),
+            m.duration_ms
+        ),
         format!(
             "size:       {} ({} stored, {} level {})",
             human_bytes(m.archive.raw_bytes),
@@ -388,20 +393,22 @@ pub fn show_lines(store: &SnapshotStore, id: &str) -> anyhow::Result<Vec<String>
         ),
         format!("holds:      {}", holds(&m)),
     ];
-    if let Some(census) = m
+    if let Some(crate::guard::census::ServiceCensus::Postgres(pg)) = m
         .census
         .as_ref()
         .and_then(|c| serde_json::from_value::<crate::guard::census::ServiceCensus>(c.clone()).ok())
     {
-        if let crate::guard::census::ServiceCensus::Postgres(pg) = census {
-            for (db, d) in &pg.databases {
-                out.push(format!(
-                    "  database {db}:{}",
-                    if d.tables.is_empty() { " no tables" } else { "" }
-                ));
-                for (table, rows) in &d.tables {
-                    out.push(format!("    {table}  {} rows", rows.rows));
+        for (db, d) in &pg.databases {
+            out.push(format!(
+                "  database {db}:{}",
+                if d.tables.is_empty() {
+                    " no tables"
+                } else {
+                    ""
                 }
+            ));
+            for (table, rows) in &d.tables {
+                out.push(format!("    {table}  {} rows", rows.rows));
             }
         }
     }
