@@ -2,12 +2,19 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The version `--version` shows: the crate version and, when built from a git checkout, the commit
+/// (set by build.rs).
+pub const VERSION: &str = match option_env!("NODUS_LONG_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "nodus",
-    version,
+    version = VERSION,
     about = "Run your Docker dev stack without ever losing data silently",
     long_about = "nodus replaces `docker compose up/down` for stacks with databases: it hardens the \
 stack (named volumes, clean stop signals, health checks), records what every database holds before \
@@ -69,13 +76,19 @@ pub enum Command {
     /// Write the hardened compose file (default .nodus/compose.yaml; `-o -` prints it)
     Render(RenderArgs),
     /// Create and start the stack (or SERVICEs), wait until healthy, and check no data was lost
+    #[command(
+        after_help = "Examples:\n  nodus up                    start everything (always detached; -d is accepted)\n  nodus up db                 start db and what it depends on\n  nodus up --force-recreate   recreate every container (data volumes are kept)\n  nodus up --remove-orphans   also stop (guarded) and remove services deleted from the file"
+    )]
     Up(UpArgs),
     /// Stop and remove the containers and network; volumes are kept
+    #[command(
+        after_help = "Examples:\n  nodus down                 stop and remove the stack (volumes and data stay)\n  nodus down --volumes --yes also delete the volumes (asks first on a terminal)"
+    )]
     Down(DownArgs),
     /// Stop services (containers are kept)
     Stop(StopArgs),
     /// Start stopped services
-    Start(UpArgs),
+    Start(StartArgs),
     /// Stop and start services
     Restart(RestartArgs),
     /// Show services, containers, state, health, image and volumes
@@ -89,6 +102,269 @@ pub enum Command {
     Snapshot(SnapshotCommand),
     /// Logical backups (pg_dumpall)
     Backup(BackupArgs),
+    /// List the stack's containers (compose's columns; `status` adds the guard's view)
+    #[command(
+        after_help = "Examples:\n  nodus ps            running containers\n  nodus ps -a         stopped ones too\n  nodus -q ps         container IDs only (the global -q)\n  nodus ps --format json"
+    )]
+    Ps(PsArgs),
+    /// Show container output; several services are interleaved with a service prefix
+    #[command(
+        after_help = "Examples:\n  nodus logs -f                 follow every service (Ctrl-C to stop)\n  nodus logs --tail 50 db       the last 50 lines of db\n  nodus logs --since 10m -t api api's last 10 minutes, with timestamps"
+    )]
+    Logs(LogsArgs),
+    /// Run a command in a running service container (TTY when on a terminal; exit code passed through)
+    #[command(
+        after_help = "Examples:\n  nodus exec db bash\n  nodus exec -T db pg_dump -U app app > dump.sql\n  echo 'select 1' | nodus exec -T db psql -U app"
+    )]
+    Exec(ExecArgs),
+    /// Run a one-off command in a new container of a service (never on a stateful service's data
+    /// volume unless --with-data)
+    #[command(
+        after_help = "Examples:\n  nodus run --rm api ./manage.py migrate\n  nodus run --rm db psql --version"
+    )]
+    Run(RunArgs),
+    /// Print the host address a service's port is published on
+    #[command(after_help = "Example:\n  nodus port db 5432     prints e.g. 127.0.0.1:49153")]
+    Port(PortArgs),
+    /// Print the merged, interpolated stack model (like `docker compose config`)
+    #[command(
+        after_help = "Examples:\n  nodus config              the stack as written, merged and interpolated\n  nodus config --hardened   what nodus runs (named volumes, stop signals, health checks)\n  nodus config --services   service names, one per line"
+    )]
+    Config(ConfigArgs),
+    /// Pull the services' images (a progress bar per image on a terminal)
+    Pull(PullArgs),
+    /// Show the processes running in each service container
+    Top(TopArgs),
+    /// Open psql in a postgres service container as its configured user
+    #[command(
+        after_help = "Examples:\n  nodus psql                      interactive session on the postgres service\n  nodus psql -d app -- -c 'select count(*) from users'"
+    )]
+    Psql(PsqlArgs),
+    /// Open redis-cli in a redis service container
+    #[command(name = "redis-cli")]
+    RedisCli(RedisCliArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    #[command(
+        after_help = "Examples:\n  nodus completion bash > ~/.local/share/bash-completion/completions/nodus\n  nodus completion zsh > \"${fpath[1]}/_nodus\"\n  nodus completion fish > ~/.config/fish/completions/nodus.fish"
+    )]
+    Completion(CompletionArgs),
+    /// Print the man page (roff; `nodus man | man -l -`)
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Services (default: all)
+    pub services: Vec<String>,
+    /// Show stopped containers too
+    #[arg(short, long)]
+    pub all: bool,
+    /// Output format (`--json` is the same as `--format json`)
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: PsFormat,
+    /// Print service names only, one per line
+    #[arg(long = "services", id = "print_services")]
+    pub print_services: bool,
+}
+
+/// `ps --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PsFormat {
+    /// Aligned columns
+    Table,
+    /// One JSON document
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Services (default: all)
+    pub services: Vec<String>,
+    /// Follow the output until Ctrl-C (`-f` after `logs` means follow, as in compose)
+    #[arg(long)]
+    pub follow: bool,
+    /// Number of lines from the end of each service's log, or `all`
+    #[arg(long, default_value = "all")]
+    pub tail: String,
+    /// Only lines since a time: a duration ago (10m, 2h) or a timestamp (2024-01-02T15:04:05Z)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines until a time (same forms as --since)
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Show timestamps
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// No service prefix
+    #[arg(long)]
+    pub no_log_prefix: bool,
+    /// No colours in the prefix
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Do not allocate a TTY (default: a TTY when stdin and stdout are terminals)
+    #[arg(short = 'T', long = "no-tty")]
+    pub no_tty: bool,
+    /// Run as this user (name or uid[:gid])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Set an environment variable (KEY=VALUE; KEY alone takes it from your environment)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Service to run the command in
+    pub service: String,
+    /// Command and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container when the command ends
+    #[arg(long)]
+    pub rm: bool,
+    /// Do not allocate a TTY (default: a TTY when stdin and stdout are terminals)
+    #[arg(short = 'T', long = "no-tty")]
+    pub no_tty: bool,
+    /// Run as this user (name or uid[:gid])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Set an environment variable (KEY=VALUE; KEY alone takes it from your environment)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Override the image's entrypoint
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container name (default: PROJECT-SERVICE-run-RANDOM)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Mount a stateful service's data volume too (refused while the service is running: two
+    /// database servers on one data directory corrupt it)
+    #[arg(long)]
+    pub with_data: bool,
+    /// Publish the service's ports as well (off by default, as in compose)
+    #[arg(long)]
+    pub service_ports: bool,
+    /// Service whose image and configuration the container uses
+    pub service: String,
+    /// Command and its arguments (default: the service's command)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// Service
+    pub service: String,
+    /// Container port
+    pub private_port: u16,
+    /// Protocol
+    #[arg(long, default_value = "tcp")]
+    pub protocol: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print what nodus runs (the hardened model) instead of the stack as written
+    #[arg(long)]
+    pub hardened: bool,
+    /// Print service names only, one per line
+    #[arg(long)]
+    pub services: bool,
+    /// Print volume names only, one per line
+    #[arg(long)]
+    pub volumes: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub format: ConfigFormat,
+}
+
+/// `config --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfigFormat {
+    /// YAML (compose's default)
+    Yaml,
+    /// JSON
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Services (default: all)
+    pub services: Vec<String>,
+    /// Continue with the other images when one cannot be pulled
+    #[arg(long)]
+    pub ignore_pull_failures: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Services (default: all running)
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsqlArgs {
+    /// Postgres service (default: the only/first postgres service)
+    pub service: Option<String>,
+    /// Database to connect to (default: the service's POSTGRES_DB, else its user)
+    #[arg(short = 'd', long)]
+    pub dbname: Option<String>,
+    /// Role to connect as (default: the service's POSTGRES_USER)
+    #[arg(short = 'U', long)]
+    pub username: Option<String>,
+    /// Run one command and exit (psql -c)
+    #[arg(short = 'c', long)]
+    pub command: Option<String>,
+    /// Do not allocate a TTY (default: a TTY when stdin and stdout are terminals)
+    #[arg(short = 'T', long = "no-tty")]
+    pub no_tty: bool,
+    /// Arguments passed to psql (after `--`)
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RedisCliArgs {
+    /// Redis service (default: the only/first redis service)
+    pub service: Option<String>,
+    /// Do not allocate a TTY (default: a TTY when stdin and stdout are terminals)
+    #[arg(short = 'T', long = "no-tty")]
+    pub no_tty: bool,
+    /// Arguments passed to redis-cli (after `--`)
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// Shell to generate the script for
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// Shells `nodus completion` supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    /// Bash
+    Bash,
+    /// Zsh
+    Zsh,
+    /// Fish
+    Fish,
+    /// PowerShell
+    Powershell,
+    /// Elvish
+    Elvish,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +376,48 @@ pub struct RenderArgs {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// Services (default: all)
+    pub services: Vec<String>,
+    /// How long to wait for each service to become healthy, e.g. 120s, 2m
+    #[arg(long, default_value = "120s")]
+    pub timeout: String,
+    /// Accepted for compose habits: nodus always returns once the stack is up (detached)
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Accepted for compose habits: nodus always waits until services are healthy
+    #[arg(long)]
+    pub wait: bool,
+    /// Also stop (guarded, with a census first) and remove containers of services no longer in
+    /// the stack file
+    #[arg(long)]
+    pub remove_orphans: bool,
+    /// Recreate containers even if their configuration did not change (volumes are kept)
+    #[arg(long, conflicts_with = "no_recreate")]
+    pub force_recreate: bool,
+    /// Never recreate existing containers, even if their configuration changed
+    #[arg(long)]
+    pub no_recreate: bool,
+    /// Do not start the services the named SERVICEs depend on
+    #[arg(long)]
+    pub no_deps: bool,
+    /// When to pull images: missing (default, only absent ones), always, never
+    #[arg(long, value_enum, default_value = "missing")]
+    pub pull: PullPolicy,
+}
+
+/// `up --pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    /// Pull every image before creating containers
+    Always,
+    /// Pull only images not present locally
+    Missing,
+    /// Never pull; fail when an image is missing
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
     /// Services (default: all)
     pub services: Vec<String>,
     /// How long to wait for each service to become healthy, e.g. 120s, 2m
@@ -118,23 +436,32 @@ pub struct DownArgs {
     /// Do not snapshot stateful volumes
     #[arg(long)]
     pub no_snapshot: bool,
+    /// Accepted for compose habits: `down` always removes (guarded) containers of services no
+    /// longer in the stack file
+    #[arg(long)]
+    pub remove_orphans: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct StopArgs {
+    /// Services (default: all)
     pub services: Vec<String>,
+    /// Override every service's stop grace period, e.g. 30s
     #[arg(long)]
     pub timeout: Option<String>,
+    /// Do not snapshot stateful volumes
     #[arg(long)]
     pub no_snapshot: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RestartArgs {
+    /// Services (default: all)
     pub services: Vec<String>,
     /// How long to wait for each service to become healthy
     #[arg(long, default_value = "120s")]
     pub timeout: String,
+    /// Do not snapshot stateful volumes
     #[arg(long)]
     pub no_snapshot: bool,
 }
@@ -153,6 +480,7 @@ pub struct VerifyArgs {
     /// Record the current census as the new baseline (intentional changes)
     #[arg(long)]
     pub accept: bool,
+    /// Use planner estimates instead of exact row counts
     #[arg(long)]
     pub fast: bool,
 }
@@ -160,27 +488,41 @@ pub struct VerifyArgs {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCommand {
     /// Stop services cleanly, snapshot their volumes, start them again
-    Create { services: Vec<String> },
+    Create {
+        /// Stateful services to snapshot (default: all)
+        services: Vec<String>,
+    },
     /// List snapshots
     List,
     /// Show one snapshot's manifest
-    Show { id: String },
+    Show {
+        /// Snapshot ID (as `snapshot list` shows it)
+        id: String,
+    },
     /// Recompute checksums and read archives to the end
     Verify {
+        /// Snapshot ID (default: the latest)
         id: Option<String>,
+        /// Verify every snapshot
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
     /// Delete a snapshot
-    Delete { id: String },
+    Delete {
+        /// Snapshot ID
+        id: String,
+    },
     /// Apply the retention policy (x-nodus.snapshots.keep)
     Prune {
+        /// Show what would be removed without removing anything
         #[arg(long)]
         dry_run: bool,
     },
     /// Put a snapshot back into its volume (a safety snapshot is taken first)
     Restore {
+        /// Snapshot ID to restore
         id: Option<String>,
+        /// Restore the latest snapshot of each service
         #[arg(long, conflicts_with = "id")]
         latest: bool,
         /// Restrict to these services
@@ -208,7 +550,9 @@ pub struct BackupArgs {
 pub enum BackupCommand {
     /// Load a backup with psql and check the census afterwards
     Restore {
+        /// Backup file (.sql or .sql.gz)
         file: PathBuf,
+        /// Postgres service to load it into (default: the only/first postgres service)
         #[arg(long)]
         service: Option<String>,
     },

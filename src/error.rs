@@ -27,6 +27,12 @@ pub struct DataLossDetected {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// A command run in a container (`exec`, `run`, `psql`, `redis-cli`) ended with this non-zero exit
+/// code: nodus exits with it too, printing nothing more (the command spoke for itself).
+#[derive(Debug, thiserror::Error)]
+#[error("the command exited with code {0}")]
+pub struct PassThroughExit(pub i64);
+
 /// Exit code and hint for an error chain.
 pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
     for cause in err.chain() {
@@ -94,6 +100,11 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
 /// command that failed before printing its document prints `{"error", "exit_code", "hint"}`
 /// instead, so stdout always holds exactly one JSON document.
 pub fn report(err: &anyhow::Error, ui: &Ui) -> ExitCode {
+    if let Some(PassThroughExit(code)) = err.downcast_ref::<PassThroughExit>() {
+        // Like a shell: codes outside 1..=255 wrap (a signal's 128+N stays as it is).
+        let code = u8::try_from(code.rem_euclid(256)).unwrap_or(EXIT_ERROR);
+        return ExitCode::from(if code == 0 { EXIT_ERROR } else { code });
+    }
     let (code, hint) = classify(err);
     let mut msg = err.to_string();
     for cause in err.chain().skip(1) {

@@ -9,9 +9,11 @@ pub mod labels;
 pub mod lifecycle;
 pub mod output;
 pub mod project;
+pub mod session;
 pub mod snapshot;
 pub mod stack;
 pub mod state;
+pub mod table;
 
 use std::process::ExitCode;
 
@@ -19,7 +21,7 @@ use clap::Parser;
 
 /// Entry point used by `main.rs`.
 pub fn run() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::try_parse_from(compose_argv(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -54,6 +56,69 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// Global flags that take a value (to find the subcommand in argv).
+const GLOBAL_VALUE_FLAGS: &[&str] = &[
+    "-f",
+    "--stack",
+    "-p",
+    "--project-name",
+    "--state-dir",
+    "--lock-timeout",
+];
+
+/// compose's `logs -f` means follow while nodus' global `-f` names the stack file: after the
+/// `logs` subcommand, `-f` is rewritten to `--follow` (before it, `-f FILE` is the stack file, as
+/// with `docker compose -f FILE logs -f`).
+pub fn compose_argv(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--" {
+            return args;
+        }
+        if GLOBAL_VALUE_FLAGS.contains(&a.as_ref()) {
+            i += 2;
+            continue;
+        }
+        if a.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        if a != "logs" {
+            return args;
+        }
+        break;
+    }
+    let mut out = Vec::with_capacity(args.len() + 1);
+    let mut rewriting = false;
+    for (n, arg) in args.into_iter().enumerate() {
+        if n == i {
+            rewriting = true;
+            out.push(arg);
+            continue;
+        }
+        if !rewriting {
+            out.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            rewriting = false;
+            out.push(arg);
+            continue;
+        }
+        match arg.to_str() {
+            Some("-f") => out.push("--follow".into()),
+            // Combined short flags: -ft, -tf.
+            Some("-ft") | Some("-tf") => {
+                out.push("--follow".into());
+                out.push("-t".into());
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 | 1 => "warn",
@@ -65,6 +130,12 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal (and never with NO_COLOR): logs redirected to a
+        // file or read by a program stay plain text.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .without_time()
         .try_init();
 }

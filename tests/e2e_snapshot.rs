@@ -242,8 +242,22 @@ fn logical_backup_round_trip_restores_every_database() {
     let out = s.path().join("dump.sql.gz");
     s.nodus(&["backup", "-o", out.to_str().unwrap()]).ok();
     assert!(out.exists());
+    // A backup in the state dir's backups/ is listed, under a header.
+    s.nodus(&["backup"]).ok();
     let l = s.nodus(&["backup", "list"]);
     l.ok();
+    let mut lines = l.stdout.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header.starts_with("FILE") && header.contains("SERVICE"),
+        "{}",
+        l.stdout
+    );
+    assert!(
+        lines.next().is_some_and(|r| r.contains(".sql.gz")),
+        "{}",
+        l.stdout
+    );
 
     s.psql("db", "app", "DROP TABLE t1; DROP TABLE t4;");
     s.psql("db", "postgres", "DROP DATABASE second_db");
@@ -272,8 +286,38 @@ fn snapshot_of_a_stopped_service_carries_the_census_of_its_clean_stop() {
     s.nodus(&["snapshot", "create", "db"]).ok();
     let first = snapshots(&s)[0]["id"].as_str().unwrap().to_string();
     let m: serde_json::Value =
-        serde_json::from_str(&s.nodus(&["snapshot", "show", &first]).stdout).unwrap();
+        serde_json::from_str(&s.nodus(&["--json", "snapshot", "show", &first]).stdout).unwrap();
     assert!(!m["census"].is_null(), "census missing: {m}");
+    // As text by default, saying what it holds; the listing too.
+    let text = s.nodus(&["snapshot", "show", &first]);
+    text.ok();
+    assert!(
+        text.stdout.contains(&format!("snapshot:   {first}")),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("holds:      2 databases, 4 tables, 40 rows"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("public.t3  10 rows"),
+        "{}",
+        text.stdout
+    );
+    let list = s.nodus(&["snapshot", "list"]);
+    assert!(
+        list.stdout.lines().next().unwrap().ends_with("HOLDS"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        list.stdout.contains("2 databases, 4 tables, 40 rows"),
+        "{}",
+        list.stdout
+    );
     assert!(m["census"].to_string().contains("t3"), "{m}");
     assert_eq!(m["clean"], true, "{m}");
 
@@ -289,7 +333,7 @@ fn snapshot_of_a_stopped_service_carries_the_census_of_its_clean_stop() {
         .find(|id| *id != first)
         .expect("second snapshot");
     let m2: serde_json::Value =
-        serde_json::from_str(&s.nodus(&["snapshot", "show", &second]).stdout).unwrap();
+        serde_json::from_str(&s.nodus(&["--json", "snapshot", "show", &second]).stdout).unwrap();
     assert!(m2["census"].is_null(), "stale census carried: {m2}");
 
     // The carried census is what a restore is checked against.

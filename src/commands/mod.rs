@@ -13,6 +13,17 @@ pub mod status;
 pub mod stop;
 pub mod up;
 pub mod verify;
+// compose habits
+pub mod completion;
+pub mod config;
+pub mod exec;
+pub mod logs;
+pub mod port;
+pub mod ps;
+pub mod psql;
+pub mod pull;
+pub mod run;
+pub mod top;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,5 +168,17 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Snapshot(c) => snapshot::run(&ctx, c).await,
         Command::Backup(a) => backup::run(&ctx, a).await,
+        Command::Ps(a) => ps::run(&ctx, a).await,
+        Command::Logs(a) => logs::run(&ctx, a).await,
+        Command::Exec(a) => exec::run(&ctx, a).await,
+        Command::Run(a) => run::run(&ctx, a).await,
+        Command::Port(a) => port::run(&ctx, a).await,
+        Command::Config(a) => config::run(&ctx, a).await,
+        Command::Pull(a) => pull::run(&ctx, a).await,
+        Command::Top(a) => top::run(&ctx, a).await,
+        Command::Psql(a) => psql::psql(&ctx, a).await,
+        Command::RedisCli(a) => psql::redis_cli(&ctx, a).await,
+        Command::Completion(a) => completion::completion(&ctx, a),
+        Command::Man => completion::man(&ctx),
     }
 }

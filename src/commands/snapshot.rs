@@ -110,11 +110,17 @@ fn list(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Always JSON: the manifest is the detail.
+/// Text by default; the whole manifest with `--json`.
 fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     let project = ctx.project()?;
     let store = SnapshotStore::at(project.state.snapshots_dir(project.name()));
-    ctx.ui.json_out(&ops::show_json(&store, id)?);
+    if ctx.ui.json {
+        ctx.ui.json_out(&ops::show_json(&store, id)?);
+    } else {
+        for line in ops::show_lines(&store, id)? {
+            ctx.ui.data(line);
+        }
+    }
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use super::hooks::SessionOptions;
 use super::up::{bring_up, Bring};
 use super::Ctx;
 
-pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
+pub async fn run(ctx: &Ctx, args: crate::cli::StartArgs) -> anyhow::Result<()> {
     let opts = SessionOptions::default();
     bring_up(ctx, Bring::Start, args.services, &args.timeout, opts).await
 }

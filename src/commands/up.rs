@@ -2,18 +2,42 @@
 
 use super::hooks::SessionOptions;
 use super::{parse_duration_arg, Ctx};
-use crate::lifecycle::{Lifecycle, Report, Transition, UpOptions};
+use crate::lifecycle::{ImagePull, Lifecycle, Report, Transition, UpOptions};
 use crate::project::Project;
 
 pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
-    bring_up(
+    // `-d/--detach` and `--wait` are compose habits: nodus always waits for health and returns.
+    let _ = (args.detach, args.wait);
+    let up = UpFlags {
+        force_recreate: args.force_recreate,
+        no_recreate: args.no_recreate,
+        no_deps: args.no_deps,
+        pull: match args.pull {
+            crate::cli::PullPolicy::Always => ImagePull::Always,
+            crate::cli::PullPolicy::Missing => ImagePull::Missing,
+            crate::cli::PullPolicy::Never => ImagePull::Never,
+        },
+        remove_orphans: args.remove_orphans,
+    };
+    bring_up_with(
         ctx,
         Bring::Up,
         args.services,
         &args.timeout,
         SessionOptions::default(),
+        up,
     )
     .await
+}
+
+/// `up`'s own flags (compose's).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct UpFlags {
+    pub force_recreate: bool,
+    pub no_recreate: bool,
+    pub no_deps: bool,
+    pub pull: ImagePull,
+    pub remove_orphans: bool,
 }
 
 /// The commands that end with services running.
@@ -33,6 +57,17 @@ pub(super) async fn bring_up(
     timeout: &str,
     opts: SessionOptions,
 ) -> anyhow::Result<()> {
+    bring_up_with(ctx, bring, services, timeout, opts, UpFlags::default()).await
+}
+
+async fn bring_up_with(
+    ctx: &Ctx,
+    bring: Bring,
+    services: Vec<String>,
+    timeout: &str,
+    opts: SessionOptions,
+    flags: UpFlags,
+) -> anyhow::Result<()> {
     let timeout = parse_duration_arg("--timeout", timeout)?;
     let (transition, what) = match bring {
         Bring::Up => (Transition::Up, "up"),
@@ -51,6 +86,11 @@ pub(super) async fn bring_up(
     let opts = UpOptions {
         services: selection(&g.project, services),
         timeout,
+        force_recreate: flags.force_recreate,
+        no_recreate: flags.no_recreate,
+        no_deps: flags.no_deps,
+        pull: flags.pull,
+        remove_orphans: flags.remove_orphans,
     };
     let chain = &mut g.session.chain;
     let report = match bring {
@@ -77,15 +117,22 @@ pub(super) fn selection(project: &Project, named: Vec<String>) -> Vec<String> {
 /// One closing status line.
 pub(super) fn summary(ctx: &Ctx, project: &Project, what: &str, r: &Report) {
     let mut parts = Vec::new();
+    let volumes = |n: usize| crate::guard::census::plural(n, "volume", "volumes");
     for (n, label) in [
-        (r.created.len(), "created"),
-        (r.recreated.len(), "recreated"),
-        (r.started.len(), "started"),
-        (r.unchanged.len(), "unchanged"),
-        (r.stopped.len(), "stopped"),
-        (r.removed.len(), "removed"),
-        (r.volumes_created.len(), "volumes created"),
-        (r.volumes_removed.len(), "volumes removed"),
+        (r.created.len(), "created".to_string()),
+        (r.recreated.len(), "recreated".into()),
+        (r.started.len(), "started".into()),
+        (r.unchanged.len(), "unchanged".into()),
+        (r.stopped.len(), "stopped".into()),
+        (r.removed.len(), "removed".into()),
+        (
+            r.volumes_created.len(),
+            format!("{} created", volumes(r.volumes_created.len())),
+        ),
+        (
+            r.volumes_removed.len(),
+            format!("{} removed", volumes(r.volumes_removed.len())),
+        ),
     ] {
         if n > 0 {
             parts.push(format!("{n} {label}"));

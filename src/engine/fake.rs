@@ -851,6 +851,96 @@ impl Engine for FakeEngine {
         st.calls.push(format!("remove_network {name}"));
         Ok(())
     }
+
+    async fn log_stream(&self, id: &str, opts: &LogOptions) -> Result<OutputStream> {
+        let mut st = self.st();
+        let c = st.container(id)?;
+        let tail = opts.tail.map(|t| t as usize).unwrap_or(usize::MAX);
+        let skip = c.logs.len().saturating_sub(tail);
+        let chunks: Vec<Result<OutputChunk>> = c.logs[skip..]
+            .iter()
+            .map(|l| {
+                Ok(OutputChunk {
+                    kind: OutputKind::Stdout,
+                    bytes: format!("{l}\n").into_bytes(),
+                })
+            })
+            .collect();
+        Ok(Box::pin(futures_util::stream::iter(chunks)))
+    }
+
+    async fn exec_attach(&self, id: &str, spec: &ExecSpec) -> Result<Attached> {
+        let out = self.run_exec(id, &spec.cmd)?;
+        let mut st = self.st();
+        let exec_id = st.id("e");
+        st.execs.insert(exec_id.clone(), out.exit_code);
+        let chunks = vec![
+            Ok(OutputChunk {
+                kind: OutputKind::Stdout,
+                bytes: out.stdout,
+            }),
+            Ok(OutputChunk {
+                kind: OutputKind::Stderr,
+                bytes: out.stderr,
+            }),
+        ];
+        Ok(Attached {
+            id: exec_id,
+            output: Box::pin(futures_util::stream::iter(chunks)),
+            input: Box::pin(tokio::io::sink()),
+        })
+    }
+
+    async fn resize_exec(&self, exec_id: &str, _rows: u16, _cols: u16) -> Result<()> {
+        if self.st().execs.contains_key(exec_id) {
+            Ok(())
+        } else {
+            Err(EngineError::api("resize exec", exec_id, "no such exec"))
+        }
+    }
+
+    async fn attach_container(&self, id: &str) -> Result<Attached> {
+        let id = self.st().container(id)?.info.id.clone();
+        Ok(Attached {
+            id,
+            output: Box::pin(futures_util::stream::empty()),
+            input: Box::pin(tokio::io::sink()),
+        })
+    }
+
+    async fn resize_container(&self, id: &str, _rows: u16, _cols: u16) -> Result<()> {
+        self.st().container(id).map(|_| ())
+    }
+
+    /// A fake container's command ends at once: a running one exits 0.
+    async fn wait_container(&self, id: &str) -> Result<i64> {
+        let mut st = self.st();
+        let now = st.now();
+        let c = st.container(id)?;
+        if c.info.state == RunState::Running {
+            c.info.state = RunState::Exited;
+            c.info.exit_code = Some(0);
+            c.info.finished_at = Some(now);
+        }
+        Ok(c.info.exit_code.unwrap_or(0))
+    }
+
+    async fn top(&self, id: &str) -> Result<TopInfo> {
+        let mut st = self.st();
+        let c = st.container(id)?;
+        if c.info.state != RunState::Running {
+            return Err(EngineError::api(
+                "top",
+                c.info.name.clone(),
+                "container is not running",
+            ));
+        }
+        let cmd = c.spec.cmd.clone().unwrap_or_default().join(" ");
+        Ok(TopInfo {
+            titles: vec!["PID".into(), "CMD".into()],
+            processes: vec![vec!["1".into(), cmd]],
+        })
+    }
 }
 
 #[cfg(test)]

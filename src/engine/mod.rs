@@ -255,6 +255,71 @@ pub struct PullProgress {
     pub total: Option<u64>,
 }
 
+/// Which stream a piece of container output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    Stdout,
+    Stderr,
+    /// A TTY's combined output.
+    Console,
+}
+
+/// A piece of container output (logs, an attached exec or container).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub kind: OutputKind,
+    pub bytes: Vec<u8>,
+}
+
+/// A stream of container output.
+pub type OutputStream = Pin<Box<dyn Stream<Item = Result<OutputChunk, EngineError>> + Send>>;
+
+/// What `log_stream` returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Keep streaming new output until the container stops (or the stream is dropped).
+    pub follow: bool,
+    /// Last N lines; None = all.
+    pub tail: Option<u64>,
+    /// Unix seconds; only output since then.
+    pub since: Option<i64>,
+    /// Unix seconds; only output until then.
+    pub until: Option<i64>,
+    /// Prefix every line with the engine's RFC 3339 timestamp.
+    pub timestamps: bool,
+}
+
+/// A command to run attached in a container (`exec`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    /// KEY=VALUE
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    /// Allocate a pseudo-TTY (output comes as `Console`).
+    pub tty: bool,
+    /// Attach stdin (the session's `input` writes to it; dropping it closes stdin).
+    pub stdin: bool,
+}
+
+/// An attached session: the command's output and, when stdin is attached, its input.
+pub struct Attached {
+    /// The exec's ID (for `exec_exit_code` / `resize_exec`), or the container's for `attach_container`.
+    pub id: String,
+    pub output: OutputStream,
+    /// Writes go to the process' stdin; shutting it down closes stdin.
+    pub input: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+/// Processes in a container (`docker top`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopInfo {
+    pub titles: Vec<String>,
+    pub processes: Vec<Vec<String>>,
+}
+
 /// The Docker Engine operations nodus needs. Implemented by [`DockerEngine`] (bollard) and, in
 /// tests, by `fake::FakeEngine`.
 #[async_trait]
@@ -333,4 +398,19 @@ pub trait Engine: Send + Sync {
     fn remote_host(&self) -> Option<String> {
         None
     }
+    // Sessions (compose habits: logs, exec, run, top).
+    /// A container's output as a stream (follows new output with `opts.follow`).
+    async fn log_stream(&self, id: &str, opts: &LogOptions) -> Result<OutputStream>;
+    /// Starts a command in a running container with its stdio attached.
+    async fn exec_attach(&self, id: &str, spec: &ExecSpec) -> Result<Attached>;
+    /// Resizes the TTY of an exec started with `tty`.
+    async fn resize_exec(&self, exec_id: &str, rows: u16, cols: u16) -> Result<()>;
+    /// Attaches to a created (not yet started) container's stdio (`run`).
+    async fn attach_container(&self, id: &str) -> Result<Attached>;
+    /// Resizes a container's TTY.
+    async fn resize_container(&self, id: &str, rows: u16, cols: u16) -> Result<()>;
+    /// Waits until the container stops; its exit code.
+    async fn wait_container(&self, id: &str) -> Result<i64>;
+    /// Processes running in a container.
+    async fn top(&self, id: &str) -> Result<TopInfo>;
 }

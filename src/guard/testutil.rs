@@ -128,6 +128,27 @@ impl Engine for LocalExecEngine {
     async fn remove_network(&self, _: &str) -> Result<()> {
         no("remove_network")
     }
+    async fn log_stream(&self, _: &str, _: &LogOptions) -> Result<OutputStream> {
+        no("log_stream")
+    }
+    async fn exec_attach(&self, _: &str, _: &ExecSpec) -> Result<Attached> {
+        no("exec_attach")
+    }
+    async fn resize_exec(&self, _: &str, _: u16, _: u16) -> Result<()> {
+        no("resize_exec")
+    }
+    async fn attach_container(&self, _: &str) -> Result<Attached> {
+        no("attach_container")
+    }
+    async fn resize_container(&self, _: &str, _: u16, _: u16) -> Result<()> {
+        no("resize_container")
+    }
+    async fn wait_container(&self, _: &str) -> Result<i64> {
+        no("wait_container")
+    }
+    async fn top(&self, _: &str) -> Result<TopInfo> {
+        no("top")
+    }
 }
 
 /// A running container as the census sees it.

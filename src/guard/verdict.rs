@@ -12,6 +12,9 @@ use super::ledger::{Phase, ServiceIdentity};
 use crate::output::Ui;
 use crate::stack::ServiceKind;
 
+/// How the guard's note on a stack's first census starts (the verdict line says it instead).
+const FIRST_CENSUS: &str = "first census of this stack";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -299,7 +302,14 @@ impl Verdict {
 
     /// Human output on stderr.
     pub fn print(&self, ui: &Ui) {
+        // The first census says so on its verdict line, not on a note of its own as well.
+        let first = self.verdict == Status::Baseline
+            && self.transition != "verify"
+            && self.notes.iter().any(|n| n.starts_with(FIRST_CENSUS));
         for n in &self.notes {
+            if first && n.starts_with(FIRST_CENSUS) {
+                continue;
+            }
             ui.status(n);
         }
         for (name, s) in &self.services {
@@ -326,8 +336,13 @@ impl Verdict {
                 self.totals.summary()
             )),
             Status::Baseline => ui.success(format!(
-                "census: {} — recorded as the baseline",
-                self.totals.summary()
+                "census: {} — {}recorded as the baseline",
+                self.totals.summary(),
+                if first {
+                    "first census of this stack, "
+                } else {
+                    ""
+                }
             )),
             Status::Recorded => {
                 ui.status(format!("census before stopping: {}", self.totals.summary()))

@@ -3,6 +3,7 @@
 //! Plans come from `stack::plan` (pure); this module executes them and calls [`Hooks`] at the
 //! points the guard and snapshots need. It never touches a resource without the stack's labels.
 
+mod orphans;
 pub mod spec;
 mod status;
 mod stop;
@@ -212,12 +213,34 @@ impl Hooks for HookChain {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct UpOptions {
     /// Empty = all services.
     pub services: Vec<String>,
     /// How long to wait for each service to become healthy.
     pub timeout: Duration,
+    /// Recreate existing containers even when their configuration did not change.
+    pub force_recreate: bool,
+    /// Keep existing containers even when their configuration changed.
+    pub no_recreate: bool,
+    /// Only the named services, not their dependencies.
+    pub no_deps: bool,
+    /// When to pull images.
+    pub pull: ImagePull,
+    /// Stop (guarded) and remove containers of services no longer in the stack.
+    pub remove_orphans: bool,
+}
+
+/// `up --pull`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ImagePull {
+    /// Pull every image of the services brought up.
+    Always,
+    /// Pull images that are not present (the default).
+    #[default]
+    Missing,
+    /// Never pull: a missing image is an error.
+    Never,
 }
 
 #[derive(Debug, Clone)]

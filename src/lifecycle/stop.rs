@@ -59,10 +59,14 @@ impl<'a> Lifecycle<'a> {
         for (service, c) in targets.iter().filter(|(_, c)| is_running(c)) {
             // Fresh, complete information (a listing may lack env and mounts).
             let container = self.engine.inspect_container(&c.id).await?;
+            // An orphan database is counted too (from what its container says).
+            let stateful = self
+                .stateful(service)
+                .or_else(|| self.orphan_stateful(service, &container));
             running.push(RunningService {
                 service: service.clone(),
                 container,
-                stateful: self.stateful(service),
+                stateful,
             });
         }
         if running.is_empty() {

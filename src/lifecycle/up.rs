@@ -6,7 +6,7 @@ use super::spec::{self, BuiltSpec, SpecError};
 use super::status::describe;
 use super::wait::{Spin, Want};
 use super::{
-    by_service, is_running, service_label, Hooks, Lifecycle, LifecycleError, Report,
+    by_service, is_running, service_label, Hooks, ImagePull, Lifecycle, LifecycleError, Report,
     RunningService, Transition, UpOptions,
 };
 use crate::engine::{
@@ -93,7 +93,11 @@ impl<'a> Lifecycle<'a> {
         hooks: &mut dyn Hooks,
     ) -> Result<Report, LifecycleError> {
         let compose = self.compose();
-        let order = plan::start_order(compose, &opts.services)?;
+        let mut order = plan::start_order(compose, &opts.services)?;
+        if opts.no_deps && !opts.services.is_empty() {
+            // `--no-deps`: only what was named; dependencies are used as they are.
+            order.retain(|s| opts.services.contains(s));
+        }
         let mut report = Report::default();
 
         // 1. Specs: every error about the stack comes before anything is touched.
@@ -111,9 +115,14 @@ impl<'a> Lifecycle<'a> {
 
         // 2. What exists, and what to do per service.
         let containers = self.project_containers().await?;
-        if mode == Mode::Converge {
+        if mode == Mode::Converge && !opts.remove_orphans {
             self.note_orphans(&containers);
         }
+        let orphans = if mode == Mode::Converge && opts.remove_orphans {
+            containers.clone()
+        } else {
+            Vec::new()
+        };
         let mut existing = by_service(containers);
         let mut actions: BTreeMap<String, Action> = BTreeMap::new();
         for name in &order {
@@ -122,9 +131,14 @@ impl<'a> Lifecycle<'a> {
                 Some(c) => {
                     let same = c.labels.get(labels::CONFIG_HASH) == Some(&built.config_hash);
                     match mode {
-                        Mode::Converge if !same => Action::Recreate(c),
+                        Mode::Converge if opts.force_recreate => Action::Recreate(c),
+                        Mode::Converge if !same && !opts.no_recreate => Action::Recreate(c),
                         Mode::Converge | Mode::StartOnly => {
-                            if !same {
+                            if !same && opts.no_recreate {
+                                self.ui.detail(format!(
+                                    "service {name}: its definition changed; kept as it is (--no-recreate)"
+                                ));
+                            } else if !same {
                                 self.ui.warn(format!(
                                     "service {name}: its definition changed since container {} was created; `nodus up` applies the change",
                                     c.name
@@ -168,15 +182,22 @@ impl<'a> Lifecycle<'a> {
             (Vec::new(), Vec::new())
         };
 
-        // 4. Images of the containers to create.
+        // 4. Images of the containers to create (all of them with `--pull always`).
         let mut checked = BTreeSet::new();
         for name in &order {
-            if matches!(actions[name], Action::Create | Action::Recreate(_)) {
+            let creating = matches!(actions[name], Action::Create | Action::Recreate(_));
+            if creating || (mode == Mode::Converge && opts.pull == ImagePull::Always) {
                 let image = &specs[name].spec.image;
                 if checked.insert(image.clone()) {
-                    self.ensure_image(image).await?;
+                    self.ensure_image_with(image, opts.pull).await?;
                 }
             }
+        }
+
+        // 4b. `--remove-orphans`: stopped (guarded) and removed before anything new starts.
+        if !orphans.is_empty() {
+            self.remove_orphans(&orphans, transition, hooks, &mut report)
+                .await?;
         }
 
         // 5. Create networks and volumes.
@@ -437,11 +458,24 @@ impl<'a> Lifecycle<'a> {
         Ok((networks, volumes))
     }
 
-    /// Makes `image` present locally, pulling it with a progress line.
-    async fn ensure_image(&self, image: &str) -> Result<(), LifecycleError> {
-        if self.engine.image_exists(image).await? {
-            return Ok(());
+    /// Makes `image` present locally as `pull` says: pulls a missing one (`Missing`), pulls it
+    /// anyway (`Always`), or refuses to pull (`Never`).
+    async fn ensure_image_with(&self, image: &str, pull: ImagePull) -> Result<(), LifecycleError> {
+        let present = self.engine.image_exists(image).await?;
+        match pull {
+            ImagePull::Missing if present => Ok(()),
+            ImagePull::Never if present => Ok(()),
+            ImagePull::Never => Err(EngineError::ImageUnavailable {
+                image: image.to_string(),
+                reason: "it is not present locally and --pull never forbids pulling".into(),
+            }
+            .into()),
+            ImagePull::Always | ImagePull::Missing => self.pull(image).await,
         }
+    }
+
+    /// Pulls `image` with a progress line.
+    async fn pull(&self, image: &str) -> Result<(), LifecycleError> {
         self.ui.status(format!("pulling {image}..."));
         let spin = Spin(self.ui.spinner(format!("pulling {image}")));
         let pb = spin.0.clone();

@@ -360,8 +360,9 @@ impl Hooks for SnapshotHook {
                         .collect();
                     if !removed.is_empty() {
                         self.ui.detail(format!(
-                            "pruned {} old snapshot(s): {}",
+                            "pruned {} old {}: {}",
                             removed.len(),
+                            crate::guard::census::plural(removed.len(), "snapshot", "snapshots"),
                             removed.join(", ")
                         ));
                     }

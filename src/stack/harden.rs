@@ -615,6 +615,11 @@ pub fn render_yaml_for(stack: &Stack, compose: &ComposeFile) -> Result<String, s
     render_with_header(compose, &header)
 }
 
+/// The model as YAML without a header (`nodus config`).
+pub fn render_plain(compose: &ComposeFile) -> Result<String, serde_yaml::Error> {
+    render_with_header(compose, "")
+}
+
 fn render_with_header(compose: &ComposeFile, header: &str) -> Result<String, serde_yaml::Error> {
     let mut value = serde_yaml::to_value(compose)?;
     if let Value::Mapping(m) = &mut value {

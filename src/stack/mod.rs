@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use indexmap::IndexMap;
 use serde::Serialize;
 
-pub use harden::{render_yaml, render_yaml_for, Finding, FindingLevel, Hardened};
+pub use harden::{render_plain, render_yaml, render_yaml_for, Finding, FindingLevel, Hardened};
 pub use load::resolve_paths;
 pub use model::{ComposeFile, Service};
 pub use xnodus::{ServiceKind, XNodus};

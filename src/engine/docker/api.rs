@@ -624,4 +624,32 @@ impl Engine for DockerEngine {
     fn remote_host(&self) -> Option<String> {
         self.remote_host.clone()
     }
+
+    async fn log_stream(&self, id: &str, opts: &LogOptions) -> Result<OutputStream> {
+        self.session_log_stream(id, opts).await
+    }
+
+    async fn exec_attach(&self, id: &str, spec: &ExecSpec) -> Result<Attached> {
+        self.session_exec_attach(id, spec).await
+    }
+
+    async fn resize_exec(&self, exec_id: &str, rows: u16, cols: u16) -> Result<()> {
+        self.session_resize_exec(exec_id, rows, cols).await
+    }
+
+    async fn attach_container(&self, id: &str) -> Result<Attached> {
+        self.session_attach_container(id).await
+    }
+
+    async fn resize_container(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        self.session_resize_container(id, rows, cols).await
+    }
+
+    async fn wait_container(&self, id: &str) -> Result<i64> {
+        self.session_wait_container(id).await
+    }
+
+    async fn top(&self, id: &str) -> Result<TopInfo> {
+        self.session_top(id).await
+    }
 }

@@ -13,6 +13,7 @@
 mod api;
 mod convert;
 mod pooled;
+mod session;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -112,22 +112,33 @@ pub async fn create(
 
 /// One line per backup for `backup list`.
 pub fn list_lines(entries: &[BackupEntry]) -> Vec<String> {
-    entries
-        .iter()
-        .map(|e| {
-            let name = e.path.display().to_string();
-            match &e.manifest {
-                Some(m) => format!(
-                    "{name}  {}  {}  {} SQL  {} stored",
-                    m.service,
-                    m.created_at,
-                    human_bytes(m.raw_bytes),
-                    human_bytes(m.compressed_bytes)
-                ),
-                None => format!("{name}  (no manifest)  {} stored", human_bytes(e.size)),
-            }
-        })
-        .collect()
+    let mut rows: Vec<[String; 5]> = vec![[
+        "FILE".into(),
+        "SERVICE".into(),
+        "TAKEN".into(),
+        "SQL".into(),
+        "STORED".into(),
+    ]];
+    for e in entries {
+        let name = e.path.display().to_string();
+        rows.push(match &e.manifest {
+            Some(m) => [
+                name,
+                m.service.clone(),
+                m.created_at.clone(),
+                human_bytes(m.raw_bytes),
+                human_bytes(m.compressed_bytes),
+            ],
+            None => [
+                name,
+                "(no manifest)".into(),
+                "-".into(),
+                "-".into(),
+                human_bytes(e.size),
+            ],
+        });
+    }
+    crate::table::align(&rows)
 }
 
 /// Checks `file` against its manifest (or, without one, only that it decompresses); returns

@@ -217,6 +217,7 @@ pub async fn snapshot_running(
             &UpOptions {
                 services: running.to_vec(),
                 timeout: START_TIMEOUT,
+                ..UpOptions::default()
             },
             chain,
         )

@@ -229,6 +229,7 @@ pub fn entry_json(e: &SnapshotEntry) -> serde_json::Value {
             "raw_bytes": m.archive.raw_bytes,
             "compressed_bytes": m.archive.compressed_bytes,
             "clean": m.clean,
+            "holds": holds(m),
             "verified": v.map(|v| v.ok && v.sha256 == m.archive.sha256),
             "verified_at": v.map(|v| v.verified_at.clone()),
             "verify_error": v.and_then(|v| v.error.clone()),
@@ -250,6 +251,7 @@ pub fn list_table(entries: &[SnapshotEntry]) -> Vec<String> {
         "REASON",
         "CLEAN",
         "VERIFIED",
+        "HOLDS",
     ]
     .map(String::from)
     .to_vec()];
@@ -273,11 +275,29 @@ pub fn list_table(entries: &[SnapshotEntry]) -> Vec<String> {
                 } else {
                     "-".into()
                 },
+                holds(m),
             ],
             Err(err) => vec![e.id.clone(), format!("unreadable manifest: {err}")],
         });
     }
     align(&rows)
+}
+
+/// What a snapshot holds, from the census taken before its stop: "2 databases, 5 tables, 120
+/// rows" (or "-" when it has none, "?" when it cannot be read).
+pub fn holds(m: &Manifest) -> String {
+    let Some(c) = &m.census else {
+        return "-".into();
+    };
+    match serde_json::from_value::<crate::guard::census::ServiceCensus>(c.clone()) {
+        Ok(census) if census.is_available() => {
+            let mut t = crate::guard::census::Totals::default();
+            t.add_service(&m.service, &census);
+            t.summary()
+        }
+        Ok(_) => "-".into(),
+        Err(_) => "?".into(),
+    }
 }
 
 /// Aligns the columns of full rows; a shorter row (an error) is printed as it is.
@@ -321,6 +341,81 @@ pub fn show_json(store: &SnapshotStore, id: &str) -> anyhow::Result<serde_json::
     Ok(v)
 }
 
+/// `snapshot show` as text: one "key: value" line per fact, the census per database.
+pub fn show_lines(store: &SnapshotStore, id: &str) -> anyhow::Result<Vec<String>> {
+    let e = store.get(id)?;
+    let m = manifest_of(&e)?;
+    let mut out = vec![
+        format!("snapshot:   {}", m.id),
+        format!("project:    {}", m.project),
+        format!("service:    {} ({:?})", m.service, m.kind).to_lowercase(),
+        format!(
+            "volume:     {} {}",
+            m.volume.kind,
+            m.volume.name.as_deref().unwrap_or("-")
+        ),
+        format!("data dir:   {}", m.data_dir),
+        format!("image:      {}", m.image),
+        format!(
+            "taken:      {} ({}, {} ms)",
+            m.created_at,
+            m.reason.as_str(),
+            m.duration_ms
+        ),
+        format!(
+            "size:       {} ({} stored, {} level {})",
+            human_bytes(m.archive.raw_bytes),
+            human_bytes(m.archive.compressed_bytes),
+            m.archive.compression,
+            m.archive.level
+        ),
+        format!("sha256:     {}", m.archive.sha256),
+        format!(
+            "clean:      {}",
+            if m.clean {
+                "yes".to_string()
+            } else {
+                format!("NO ({})", m.unclean_reason.as_deref().unwrap_or("unknown"))
+            }
+        ),
+        format!(
+            "verified:   {}",
+            match &e.verification {
+                Some(v) if v.ok && v.sha256 == m.archive.sha256 =>
+                    format!("yes, {} ({} entries)", v.verified_at, v.entries),
+                Some(v) => format!(
+                    "FAILED {}: {}",
+                    v.verified_at,
+                    v.error.as_deref().unwrap_or("checksum mismatch")
+                ),
+                None => "not yet (`nodus snapshot verify`)".to_string(),
+            }
+        ),
+        format!("holds:      {}", holds(&m)),
+    ];
+    if let Some(crate::guard::census::ServiceCensus::Postgres(pg)) = m
+        .census
+        .as_ref()
+        .and_then(|c| serde_json::from_value::<crate::guard::census::ServiceCensus>(c.clone()).ok())
+    {
+        for (db, d) in &pg.databases {
+            out.push(format!(
+                "  database {db}:{}",
+                if d.tables.is_empty() {
+                    " no tables"
+                } else {
+                    ""
+                }
+            ));
+            for (table, rows) in &d.tables {
+                out.push(format!("    {table}  {} rows", rows.rows));
+            }
+        }
+    }
+    out.push(format!("path:       {}", e.dir.display()));
+    Ok(out)
+}
+
 /// "snapshot <id> of <service> (<size>, taken <time>)", for confirmations.
 pub fn describe_entry(e: &SnapshotEntry) -> String {
     match &e.manifest {
@@ -352,9 +447,10 @@ impl Verified {
     pub fn result(&self) -> anyhow::Result<()> {
         if !self.bad.is_empty() {
             bail!(
-                "{} of {} snapshot(s) failed verification: {}",
+                "{} of {} {} failed verification: {}",
                 self.bad.len(),
                 self.results.len(),
+                crate::guard::census::plural(self.results.len(), "snapshot", "snapshots"),
                 self.bad.join(", ")
             );
         }
@@ -395,21 +491,28 @@ pub async fn verify_entries(store: &SnapshotStore, entries: &[SnapshotEntry], ui
 pub fn prune_listing(decisions: &[Decision], dry_run: bool) -> (Vec<String>, String) {
     let verb = if dry_run { "would remove" } else { "removed" };
     let mut lines = Vec::new();
-    let mut group = "";
+    // Each volume once, with all its snapshots (decisions come in snapshot order, which
+    // interleaves volumes).
+    let mut groups: Vec<&str> = Vec::new();
     for d in decisions {
-        if d.group != group {
-            group = &d.group;
-            lines.push(format!("{group}:"));
+        if !groups.contains(&d.group.as_str()) {
+            groups.push(&d.group);
         }
-        if d.keep {
-            lines.push(format!("  keep    {}  ({})", d.id, d.reasons.join(", ")));
-        } else {
-            lines.push(format!("  {verb}  {}", d.id));
+    }
+    for group in groups {
+        lines.push(format!("{}:", group.replacen(':', " ", 1)));
+        for d in decisions.iter().filter(|d| d.group == group) {
+            if d.keep {
+                lines.push(format!("  keep    {}  ({})", d.id, d.reasons.join(", ")));
+            } else {
+                lines.push(format!("  {verb}  {}", d.id));
+            }
         }
     }
     let removed = decisions.iter().filter(|d| !d.keep).count();
     let summary = format!(
-        "{verb} {removed} snapshot(s), kept {}",
+        "{verb} {removed} {}, kept {}",
+        crate::guard::census::plural(removed, "snapshot", "snapshots"),
         decisions.len() - removed
     );
     (lines, summary)
@@ -444,13 +547,25 @@ mod tests {
             keep,
             reasons: if keep { vec!["last 1".into()] } else { vec![] },
         };
-        let (lines, summary) =
-            prune_listing(&[d("a", "volume:x", false), d("b", "volume:x", true)], true);
+        let (lines, summary) = prune_listing(
+            &[
+                d("a", "volume:x", false),
+                d("c", "volume:y", true),
+                d("b", "volume:x", true),
+            ],
+            true,
+        );
         assert_eq!(
             lines,
-            vec!["volume:x:", "  would remove  a", "  keep    b  (last 1)"]
+            vec![
+                "volume x:",
+                "  would remove  a",
+                "  keep    b  (last 1)",
+                "volume y:",
+                "  keep    c  (last 1)"
+            ]
         );
-        assert_eq!(summary, "would remove 1 snapshot(s), kept 1");
+        assert_eq!(summary, "would remove 1 snapshot, kept 2");
     }
 
     #[test]

@@ -423,6 +423,7 @@ impl RestorePlan {
         let up = UpOptions {
             services: svc_names.clone(),
             timeout: START_TIMEOUT,
+            ..UpOptions::default()
         };
         let started = if all_exist {
             lc.start(&up, chain).await
@@ -506,6 +507,7 @@ async fn restart_after_abort(
     let up = UpOptions {
         services: services.to_vec(),
         timeout: START_TIMEOUT,
+        ..UpOptions::default()
     };
     if let Err(e) = lc.start(&up, chain).await {
         ui.warn(format!(
