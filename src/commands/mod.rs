@@ -3,8 +3,10 @@
 
 pub mod backup;
 pub mod census;
+pub mod doctor;
 pub mod down;
 pub mod hooks;
+pub mod import;
 pub mod render;
 pub mod restart;
 pub mod snapshot;
@@ -144,5 +146,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Snapshot(c) => snapshot::run(&ctx, c).await,
         Command::Backup(a) => backup::run(&ctx, a).await,
+        Command::Doctor(a) => doctor::run(&ctx, a).await,
+        Command::Import(a) => import::run(&ctx, a).await,
     }
 }
