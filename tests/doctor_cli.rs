@@ -1,6 +1,12 @@
 //! `nodus doctor` on the fixtures through the binary: exit codes, one JSON document, SARIF that
 //! validates against the SARIF 2.1.0 schema (tests/fixtures/sarif-schema-2.1.0.json). Static
 //! checks only (`--no-live`).
+//!
+//! The schema is the OASIS SARIF 2.1.0 JSON schema as shipped in the serde-sarif crate
+//! (src/schema.json), with one fix: `run.language`'s pattern has a stray `]`
+//! (`^[a-zA-Z]{2}|^[a-zA-Z]{2}-[a-zA-Z]{2}]?$`, a typo in the published schema) that an ECMA-262
+//! regex check rejects, so the validator refused to compile the schema. It reads
+//! `^[a-zA-Z]{2}$|^[a-zA-Z]{2}-[a-zA-Z]{2}$` here (nodus does not emit `language`).
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -211,7 +211,7 @@ pub fn resolve_server(stack: &Stack, dsn: &Dsn) -> (String, u16) {
             }
         }
     }
-    (format!("{}", dsn.host), dsn.port)
+    (dsn.host.clone(), dsn.port)
 }
 
 /// The container port published at host port `host_port`.

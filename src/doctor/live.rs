@@ -491,12 +491,9 @@ async fn volume_checks(
             pg_services.push(svc_name);
         }
         if let Some(img) = svc.image.as_deref() {
-            if (probe_image.is_none() || kind == Some(ServiceKind::Postgres))
-                && engine.inspect_image(img).await?.is_some()
-            {
-                if probe_image.is_none() || kind == Some(ServiceKind::Postgres) {
-                    probe_image = Some(img.to_string());
-                }
+            let wanted = probe_image.is_none() || kind == Some(ServiceKind::Postgres);
+            if wanted && engine.inspect_image(img).await?.is_some() {
+                probe_image = Some(img.to_string());
             }
         }
     }

@@ -64,15 +64,13 @@ pub fn to_sarif(report: &Report, base: &std::path::Path) -> sarif::Sarif {
                 }
                 None => vec![],
             };
-            let mut b = sarif::Result::builder()
+            sarif::Result::builder()
                 .rule_id(f.id.to_string())
+                .rule_index(index.get(f.id).copied().unwrap_or(-1))
                 .message(message)
                 .level(level)
-                .locations(locations);
-            if let Some(i) = index.get(f.id) {
-                b = b.rule_index(*i);
-            }
-            b.build()
+                .locations(locations)
+                .build()
         })
         .collect();
     let driver = sarif::ToolComponent::builder()
@@ -87,7 +85,7 @@ pub fn to_sarif(report: &Report, base: &std::path::Path) -> sarif::Sarif {
         .build();
     sarif::Sarif::builder()
         .schema("https://json.schemastore.org/sarif-2.1.0.json".to_string())
-        .version(serde_json::json!("2.1.0"))
+        .version(sarif::Version::V2_1_0.to_string())
         .runs(vec![run])
         .build()
 }

@@ -343,16 +343,8 @@ pub trait Engine: Send + Sync {
 
     // Inspection for `nodus doctor` / `nodus import`
     /// The image's config, None when the image is not present locally.
-    async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>> {
-        // TEMPORARY until the bollard implementation lands after the docker.rs split.
-        let _ = image;
-        Ok(None)
-    }
+    async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>>;
     /// The container's IP addresses on its networks (network name, address); empty when it is
     /// not running.
-    async fn container_addresses(&self, id: &str) -> Result<Vec<(String, String)>> {
-        // TEMPORARY until the bollard implementation lands after the docker.rs split.
-        let _ = id;
-        Ok(Vec::new())
-    }
+    async fn container_addresses(&self, id: &str) -> Result<Vec<(String, String)>>;
 }

@@ -43,11 +43,13 @@ pub fn locate_in(text: &str, path: &[&str], needle: Option<&str>) -> Option<usiz
     let mut parent_indent: isize = -1;
     for key in path {
         let mut found = None;
+        // Keys of this block sit at the indentation of its first line.
+        let child = (start..end).find_map(|i| content_of(lines[i]).map(|(ind, _)| ind))?;
         for (i, raw) in lines.iter().enumerate().take(end).skip(start) {
             let Some((indent, content)) = content_of(raw) else {
                 continue;
             };
-            if (indent as isize) <= parent_indent {
+            if (indent as isize) <= parent_indent || indent != child {
                 continue;
             }
             let content = content.strip_prefix("- ").unwrap_or(content);
