@@ -117,7 +117,7 @@ fn project_rename_names_the_sibling_volume() {
     let old_volume = s.volume("db_data");
     let hit = f
         .iter()
-        .find(|f| f["id"] == "project-rename")
+        .find(|f| f["id"] == "project-rename" && f["evidence"].as_str().unwrap().contains(&old_volume))
         .unwrap_or_else(|| panic!("no project-rename: {f:#?}\n{}", r.stderr));
     let ev = hit["evidence"].as_str().unwrap();
     assert!(ev.contains(&old_volume), "{ev}");

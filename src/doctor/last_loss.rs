@@ -105,12 +105,19 @@ pub fn find(ledger: &Ledger) -> Option<(Entry, Entry, String, ServiceDiff, Optio
         .iter()
         .max_by(|a, b| a.1.detected_at.cmp(&b.1.detected_at));
     if let Some((svc, o)) = newest_outstanding {
-        let newer = best
-            .as_ref()
-            .is_none_or(|b| b.2.time.as_str() < o.detected_at.as_str());
-        if newer {
+        // The scan found this loss (its after entry is newer than the outstanding baseline):
+        // add the cause inferred at the time.
+        if let Some(b) = best.as_ref() {
+            if &b.3 == svc && b.2.time >= o.baseline.time {
+                return Some((b.1.clone(), b.2.clone(), b.3.clone(), b.4.clone(), o.cause.clone()));
+            }
+        }
+        let older = best.as_ref().is_none_or(|b| b.2.time < o.baseline.time);
+        if older {
+            // The newest entry counting the service after the baseline.
             let after = entries
                 .iter()
+                .rev()
                 .find(|e| e.time > o.baseline.time && e.census_of(svc).is_some())
                 .cloned();
             if let (Some(after), Some(before)) = (after, o.baseline.census_of(svc)) {
@@ -119,11 +126,6 @@ pub fn find(ledger: &Ledger) -> Option<(Entry, Entry, String, ServiceDiff, Optio
                     .map(|a| compare(before, a))
                     .unwrap_or_default();
                 return Some((o.baseline.clone(), after, svc.clone(), d, o.cause.clone()));
-            }
-        }
-        if let Some(b) = best.as_mut() {
-            if &b.3 == svc {
-                return Some((b.1.clone(), b.2.clone(), b.3.clone(), b.4.clone(), o.cause.clone()));
             }
         }
     }
@@ -155,6 +157,8 @@ pub fn differences(before: &EntryFacts, after: &EntryFacts) -> Vec<String> {
     } else if before.volume_created_at.is_some()
         && after.volume_created_at.is_some()
         && before.volume_created_at != after.volume_created_at
+        // the same cluster on it means the volume was not recreated (its timestamp moved)
+        && (before.system_identifier.is_none() || before.system_identifier != after.system_identifier)
     {
         out.push(format!(
             "volume {} was removed and created again ({} → {})",

@@ -525,6 +525,28 @@ async fn volume_checks(
                 && v.labels.get(labels::PROJECT).is_some_and(|p| p != name)
         })
         .collect();
+    // Candidates this stack is known to have used (its previous project name, volumes in its
+    // ledger) beat volumes of unrelated projects that happen to use the same key.
+    let known: BTreeSet<String> = crate::guard::ledger::Ledger::peek(&project.state.ledger_path(name))
+        .map(|l| {
+            l.entries()
+                .iter()
+                .flat_map(|e| e.services.values())
+                .filter_map(|i| i.volume.as_ref().map(|v| v.name.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let related = |v: &crate::engine::VolumeInfo| {
+        known.contains(&v.name)
+            || input.previous_project.as_deref().is_some_and(|p| {
+                v.labels.get(labels::PROJECT).map(String::as_str) == Some(p)
+            })
+    };
+    let renamed: Vec<&crate::engine::VolumeInfo> = if renamed.iter().any(|v| related(v)) {
+        renamed.into_iter().filter(|v| related(v)).collect()
+    } else {
+        renamed
+    };
     // dangling: no container uses it; not this project's declared volume.
     let dangling: Vec<&crate::engine::VolumeInfo> = volumes
         .iter()
