@@ -201,3 +201,38 @@ fn import_migrates_a_bind_mount() {
     assert!(s.path().join("pgdata/PG_VERSION").exists());
     docker(&["rm", "-f", "-v", &c]);
 }
+
+#[test]
+fn failed_import_leaves_the_original_running_and_writes_nothing() {
+    let s = TestStack::new("doc-imp-fail", &anon_compose());
+    compose(&s, &["up", "-d"]);
+    let c = v1_container(&s, "db");
+    wait_pg(&c);
+    psql_in(&c, TABLES_SQL);
+    let expected = psql_in(&c, COUNT_SQL);
+    // The target volume exists already: nodus must not overwrite it.
+    let label = format!("com.docker.compose.project={}", s.project);
+    docker_ok(&["volume", "create", "--label", &label, &s.volume("db_data")]);
+    let out = s.path().join("nodus.yaml");
+    let r = s.nodus(&["import", s.stack_file().to_str().unwrap(), "-o", out.to_str().unwrap(), "--migrate-data"]);
+    r.code(1);
+    assert!(r.stderr.contains("already exists"), "{}", r.all());
+    assert!(!out.exists(), "stack file written despite the failure");
+    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Running}}", &c]), "true");
+    assert_eq!(psql_in(&c, COUNT_SQL), expected);
+    let anon = data_volume(&c);
+    compose(&s, &["down", "-v"]);
+    docker(&["volume", "rm", &anon]);
+}
+
+#[test]
+fn up_prints_the_static_findings_first_unless_told_not_to() {
+    let s = TestStack::new("doc-up", &pg_stack("", ""));
+    let u = s.nodus(&["up"]);
+    u.ok();
+    assert!(u.stderr.contains("nodus doctor:"), "{}", u.stderr);
+    assert!(u.stderr.contains("stop-grace-short"), "{}", u.stderr);
+    let u = s.nodus(&["up", "--no-doctor"]);
+    u.ok();
+    assert!(!u.stderr.contains("nodus doctor:"), "{}", u.stderr);
+}

@@ -791,6 +791,25 @@ mod tests {
     use super::*;
     use crate::stack::{Env, SourceFile};
 
+    #[test]
+    fn ddl_log_adds_statement_logging_with_the_client_address() {
+        let h = stack("services:\n  db:\n    image: postgres:16\n  other:\n    image: postgres:16\n    command: [\"postgres\", \"-c\", \"max_connections=50\"]\nx-nodus:\n  services:\n    db:\n      ddl_log: true\n    other:\n      ddl_log: true\n")
+            .harden();
+        let cmd = |s: &str| match &h.compose.services[s].command {
+            Some(StringOrList::List(l)) => l.join(" "),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            cmd("db"),
+            format!("postgres -c log_statement=ddl -c log_line_prefix={DDL_LOG_PREFIX}")
+        );
+        assert!(cmd("other").starts_with("postgres -c max_connections=50 -c log_statement=ddl"));
+        assert!(DDL_LOG_PREFIX.contains("%h"));
+        // Off by default.
+        let plain = stack("services:\n  db:\n    image: postgres:16\n").harden();
+        assert!(plain.compose.services["db"].command.is_none());
+    }
+
     fn stack(text: &str) -> Stack {
         Stack::load(
             &[SourceFile {
