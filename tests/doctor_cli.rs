@@ -70,7 +70,11 @@ fn sarif_validates_against_the_schema() {
     )
     .unwrap();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    for fixture in ["shared-db-schema-sync.yaml", "clean.yaml", "unsafe-durability.yaml"] {
+    for fixture in [
+        "shared-db-schema-sync.yaml",
+        "clean.yaml",
+        "unsafe-durability.yaml",
+    ] {
         let path = dir.path().join(format!("{fixture}.sarif"));
         let (code, out, err) = doctor(fixture, &["--sarif", path.to_str().unwrap()]);
         assert!(code == 0 || code == 1, "{out}\n{err}");
@@ -83,7 +87,13 @@ fn sarif_validates_against_the_schema() {
         if fixture != "clean.yaml" {
             assert!(!results.is_empty());
             let r = &results[0];
-            assert!(r["locations"][0]["physicalLocation"]["region"]["startLine"].as_i64().unwrap() > 0, "{r}");
+            assert!(
+                r["locations"][0]["physicalLocation"]["region"]["startLine"]
+                    .as_i64()
+                    .unwrap()
+                    > 0,
+                "{r}"
+            );
         } else {
             assert!(results.is_empty());
         }

@@ -35,22 +35,48 @@ fn v1_container(s: &TestStack, service: &str) -> String {
 fn wait_pg(container: &str) {
     let start = Instant::now();
     loop {
-        let ok = docker(&["exec", container, "pg_isready", "-h", "127.0.0.1", "-U", "postgres"])
+        let ok = docker(&[
+            "exec",
+            container,
+            "pg_isready",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .status
+        .success()
+            && docker(&[
+                "exec", container, "psql", "-U", "postgres", "-d", "app", "-Atc", "SELECT 1",
+            ])
             .status
-            .success()
-            && docker(&["exec", container, "psql", "-U", "postgres", "-d", "app", "-Atc", "SELECT 1"])
-                .status
-                .success();
+            .success();
         if ok {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(90), "{container} not ready");
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "{container} not ready"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
 
 fn psql_in(container: &str, sql: &str) -> String {
-    docker_ok(&["exec", container, "psql", "-U", "postgres", "-d", "app", "-v", "ON_ERROR_STOP=1", "-Atq", "-c", sql])
+    docker_ok(&[
+        "exec",
+        container,
+        "psql",
+        "-U",
+        "postgres",
+        "-d",
+        "app",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-Atq",
+        "-c",
+        sql,
+    ])
 }
 
 const TABLES_SQL: &str = "DO $$ BEGIN FOR i IN 1..3 LOOP EXECUTE format('CREATE TABLE t%s (id int primary key, v text)', i); EXECUTE format('INSERT INTO t%s SELECT g, md5(g::text) FROM generate_series(1,%s) g', i, i * 7); END LOOP; END $$;";
@@ -66,7 +92,10 @@ fn data_volume(container: &str) -> String {
 }
 
 fn findings(r: &Res) -> Vec<serde_json::Value> {
-    r.one_json()["findings"].as_array().cloned().unwrap_or_default()
+    r.one_json()["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[test]
@@ -82,7 +111,10 @@ fn dangling_pgdata_volume_after_raw_compose_down_up() {
     compose(&s, &["up", "-d"]);
     wait_pg(&c);
     let second = data_volume(&c);
-    assert_ne!(first, second, "compose gave the same anonymous volume again");
+    assert_ne!(
+        first, second,
+        "compose gave the same anonymous volume again"
+    );
 
     let r = s.nodus(&["doctor", "--json"]);
     r.code(1); // pgdata-anonymous is an error
@@ -90,15 +122,23 @@ fn dangling_pgdata_volume_after_raw_compose_down_up() {
     assert!(f.iter().any(|f| f["id"] == "pgdata-anonymous"), "{f:#?}");
     let d = f
         .iter()
-        .find(|f| f["id"] == "dangling-pgdata-volume" && f["evidence"].as_str().unwrap().contains(&first))
+        .find(|f| {
+            f["id"] == "dangling-pgdata-volume" && f["evidence"].as_str().unwrap().contains(&first)
+        })
         .unwrap_or_else(|| panic!("old volume {first} not named: {f:#?}"));
     let ev = d["evidence"].as_str().unwrap();
     assert!(ev.contains("PostgreSQL 15"), "{ev}");
     assert!(ev.contains("created"), "{ev}");
     // The volume in use is not dangling.
-    assert!(!f.iter().any(|f| f["id"] == "dangling-pgdata-volume" && f["evidence"].as_str().unwrap().contains(&second)));
+    assert!(!f.iter().any(|f| f["id"] == "dangling-pgdata-volume"
+        && f["evidence"].as_str().unwrap().contains(&second)));
     // The probe container is gone.
-    let left = docker_ok(&["ps", "-aq", "--filter", &format!("name={}-nodus-doctor-probe", s.project)]);
+    let left = docker_ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("name={}-nodus-doctor-probe", s.project),
+    ]);
     assert!(left.is_empty(), "probe container left behind");
 
     compose(&s, &["down", "-v"]);
@@ -117,12 +157,17 @@ fn project_rename_names_the_sibling_volume() {
     let old_volume = s.volume("db_data");
     let hit = f
         .iter()
-        .find(|f| f["id"] == "project-rename" && f["evidence"].as_str().unwrap().contains(&old_volume))
+        .find(|f| {
+            f["id"] == "project-rename" && f["evidence"].as_str().unwrap().contains(&old_volume)
+        })
         .unwrap_or_else(|| panic!("no project-rename: {f:#?}\n{}", r.stderr));
     let ev = hit["evidence"].as_str().unwrap();
     assert!(ev.contains(&old_volume), "{ev}");
     assert!(ev.contains(&format!("{renamed}_db_data")), "{ev}");
-    assert!(hit["fix"].as_str().unwrap().contains(&format!("-p {}", s.project)));
+    assert!(hit["fix"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("-p {}", s.project)));
 }
 
 #[test]
@@ -131,7 +176,13 @@ fn last_loss_names_the_service_that_dropped_tables() {
         "  orm:\n    image: {PG_IMAGE}\n    depends_on:\n      db:\n        condition: service_healthy\n    entrypoint: [\"sh\", \"-c\", \"psql postgresql://postgres:secret-pw@db/app -c 'DROP TABLE IF EXISTS t2' ; sleep 3600\"]\n"
     );
     let x = "x-nodus:\n  settle: 4s\n  services:\n    db:\n      ddl_log: true\n    orm:\n      stateful: false\n";
-    let s = TestStack::new("doc-lastloss", &pg_stack("", "x-nodus:\n  settle: 4s\n  services:\n    db:\n      ddl_log: true\n"));
+    let s = TestStack::new(
+        "doc-lastloss",
+        &pg_stack(
+            "",
+            "x-nodus:\n  settle: 4s\n  services:\n    db:\n      ddl_log: true\n",
+        ),
+    );
     s.nodus(&["up"]).ok();
     s.create_tables("db", "app", 3, 2);
     s.nodus(&["down", "--no-snapshot"]).ok();
@@ -154,9 +205,19 @@ fn last_loss_names_the_service_that_dropped_tables() {
 fn import_and_up(s: &TestStack, expected: &str) {
     let out = s.path().join("nodus.yaml");
     let original = std::fs::read_to_string(s.stack_file()).unwrap();
-    let r = s.nodus(&["import", s.stack_file().to_str().unwrap(), "-o", out.to_str().unwrap(), "--migrate-data"]);
+    let r = s.nodus(&[
+        "import",
+        s.stack_file().to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--migrate-data",
+    ]);
     r.ok();
-    assert_eq!(std::fs::read_to_string(s.stack_file()).unwrap(), original, "original edited");
+    assert_eq!(
+        std::fs::read_to_string(s.stack_file()).unwrap(),
+        original,
+        "original edited"
+    );
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("What changed and why"), "{text}");
     assert!(text.contains("x-nodus:"), "{text}");
@@ -214,11 +275,20 @@ fn failed_import_leaves_the_original_running_and_writes_nothing() {
     let label = format!("com.docker.compose.project={}", s.project);
     docker_ok(&["volume", "create", "--label", &label, &s.volume("db_data")]);
     let out = s.path().join("nodus.yaml");
-    let r = s.nodus(&["import", s.stack_file().to_str().unwrap(), "-o", out.to_str().unwrap(), "--migrate-data"]);
+    let r = s.nodus(&[
+        "import",
+        s.stack_file().to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--migrate-data",
+    ]);
     r.code(1);
     assert!(r.stderr.contains("already exists"), "{}", r.all());
     assert!(!out.exists(), "stack file written despite the failure");
-    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Running}}", &c]), "true");
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &c]),
+        "true"
+    );
     assert_eq!(psql_in(&c, COUNT_SQL), expected);
     let anon = data_volume(&c);
     compose(&s, &["down", "-v"]);

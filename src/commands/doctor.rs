@@ -19,8 +19,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::DoctorArgs) -> anyhow::Result<()> 
     let engine: Option<Arc<dyn Engine>> = match DockerEngine::connect().await {
         Ok(e) => Some(Arc::new(e)),
         Err(e) => {
-            ctx.ui
-                .warn(format!("{e}; only the static checks run"));
+            ctx.ui.warn(format!("{e}; only the static checks run"));
             None
         }
     };
@@ -60,7 +59,8 @@ pub async fn run(ctx: &Ctx, args: crate::cli::DoctorArgs) -> anyhow::Result<()> 
         let text = serde_json::to_string_pretty(&sarif).context("serialising SARIF")?;
         crate::state::atomic_write(path, text.as_bytes(), 0o644)
             .with_context(|| format!("writing {}", path.display()))?;
-        ctx.ui.detail(format!("SARIF written to {}", path.display()));
+        ctx.ui
+            .detail(format!("SARIF written to {}", path.display()));
     }
     if ctx.ui.json {
         ctx.ui.json_out(&report);
@@ -98,10 +98,9 @@ async fn last_loss(
     } else {
         match &explained {
             Some(l) => ctx.ui.data(l.render_text().trim_end()),
-            None => ctx.ui.data(format!(
-                "no loss recorded in {}",
-                path.display()
-            )),
+            None => ctx
+                .ui
+                .data(format!("no loss recorded in {}", path.display())),
         }
     }
     Ok(())

@@ -28,7 +28,8 @@ pub async fn run(ctx: &Ctx, args: crate::cli::ImportArgs) -> anyhow::Result<()> 
         .output
         .clone()
         .unwrap_or_else(|| project.dir.join("nodus.yaml"));
-    let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
+    let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize())
+    {
         (Ok(x), Ok(y)) => x == y,
         _ => false,
     };
@@ -65,7 +66,8 @@ pub async fn run(ctx: &Ctx, args: crate::cli::ImportArgs) -> anyhow::Result<()> 
     if args.migrate_data {
         let engine = engine.as_deref().context("engine")?;
         if plan.migrations.is_empty() {
-            ctx.ui.status("no data to migrate: every data directory is on a named volume already");
+            ctx.ui
+                .status("no data to migrate: every data directory is on a named volume already");
         }
         for m in &plan.migrations {
             if !crate::guard::census::supports(m.kind) || m.kind == ServiceKind::Qdrant {
@@ -124,7 +126,13 @@ pub async fn run(ctx: &Ctx, args: crate::cli::ImportArgs) -> anyhow::Result<()> 
             if done.is_empty() {
                 String::new()
             } else {
-                format!(", data of {} moved", done.iter().map(|d| d.service.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    ", data of {} moved",
+                    done.iter()
+                        .map(|d| d.service.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             },
             file.display(),
             super::shell_word(&output.display().to_string())
@@ -151,8 +159,12 @@ async fn live_databases(
         let Ok(mut t) = crate::guard::pg::target_for(engine, &st.service, c).await else {
             continue;
         };
-        let Ok((s, _)) =
-            crate::guard::pg::connect_maintenance(engine, &mut t, std::time::Duration::from_secs(3)).await
+        let Ok((s, _)) = crate::guard::pg::connect_maintenance(
+            engine,
+            &mut t,
+            std::time::Duration::from_secs(3),
+        )
+        .await
         else {
             continue;
         };

@@ -109,7 +109,11 @@ pub fn pgdata(svc: &Service, image: Option<&ImageInfo>) -> (String, &'static str
 /// The image's declared VOLUMEs: from inspect when known, else the official layout.
 pub fn image_volumes(kind: ServiceKind, svc: &Service, image: Option<&ImageInfo>) -> Vec<String> {
     match image {
-        Some(i) => i.volumes.iter().map(|v| trim_slash(v).to_string()).collect(),
+        Some(i) => i
+            .volumes
+            .iter()
+            .map(|v| trim_slash(v).to_string())
+            .collect(),
         None => image_volume(kind, svc)
             .map(|v| vec![v.to_string()])
             .unwrap_or_default(),
@@ -484,7 +488,11 @@ fn durability(
                     format!("{field}: {setting}"),
                     fix,
                 )
-                .at(locate(input.sources, &["services", name, field], Some(&needle))),
+                .at(locate(
+                    input.sources,
+                    &["services", name, field],
+                    Some(&needle),
+                )),
             );
         }
     }
@@ -526,8 +534,13 @@ fn stop_checks(input: &StaticInput, name: &str, svc: &Service, out: &mut Vec<Fin
     };
     if let Some(s) = secs.filter(|s| *s < 30) {
         let evidence = match grace {
-            None => "no stop_grace_period: the engine kills postgres (SIGKILL) after the default 10s".to_string(),
-            Some(g) => format!("stop_grace_period: {g} ({s}s): the engine kills postgres (SIGKILL) after that"),
+            None => {
+                "no stop_grace_period: the engine kills postgres (SIGKILL) after the default 10s"
+                    .to_string()
+            }
+            Some(g) => format!(
+                "stop_grace_period: {g} ({s}s): the engine kills postgres (SIGKILL) after that"
+            ),
         };
         out.push(
             Finding::new(

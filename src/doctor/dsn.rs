@@ -57,7 +57,10 @@ pub fn parse_dsn(var: &str, value: &str) -> Option<Dsn> {
                 }
             }
             "options" => {
-                let decoded = val.replace("%3D", "=").replace("%3d", "=").replace("%20", " ");
+                let decoded = val
+                    .replace("%3D", "=")
+                    .replace("%3d", "=")
+                    .replace("%20", " ");
                 if let Some(i) = decoded.find("search_path=") {
                     let s: String = decoded[i + 12..]
                         .chars()
@@ -141,13 +144,10 @@ pub fn destructive_sync(svc: &Service) -> Option<(String, &'static str, String)>
         let Some(v) = v.as_deref() else { continue };
         let ku = k.to_ascii_uppercase();
         let vl = v.trim().to_ascii_lowercase();
-        if (ku.contains("DDL_AUTO") || ku.contains("HBM2DDL")) && (vl == "create" || vl == "create-drop")
+        if (ku.contains("DDL_AUTO") || ku.contains("HBM2DDL"))
+            && (vl == "create" || vl == "create-drop")
         {
-            return Some((
-                format!("Hibernate ddl-auto={vl}"),
-                "environment",
-                k.clone(),
-            ));
+            return Some((format!("Hibernate ddl-auto={vl}"), "environment", k.clone()));
         }
         let vc: String = vl.chars().filter(|c| !c.is_whitespace()).collect();
         for key in ["ddl-auto=", "hbm2ddl.auto="] {
@@ -243,8 +243,7 @@ fn published_target(ports: &[Port], host_port: u16) -> Option<u16> {
 pub fn shared_schema_sync(input: &StaticInput) -> Vec<Finding> {
     let stack = input.stack;
     // (server, port, database, schema) → [(service, var)]
-    let mut users: BTreeMap<(String, u16, String, String), Vec<(String, String)>> =
-        BTreeMap::new();
+    let mut users: BTreeMap<(String, u16, String, String), Vec<(String, String)>> = BTreeMap::new();
     for (name, svc) in &stack.compose.services {
         for d in dsns_of(svc) {
             let (server, port) = resolve_server(stack, &d);
@@ -313,9 +312,25 @@ mod tests {
     #[test]
     fn parses_urls() {
         let d = parse_dsn("DATABASE_URL", "postgresql://u:p@db:5433/app?schema=s1").unwrap();
-        assert_eq!((d.host.as_str(), d.port, d.database.as_str(), d.schema.as_str()), ("db", 5433, "app", "s1"));
+        assert_eq!(
+            (
+                d.host.as_str(),
+                d.port,
+                d.database.as_str(),
+                d.schema.as_str()
+            ),
+            ("db", 5433, "app", "s1")
+        );
         let d = parse_dsn("X", "postgresql+asyncpg://u@postgres/app").unwrap();
-        assert_eq!((d.host.as_str(), d.port, d.database.as_str(), d.schema.as_str()), ("postgres", 5432, "app", "public"));
+        assert_eq!(
+            (
+                d.host.as_str(),
+                d.port,
+                d.database.as_str(),
+                d.schema.as_str()
+            ),
+            ("postgres", 5432, "app", "public")
+        );
         let d = parse_dsn("X", "jdbc:postgresql://db:5432/shop?currentSchema=sales").unwrap();
         assert_eq!((d.database.as_str(), d.schema.as_str()), ("shop", "sales"));
         assert!(parse_dsn("X", "redis://cache:6379/0").is_none());

@@ -64,9 +64,9 @@ fn facts(e: &Entry, service: &str) -> EntryFacts {
         project: e.project.clone(),
         engine_id: e.engine_id.clone(),
         system_identifier: id.and_then(|i| i.system_identifier.clone()),
-        volume: id.and_then(|i| i.volume.as_ref().map(|v| v.name.clone())).or_else(|| {
-            id.and_then(|i| i.mount.as_ref().map(|m| m.source.clone()))
-        }),
+        volume: id
+            .and_then(|i| i.volume.as_ref().map(|v| v.name.clone()))
+            .or_else(|| id.and_then(|i| i.mount.as_ref().map(|m| m.source.clone()))),
         volume_created_at: id.and_then(|i| i.volume.as_ref().and_then(|v| v.created_at.clone())),
         container: id.and_then(|i| i.container.clone()),
     }
@@ -109,7 +109,13 @@ pub fn find(ledger: &Ledger) -> Option<(Entry, Entry, String, ServiceDiff, Optio
         // add the cause inferred at the time.
         if let Some(b) = best.as_ref() {
             if &b.3 == svc && b.2.time >= o.baseline.time {
-                return Some((b.1.clone(), b.2.clone(), b.3.clone(), b.4.clone(), o.cause.clone()));
+                return Some((
+                    b.1.clone(),
+                    b.2.clone(),
+                    b.3.clone(),
+                    b.4.clone(),
+                    o.cause.clone(),
+                ));
             }
         }
         let older = best.as_ref().is_none_or(|b| b.2.time < o.baseline.time);
@@ -141,7 +147,10 @@ pub fn differences(before: &EntryFacts, after: &EntryFacts) -> Vec<String> {
             before.project, after.project
         ));
     }
-    if before.engine_id.is_some() && after.engine_id.is_some() && before.engine_id != after.engine_id {
+    if before.engine_id.is_some()
+        && after.engine_id.is_some()
+        && before.engine_id != after.engine_id
+    {
         out.push(format!(
             "another Docker engine ({} before, {} after): volumes live in one engine; the data is still in the first one",
             before.engine_id.as_deref().unwrap_or("?"),
@@ -198,12 +207,7 @@ pub fn parse_drop(line: &str) -> Option<DropEvent> {
         (!v.is_empty()).then_some(v)
     };
     let client = field("client=")?;
-    let time = head
-        .split(" [")
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let time = head.split(" [").next().unwrap_or("").trim().to_string();
     Some(DropEvent {
         time,
         statement,
@@ -348,7 +352,9 @@ pub async fn explain(
         if let Ok(cs) = super::live::project_containers(engine, project.name()).await {
             if let Some(c) = cs.get(&service) {
                 if let Ok(logs) = engine.logs(&c.id, 50_000).await {
-                    drops = attribute_drops(engine, project.name(), &logs, &before.time, &after.time).await;
+                    drops =
+                        attribute_drops(engine, project.name(), &logs, &before.time, &after.time)
+                            .await;
                 }
             }
         }
@@ -357,7 +363,11 @@ pub async fn explain(
         .lost_tables()
         .into_iter()
         .map(|(db, t)| format!("{db}.{t}"))
-        .chain(diff.missing_databases.iter().map(|d| format!("database {d}")))
+        .chain(
+            diff.missing_databases
+                .iter()
+                .map(|d| format!("database {d}")),
+        )
         .collect();
     Some(LastLoss {
         service,

@@ -34,7 +34,10 @@ pub async fn project_containers(
     let mut out: BTreeMap<String, ContainerInfo> = BTreeMap::new();
     for c in engine.list_containers(&filter).await? {
         if c.labels.contains_key(labels::HELPER)
-            || c.labels.get(labels::ONEOFF).map(|v| v.eq_ignore_ascii_case("true")) == Some(true)
+            || c.labels
+                .get(labels::ONEOFF)
+                .map(|v| v.eq_ignore_ascii_case("true"))
+                == Some(true)
         {
             continue;
         }
@@ -93,7 +96,10 @@ async fn unclean_shutdown(engine: &dyn Engine, name: &str, c: &ContainerInfo) ->
             UNCLEAN_SHUTDOWN,
             Severity::Warning,
             name,
-            format!("container {}: OOMKilled=true (the kernel killed postgres for memory)", c.name),
+            format!(
+                "container {}: OOMKilled=true (the kernel killed postgres for memory)",
+                c.name
+            ),
             fix,
         ));
     } else if c.state == RunState::Exited && c.exit_code == Some(137) {
@@ -154,7 +160,13 @@ async fn server_checks(input: &LiveInput<'_>, name: &str, c: &ContainerInfo) -> 
     let Ok((session, _db)) = pg::connect_maintenance(engine, &mut target, RETRY).await else {
         return out;
     };
-    let sysid = first(&query(&session, "SELECT system_identifier::text FROM pg_control_system()").await);
+    let sysid = first(
+        &query(
+            &session,
+            "SELECT system_identifier::text FROM pg_control_system()",
+        )
+        .await,
+    );
     let dbs: Vec<String> = query(
         &session,
         "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
@@ -177,7 +189,10 @@ async fn server_checks(input: &LiveInput<'_>, name: &str, c: &ContainerInfo) -> 
                 if d.database.is_empty() || dsn::resolve_server(stack, &d).0 != *name {
                     continue;
                 }
-                wanted.push((d.database.clone(), format!("{} of {other} names database {}", d.var, d.database)));
+                wanted.push((
+                    d.database.clone(),
+                    format!("{} of {other} names database {}", d.var, d.database),
+                ));
             }
         }
         for (db, why) in wanted {
@@ -250,11 +265,23 @@ async fn server_checks(input: &LiveInput<'_>, name: &str, c: &ContainerInfo) -> 
         let mut via_exec = target.clone();
         via_exec.endpoint = PgEndpoint::Exec;
         let inside = match pg::connect_maintenance(engine, &mut via_exec, RETRY).await {
-            Ok((s, _)) => first(&query(&s, "SELECT system_identifier::text FROM pg_control_system()").await),
+            Ok((s, _)) => first(
+                &query(
+                    &s,
+                    "SELECT system_identifier::text FROM pg_control_system()",
+                )
+                .await,
+            ),
             Err(_) => None,
         };
         let outside = match pg::connect(engine, &via_host, "postgres", RETRY).await {
-            Ok(s) => first(&query(&s, "SELECT system_identifier::text FROM pg_control_system()").await),
+            Ok(s) => first(
+                &query(
+                    &s,
+                    "SELECT system_identifier::text FROM pg_control_system()",
+                )
+                .await,
+            ),
             Err(_) => None,
         };
         if let (Some(i), Some(o)) = (inside.or(Some(sysid.clone())), outside) {
@@ -377,7 +404,11 @@ async fn init_scripts(input: &LiveInput<'_>, name: &str, c: &ContainerInfo) -> V
     }
     // Objects the scripts create (bind-mounted directory or file on this host).
     let mut objects: Vec<(&'static str, String)> = Vec::new();
-    if let Some(src) = m.source.as_deref().filter(|_| m.kind == crate::stack::model::VolumeType::Bind) {
+    if let Some(src) = m
+        .source
+        .as_deref()
+        .filter(|_| m.kind == crate::stack::model::VolumeType::Bind)
+    {
         let p = std::path::Path::new(src);
         let files: Vec<std::path::PathBuf> = if p.is_dir() {
             let mut v: Vec<_> = std::fs::read_dir(p)
@@ -388,7 +419,10 @@ async fn init_scripts(input: &LiveInput<'_>, name: &str, c: &ContainerInfo) -> V
         } else {
             vec![p.to_path_buf()]
         };
-        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "sql")) {
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "sql"))
+        {
             if let Ok(t) = std::fs::read_to_string(f) {
                 objects.extend(created_objects(&t));
             }
@@ -465,7 +499,10 @@ fn age(created: Option<&str>) -> String {
 }
 
 fn describe(content: &VolumeContent) -> String {
-    let size = content.size_kib.map(human_size).unwrap_or_else(|| "size unknown".into());
+    let size = content
+        .size_kib
+        .map(human_size)
+        .unwrap_or_else(|| "size unknown".into());
     match (&content.pg_version, content.pg_subdir.as_deref()) {
         (Some(v), Some("")) | (Some(v), None) => format!("a PostgreSQL {v} data directory, {size}"),
         (Some(v), Some(sub)) => format!("a PostgreSQL {v} data directory in {sub}/, {size}"),
@@ -500,7 +537,8 @@ async fn volume_checks(
     if pg_services.is_empty() {
         return Ok(out);
     }
-    let Some(image) = probe_image.or_else(|| containers.values().next().map(|c| c.image.clone())) else {
+    let Some(image) = probe_image.or_else(|| containers.values().next().map(|c| c.image.clone()))
+    else {
         return Ok(out);
     };
 
@@ -515,32 +553,38 @@ async fn volume_checks(
     // The keys this stack mounts (as written and as hardened).
     let mut keys: BTreeSet<String> = stack.compose.volumes.keys().cloned().collect();
     keys.extend(project.hardened.compose.volumes.keys().cloned());
-    let ours = |v: &crate::engine::VolumeInfo| v.labels.get(labels::PROJECT).map(String::as_str) == Some(name);
+    let ours = |v: &crate::engine::VolumeInfo| {
+        v.labels.get(labels::PROJECT).map(String::as_str) == Some(name)
+    };
 
     // project-rename candidates: same volume key, another project.
     let renamed: Vec<&crate::engine::VolumeInfo> = volumes
         .iter()
         .filter(|v| {
-            v.labels.get(labels::VOLUME).is_some_and(|k| keys.contains(k))
+            v.labels
+                .get(labels::VOLUME)
+                .is_some_and(|k| keys.contains(k))
                 && v.labels.get(labels::PROJECT).is_some_and(|p| p != name)
         })
         .collect();
     // Candidates this stack is known to have used (its previous project name, volumes in its
     // ledger) beat volumes of unrelated projects that happen to use the same key.
-    let known: BTreeSet<String> = crate::guard::ledger::Ledger::peek(&project.state.ledger_path(name))
-        .map(|l| {
-            l.entries()
-                .iter()
-                .flat_map(|e| e.services.values())
-                .filter_map(|i| i.volume.as_ref().map(|v| v.name.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let known: BTreeSet<String> =
+        crate::guard::ledger::Ledger::peek(&project.state.ledger_path(name))
+            .map(|l| {
+                l.entries()
+                    .iter()
+                    .flat_map(|e| e.services.values())
+                    .filter_map(|i| i.volume.as_ref().map(|v| v.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
     let related = |v: &crate::engine::VolumeInfo| {
         known.contains(&v.name)
-            || input.previous_project.as_deref().is_some_and(|p| {
-                v.labels.get(labels::PROJECT).map(String::as_str) == Some(p)
-            })
+            || input
+                .previous_project
+                .as_deref()
+                .is_some_and(|p| v.labels.get(labels::PROJECT).map(String::as_str) == Some(p))
     };
     let renamed: Vec<&crate::engine::VolumeInfo> = if renamed.iter().any(|v| related(v)) {
         renamed.into_iter().filter(|v| related(v)).collect()
@@ -551,12 +595,28 @@ async fn volume_checks(
     let dangling: Vec<&crate::engine::VolumeInfo> = volumes
         .iter()
         .filter(|v| !used.contains(&v.name))
-        .filter(|v| !(ours(v) && v.labels.get(labels::VOLUME).is_some_and(|k| keys.contains(k))))
-        .filter(|v| ours(v) || looks_anonymous(&v.name) || input.previous_project.as_deref().is_some_and(|p| v.labels.get(labels::PROJECT).map(String::as_str) == Some(p)))
+        .filter(|v| {
+            !(ours(v)
+                && v.labels
+                    .get(labels::VOLUME)
+                    .is_some_and(|k| keys.contains(k)))
+        })
+        .filter(|v| {
+            ours(v)
+                || looks_anonymous(&v.name)
+                || input
+                    .previous_project
+                    .as_deref()
+                    .is_some_and(|p| v.labels.get(labels::PROJECT).map(String::as_str) == Some(p))
+        })
         .filter(|v| !renamed.iter().any(|r| r.name == v.name))
         .take(400)
         .collect();
-    let mut to_probe: Vec<String> = renamed.iter().chain(dangling.iter()).map(|v| v.name.clone()).collect();
+    let mut to_probe: Vec<String> = renamed
+        .iter()
+        .chain(dangling.iter())
+        .map(|v| v.name.clone())
+        .collect();
     to_probe.dedup();
     if to_probe.is_empty() {
         return Ok(out);
@@ -605,7 +665,13 @@ async fn volume_checks(
             continue;
         };
         let whose = match v.labels.get(labels::PROJECT) {
-            Some(p) if p == name => format!("this project's volume{}", v.labels.get(labels::VOLUME).map(|k| format!(" (key {k}, not mounted by the stack now)")).unwrap_or_default()),
+            Some(p) if p == name => format!(
+                "this project's volume{}",
+                v.labels
+                    .get(labels::VOLUME)
+                    .map(|k| format!(" (key {k}, not mounted by the stack now)"))
+                    .unwrap_or_default()
+            ),
             Some(p) => format!("volume of project {p}"),
             None => "unlabelled (anonymous) volume: could be any project's".into(),
         };
@@ -626,4 +692,58 @@ async fn volume_checks(
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fake::FakeEngine;
+
+    #[test]
+    fn similar_database_names() {
+        assert!(similar_names("nodus", "nodus_db"));
+        assert!(similar_names("app", "app-db"));
+        assert!(similar_names("shop", "shop1"));
+        assert!(!similar_names("app", "langfuse_db"));
+        assert!(!similar_names("app", "app"));
+    }
+
+    #[test]
+    fn objects_created_by_init_scripts() {
+        let sql = "CREATE DATABASE langfuse;\ncreate table if not exists public.items (id int);\nCREATE UNLOGGED TABLE cache(k text);\nCREATE ROLE app LOGIN;\nCREATE EXTENSION IF NOT EXISTS pg_trgm;\nCREATE OR REPLACE FUNCTION f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql;";
+        let got = created_objects(sql);
+        assert_eq!(
+            got,
+            vec![
+                ("database", "langfuse".to_string()),
+                ("table", "public.items".to_string()),
+                ("table", "cache".to_string()),
+                ("role", "app".to_string()),
+                ("extension", "pg_trgm".to_string()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn unclean_shutdown_from_exit_code_and_log() {
+        let e = FakeEngine::new();
+        e.add_container("p-db-1", "postgres:16", &Labels::new(), RunState::Running);
+        e.set_state("p-db-1", RunState::Exited, Some(137));
+        e.push_log(
+            "p-db-1",
+            "LOG:  database system was not properly shut down; automatic recovery in progress",
+        );
+        let c = e.inspect_container("p-db-1").await.unwrap();
+        let f = unclean_shutdown(&e, "db", &c).await;
+        assert_eq!(f.len(), 2, "{f:#?}");
+        assert!(f.iter().all(|f| f.id == UNCLEAN_SHUTDOWN));
+        assert!(f[0].evidence.contains("137"));
+        assert!(f[1].evidence.contains("not properly shut down"));
+        // A clean stop: nothing.
+        let e = FakeEngine::new();
+        e.add_container("p-db-1", "postgres:16", &Labels::new(), RunState::Exited);
+        e.push_log("p-db-1", "LOG:  database system is shut down");
+        let c = e.inspect_container("p-db-1").await.unwrap();
+        assert!(unclean_shutdown(&e, "db", &c).await.is_empty());
+    }
 }

@@ -51,7 +51,10 @@ async fn probe_batch(
 ) -> Result<BTreeMap<String, VolumeContent>, EngineError> {
     let mut labels = labels::base(project);
     labels.insert(labels::HELPER.to_string(), "true".to_string());
-    labels.insert("io.nodus.helper.purpose".to_string(), "doctor-probe".to_string());
+    labels.insert(
+        "io.nodus.helper.purpose".to_string(),
+        "doctor-probe".to_string(),
+    );
     let spec = ContainerSpec {
         name: format!(
             "{project}-nodus-doctor-probe-{}",
@@ -95,7 +98,11 @@ async fn probe_batch(
         });
         match tag {
             "PG" => {
-                let sub = parts.next().unwrap_or("/").trim_end_matches('/').to_string();
+                let sub = parts
+                    .next()
+                    .unwrap_or("/")
+                    .trim_end_matches('/')
+                    .to_string();
                 e.pg_subdir = Some(sub);
                 e.pg_version = parts.next().map(str::to_string);
             }

@@ -15,7 +15,11 @@ pub fn to_sarif(report: &Report, base: &std::path::Path) -> sarif::Sarif {
             sarif::ReportingDescriptor::builder()
                 .id(id.to_string())
                 .name(id.to_string())
-                .short_description(sarif::MultiformatMessageString::builder().text(desc.to_string()).build())
+                .short_description(
+                    sarif::MultiformatMessageString::builder()
+                        .text(desc.to_string())
+                        .build(),
+                )
                 .help_uri(format!(
                     "https://github.com/nodus-dev/nodus/blob/main/README.md#{id}"
                 ))

@@ -58,8 +58,14 @@ fn every_static_id_has_a_fixture_that_reports_it() {
         );
         // Every finding from the file points into it.
         for f in found.iter().filter(|f| f.id == *id) {
-            let loc = f.location.as_ref().unwrap_or_else(|| panic!("{id}: no file:line: {f:?}"));
-            assert!(loc.file.ends_with(&format!("{id}.yaml")) && loc.line > 1, "{f:?}");
+            let loc = f
+                .location
+                .as_ref()
+                .unwrap_or_else(|| panic!("{id}: no file:line: {f:?}"));
+            assert!(
+                loc.file.ends_with(&format!("{id}.yaml")) && loc.line > 1,
+                "{f:?}"
+            );
             assert!(f.evidence.starts_with(&loc.to_string()), "{f:?}");
             assert!(!f.fix.is_empty());
         }
@@ -102,11 +108,17 @@ fn pgdata_checks_use_the_image_config_when_known() {
         },
     );
     let found = check_text("s.yaml", text, &images);
-    assert!(found.iter().any(|f| f.id == ids::PGDATA_CONTAINER_LAYER), "{found:#?}");
+    assert!(
+        found.iter().any(|f| f.id == ids::PGDATA_CONTAINER_LAYER),
+        "{found:#?}"
+    );
     // Same file, image declares VOLUME /opt/pgdata: anonymous.
     images.get_mut("acme/pg:15").unwrap().volumes = vec!["/opt/pgdata".into()];
     let found = check_text("s.yaml", text, &images);
-    assert!(found.iter().any(|f| f.id == ids::PGDATA_ANONYMOUS), "{found:#?}");
+    assert!(
+        found.iter().any(|f| f.id == ids::PGDATA_ANONYMOUS),
+        "{found:#?}"
+    );
     // Without image facts the official default applies: the mount is right.
     let found = check_text("s.yaml", text, &BTreeMap::new());
     assert!(found.is_empty(), "{found:#?}");
@@ -120,10 +132,26 @@ fn pgdata_below_the_mount_and_pgdata_in_a_subdir_are_fine() {
 
 #[test]
 fn tags_with_and_without_a_major() {
-    for floating in ["postgres", "postgres:latest", "postgres:alpine", "redis:bookworm", "postgres:alpine3.19", "localhost:5000/postgres"] {
+    for floating in [
+        "postgres",
+        "postgres:latest",
+        "postgres:alpine",
+        "redis:bookworm",
+        "postgres:alpine3.19",
+        "localhost:5000/postgres",
+    ] {
         assert!(floating_reason(floating).is_some(), "{floating}");
     }
-    for pinned in ["postgres:15", "postgres:15-alpine", "postgres:16.4", "qdrant/qdrant:v1.12.5", "pgvector/pgvector:pg16", "timescale/timescaledb:latest-pg16", "postgres@sha256:abc", "localhost:5000/postgres:16"] {
+    for pinned in [
+        "postgres:15",
+        "postgres:15-alpine",
+        "postgres:16.4",
+        "qdrant/qdrant:v1.12.5",
+        "pgvector/pgvector:pg16",
+        "timescale/timescaledb:latest-pg16",
+        "postgres@sha256:abc",
+        "localhost:5000/postgres:16",
+    ] {
         assert!(floating_reason(pinned).is_none(), "{pinned}");
     }
 }
@@ -134,7 +162,14 @@ fn durability_settings() {
         .into_iter()
         .map(|(s, _)| s)
         .collect();
-    assert_eq!(got, vec!["fsync=off", "full_page_writes=false", "synchronous_commit=off"]);
+    assert_eq!(
+        got,
+        vec![
+            "fsync=off",
+            "full_page_writes=false",
+            "synchronous_commit=off"
+        ]
+    );
     assert!(unsafe_settings("fsync = on\nsynchronous_commit=local").is_empty());
     assert_eq!(unsafe_settings("fsync off").len(), 1);
 }
@@ -156,7 +191,10 @@ fn shared_schema_sync_variants() {
             .iter()
             .find(|f| f.id == ids::SHARED_DB_SCHEMA_SYNC)
             .unwrap_or_else(|| panic!("not found for\n{c}\n{found:#?}"));
-        assert!(f.evidence.contains("app") && f.evidence.contains("shop"), "{f:?}");
+        assert!(
+            f.evidence.contains("app") && f.evidence.contains("shop"),
+            "{f:?}"
+        );
     }
     // Another database or schema, or LiteLLM with DISABLE_SCHEMA_UPDATE: fine.
     for c in [
@@ -188,18 +226,41 @@ fn findings_in_override_files_point_at_the_override() {
         images: &BTreeMap::new(),
         configs: &BTreeMap::new(),
     });
-    let f = found.iter().find(|f| f.id == ids::STOP_GRACE_SHORT).expect("grace");
-    assert_eq!(f.location.as_ref().unwrap().to_string(), "compose.override.yaml:3");
+    let f = found
+        .iter()
+        .find(|f| f.id == ids::STOP_GRACE_SHORT)
+        .expect("grace");
+    assert_eq!(
+        f.location.as_ref().unwrap().to_string(),
+        "compose.override.yaml:3"
+    );
 }
 
 #[test]
 fn mounted_config_file_is_read_for_durability() {
     let text = "services:\n  db:\n    image: postgres:16\n    stop_signal: SIGINT\n    stop_grace_period: 60s\n    volumes:\n      - pg:/var/lib/postgresql/data\n      - /etc/pg/my.conf:/etc/postgresql/postgresql.conf\nvolumes:\n  pg:\n";
-    let sources = vec![SourceFile { path: "s.yaml".into(), text: text.into() }];
+    let sources = vec![SourceFile {
+        path: "s.yaml".into(),
+        text: text.into(),
+    }];
     let stack = Stack::load(&sources, &Env::new(), None, "x").unwrap();
     let mut configs = BTreeMap::new();
-    configs.insert("/etc/pg/my.conf".to_string(), "# tuning\nfsync = off   # fast\n".to_string());
-    let found = run(&StaticInput { stack: &stack, sources: &sources, images: &BTreeMap::new(), configs: &configs });
-    let f = found.iter().find(|f| f.id == ids::UNSAFE_DURABILITY).expect("found");
-    assert_eq!(f.location.as_ref().unwrap().to_string(), "/etc/pg/my.conf:2");
+    configs.insert(
+        "/etc/pg/my.conf".to_string(),
+        "# tuning\nfsync = off   # fast\n".to_string(),
+    );
+    let found = run(&StaticInput {
+        stack: &stack,
+        sources: &sources,
+        images: &BTreeMap::new(),
+        configs: &configs,
+    });
+    let f = found
+        .iter()
+        .find(|f| f.id == ids::UNSAFE_DURABILITY)
+        .expect("found");
+    assert_eq!(
+        f.location.as_ref().unwrap().to_string(),
+        "/etc/pg/my.conf:2"
+    );
 }

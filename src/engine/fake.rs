@@ -864,12 +864,12 @@ impl Engine for FakeEngine {
         if !st.images.contains(image) {
             return Ok(None);
         }
-        Ok(Some(st.image_infos.get(image).cloned().unwrap_or_else(|| {
-            ImageInfo {
+        Ok(Some(st.image_infos.get(image).cloned().unwrap_or_else(
+            || ImageInfo {
                 id: format!("sha256:{image}"),
                 ..ImageInfo::default()
-            }
-        })))
+            },
+        )))
     }
 
     async fn container_addresses(&self, id: &str) -> Result<Vec<(String, String)>> {

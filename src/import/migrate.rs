@@ -102,7 +102,10 @@ async fn census_of(
 
 async fn wait_running(engine: &dyn Engine, id: &str) -> Result<ContainerInfo, String> {
     for _ in 0..120 {
-        let c = engine.inspect_container(id).await.map_err(|e| e.to_string())?;
+        let c = engine
+            .inspect_container(id)
+            .await
+            .map_err(|e| e.to_string())?;
         match c.state {
             RunState::Running => return Ok(c),
             RunState::Exited | RunState::Dead => {
@@ -170,7 +173,10 @@ pub async fn migrate(
         m.service,
         describe(&before)
     ));
-    ui.status(format!("{}: stopping {} (clean shutdown)", m.service, c.name));
+    ui.status(format!(
+        "{}: stopping {} (clean shutdown)",
+        m.service, c.name
+    ));
     engine
         .stop_container(&c.id, Some(GRACE_SECS))
         .await

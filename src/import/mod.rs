@@ -14,7 +14,8 @@ use serde_yaml::{Mapping, Value};
 use crate::doctor::dsn;
 use crate::project::Project;
 use crate::stack::harden::is_under;
-use crate::stack::model::{ComposeFile, ServiceVolume, VolumeDef, VolumeType};
+use crate::stack::interpolate::escape;
+use crate::stack::model::{ComposeFile, ServiceVolume, StringOrList, VolumeDef, VolumeType};
 use crate::stack::{FindingLevel, ServiceKind, SourceFile};
 
 /// Where a service's data is now, when it has to move to a named volume.
@@ -149,7 +150,8 @@ pub fn plan(
                 None => true,
                 Some(c) => {
                     c.kind == VolumeType::Volume
-                        && (c.source.is_none() || c.target != st.data_dir && hardened_added(orig, hard, &st.data_dir))
+                        && (c.source.is_none()
+                            || c.target != st.data_dir && hardened_added(orig, hard, &st.data_dir))
                 }
             };
             if anonymous {
@@ -182,7 +184,18 @@ pub fn plan(
             rsvc.stop_grace_period = hard.stop_grace_period.clone();
         }
         if rsvc.healthcheck.is_none() && hard.healthcheck.is_some() {
-            rsvc.healthcheck = hard.healthcheck.clone();
+            // The check's `$` are for the container's shell: `$$` in a compose file.
+            let mut hc = hard.healthcheck.clone();
+            if let Some(h) = hc.as_mut() {
+                h.test = match h.test.take() {
+                    Some(StringOrList::List(l)) => {
+                        Some(StringOrList::List(l.iter().map(|t| escape(t)).collect()))
+                    }
+                    Some(StringOrList::String(t)) => Some(StringOrList::String(escape(&t))),
+                    None => None,
+                };
+            }
+            rsvc.healthcheck = hc;
         }
     }
     for (k, v) in &hardened.compose.volumes {
@@ -203,15 +216,19 @@ pub fn plan(
     }
 
     // x-nodus: kinds and databases.
-    let x = xnodus_block(project, raw.extra.get("x-nodus"), live_databases, &mut changes);
+    let x = xnodus_block(
+        project,
+        raw.extra.get("x-nodus"),
+        live_databases,
+        &mut changes,
+    );
     raw.extra.insert("x-nodus".into(), x);
     // The same project as the compose file had, wherever the stack file is written.
     raw.name = Some(stack.project.clone());
 
     let header = header(source, &changes, &warnings);
-    let yaml = crate::stack::harden::render_stack_file(&raw, &header).unwrap_or_else(|e| {
-        format!("# rendering failed: {e}\n")
-    });
+    let yaml = crate::stack::harden::render_stack_file(&raw, &header)
+        .unwrap_or_else(|e| format!("# rendering failed: {e}\n"));
     ImportPlan {
         yaml,
         changes,
@@ -295,7 +312,8 @@ fn xnodus_block(
                 }
             }
             for v in &svc.volumes {
-                if v.kind == VolumeType::Bind && is_under(&v.target, "/docker-entrypoint-initdb.d") {
+                if v.kind == VolumeType::Bind && is_under(&v.target, "/docker-entrypoint-initdb.d")
+                {
                     for db in init_script_databases(v.source.as_deref().unwrap_or("")) {
                         found.push((db, "init scripts".into()));
                     }
@@ -309,10 +327,15 @@ fn xnodus_block(
                 _ => Vec::new(),
             };
             let has = |dbs: &Vec<Value>, n: &str| {
-                dbs.iter().any(|d| d.get("name").and_then(Value::as_str) == Some(n))
+                dbs.iter()
+                    .any(|d| d.get("name").and_then(Value::as_str) == Some(n))
             };
             for (db, why) in found {
-                if db == "postgres" || db.starts_with("template") || (db == user && why != "POSTGRES_DB") || has(&dbs, &db) {
+                if db == "postgres"
+                    || db.starts_with("template")
+                    || (db == user && why != "POSTGRES_DB")
+                    || has(&dbs, &db)
+                {
                     continue;
                 }
                 let mut m = Mapping::new();
@@ -369,7 +392,11 @@ fn header(source: &SourceFile, changes: &[(String, String)], warnings: &[String]
     if !changes.is_empty() {
         h.push_str("#\n# What changed and why:\n");
         for (svc, c) in changes {
-            let who = if svc.is_empty() { String::new() } else { format!("{svc}: ") };
+            let who = if svc.is_empty() {
+                String::new()
+            } else {
+                format!("{svc}: ")
+            };
             for (i, line) in wrap(&format!("{who}{c}"), 96).into_iter().enumerate() {
                 h.push_str(if i == 0 { "#   - " } else { "#     " });
                 h.push_str(&line);

@@ -612,7 +612,11 @@ fn add_ddl_log(svc: &mut Service) {
         format!("log_line_prefix={DDL_LOG_PREFIX}"),
     ];
     svc.command = Some(match svc.command.take() {
-        None => StringOrList::List(std::iter::once("postgres".to_string()).chain(flags).collect()),
+        None => StringOrList::List(
+            std::iter::once("postgres".to_string())
+                .chain(flags)
+                .collect(),
+        ),
         Some(StringOrList::List(mut l)) => {
             if l.is_empty() {
                 l.push("postgres".into());
