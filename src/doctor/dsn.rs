@@ -51,10 +51,8 @@ pub fn parse_dsn(var: &str, value: &str) -> Option<Dsn> {
     for pair in query.split('&') {
         let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
         match k.to_ascii_lowercase().as_str() {
-            "schema" | "currentschema" | "search_path" => {
-                if !val.is_empty() {
-                    schema = val.split(',').next().unwrap_or(val).to_string()
-                }
+            "schema" | "currentschema" | "search_path" if !val.is_empty() => {
+                schema = val.split(',').next().unwrap_or(val).to_string()
             }
             "options" => {
                 let decoded = val
@@ -238,12 +236,15 @@ fn published_target(ports: &[Port], host_port: u16) -> Option<u16> {
     })
 }
 
+/// (server, port, database, schema) a DSN resolves to.
+type ServerDb = (String, u16, String, String);
+
 /// `shared-db-schema-sync`: a service running a destructive schema sync on a database another
 /// service uses too.
 pub fn shared_schema_sync(input: &StaticInput) -> Vec<Finding> {
     let stack = input.stack;
     // (server, port, database, schema) → [(service, var)]
-    let mut users: BTreeMap<(String, u16, String, String), Vec<(String, String)>> = BTreeMap::new();
+    let mut users: BTreeMap<ServerDb, Vec<(String, String)>> = BTreeMap::new();
     for (name, svc) in &stack.compose.services {
         for d in dsns_of(svc) {
             let (server, port) = resolve_server(stack, &d);
