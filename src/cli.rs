@@ -102,6 +102,10 @@ pub enum Command {
     Snapshot(SnapshotCommand),
     /// Logical backups (pg_dumpall)
     Backup(BackupArgs),
+    /// Name the persistence hazards of the stack (exit 1 when one is an error)
+    Doctor(DoctorArgs),
+    /// Write a nodus stack file from a compose file, hardening made explicit (never edits it)
+    Import(ImportArgs),
     /// List the stack's containers (compose's columns; `status` adds the guard's view)
     #[command(
         after_help = "Examples:\n  nodus ps            running containers\n  nodus ps -a         stopped ones too\n  nodus -q ps         container IDs only (the global -q)\n  nodus ps --format json"
@@ -403,6 +407,9 @@ pub struct UpArgs {
     /// When to pull images: missing (default, only absent ones), always, never
     #[arg(long, value_enum, default_value = "missing")]
     pub pull: PullPolicy,
+    /// Skip the static checks of `nodus doctor` printed before starting
+    #[arg(long)]
+    pub no_doctor: bool,
 }
 
 /// `up --pull`.
@@ -423,6 +430,9 @@ pub struct StartArgs {
     /// How long to wait for each service to become healthy, e.g. 120s, 2m
     #[arg(long, default_value = "120s")]
     pub timeout: String,
+    /// Skip the static checks of `nodus doctor` printed before starting
+    #[arg(long)]
+    pub no_doctor: bool,
 }
 
 #[derive(Debug, Args)]
@@ -558,4 +568,30 @@ pub enum BackupCommand {
     },
     /// List backups
     List,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also write the findings as SARIF 2.1.0 to FILE (for code scanning UIs)
+    #[arg(long, value_name = "FILE")]
+    pub sarif: Option<PathBuf>,
+    /// Explain the most recent loss the guard recorded instead of checking the stack
+    #[arg(long)]
+    pub last_loss: bool,
+    /// Only the static checks of the stack files (no engine, containers or servers)
+    #[arg(long)]
+    pub no_live: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The compose file to import (it is only read)
+    pub compose_file: PathBuf,
+    /// The stack file to write [default: nodus.yaml beside the compose file]
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Copy the data of bind mounts and anonymous volumes into the new named volumes (the
+    /// service is stopped; a census before and after must match)
+    #[arg(long)]
+    pub migrate_data: bool,
 }

@@ -2,9 +2,11 @@
 
 pub mod cli;
 pub mod commands;
+pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod guard;
+pub mod import;
 pub mod labels;
 pub mod lifecycle;
 pub mod output;

@@ -61,6 +61,51 @@ pub const DEFAULT_FILES: &[&str] = &[
 /// Finds, reads and loads the stack named by the global flags. Prints the hardening findings
 /// (warnings always, fixes with -v) and warns loudly when the project name changed since last time.
 pub fn load(global: &GlobalArgs, ui: &Ui) -> anyhow::Result<Project> {
+    let project = read(global)?;
+    let (stack, hardened, state) = (&project.stack, &project.hardened, &project.state);
+    for w in &stack.warnings {
+        ui.warn(w);
+    }
+    for f in &hardened.findings {
+        match f.level {
+            FindingLevel::Warning => ui.warn(format!("{}: {}", f.service, f.message)),
+            FindingLevel::Fixed => ui.detail(format!("hardened {}: {}", f.service, f.message)),
+        }
+    }
+
+    let previous = state.remembered_project()?;
+    if let Some(old) = previous.as_deref() {
+        if old != stack.project {
+            ui.warn(rename_warning(old, &stack.project, hardened));
+        }
+    }
+    if previous.as_deref() != Some(stack.project.as_str()) {
+        state.remember_project(&stack.project)?;
+    }
+    Ok(project)
+}
+
+/// Loads the stack like [`load`] without printing anything or remembering the project name (for
+/// `nodus doctor`, which only looks). Also returns the stack files' texts.
+pub fn read_only(global: &GlobalArgs) -> anyhow::Result<(Project, Vec<SourceFile>)> {
+    let project = read(global)?;
+    let files = if global.stack.is_empty() {
+        discover(&std::env::current_dir()?)?
+    } else {
+        global.stack.clone()
+    };
+    let mut sources = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|source| ProjectError::Read {
+            path: f.clone(),
+            source,
+        })?;
+        sources.push(SourceFile { path: f, text });
+    }
+    Ok((project, sources))
+}
+
+fn read(global: &GlobalArgs) -> anyhow::Result<Project> {
     let cwd = std::env::current_dir().context("cannot determine the current directory")?;
     let files = if global.stack.is_empty() {
         discover(&cwd)?
@@ -117,27 +162,6 @@ pub fn load(global: &GlobalArgs, ui: &Ui) -> anyhow::Result<Project> {
         .clone()
         .unwrap_or_else(|| dir.join(".nodus"));
     let state = StateDir::open(&state_root)?;
-
-    for w in &stack.warnings {
-        ui.warn(w);
-    }
-    for f in &hardened.findings {
-        match f.level {
-            FindingLevel::Warning => ui.warn(format!("{}: {}", f.service, f.message)),
-            FindingLevel::Fixed => ui.detail(format!("hardened {}: {}", f.service, f.message)),
-        }
-    }
-
-    let previous = state.remembered_project()?;
-    if let Some(old) = previous.as_deref() {
-        if old != stack.project {
-            ui.warn(rename_warning(old, &stack.project, &hardened));
-        }
-    }
-    if previous.as_deref() != Some(stack.project.as_str()) {
-        state.remember_project(&stack.project)?;
-    }
-
     Ok(Project {
         stack,
         hardened,

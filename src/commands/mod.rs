@@ -3,8 +3,10 @@
 
 pub mod backup;
 pub mod census;
+pub mod doctor;
 pub mod down;
 pub mod hooks;
+pub mod import;
 pub mod render;
 pub mod restart;
 pub mod snapshot;
@@ -180,5 +182,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<()> {
         Command::RedisCli(a) => psql::redis_cli(&ctx, a).await,
         Command::Completion(a) => completion::completion(&ctx, a),
         Command::Man => completion::man(&ctx),
+        Command::Doctor(a) => doctor::run(&ctx, a).await,
+        Command::Import(a) => import::run(&ctx, a).await,
     }
 }

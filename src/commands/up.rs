@@ -6,6 +6,9 @@ use crate::lifecycle::{ImagePull, Lifecycle, Report, Transition, UpOptions};
 use crate::project::Project;
 
 pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
+    if !args.no_doctor {
+        doctor_block(ctx).await;
+    }
     // `-d/--detach` and `--wait` are compose habits: nodus always waits for health and returns.
     let _ = (args.detach, args.wait);
     let up = UpFlags {
@@ -164,4 +167,29 @@ pub(super) fn rerun_with_yes() -> String {
     words.insert(0, "nodus".into());
     words.push("--yes".into());
     words.join(" ")
+}
+
+/// The static checks of `nodus doctor`, as one short block of errors and warnings on stderr.
+/// Never blocks: any problem loading or checking is left to the command itself.
+pub(super) async fn doctor_block(ctx: &Ctx) {
+    let Ok((project, sources)) = crate::project::read_only(&ctx.global) else {
+        return;
+    };
+    let engine = crate::engine::DockerEngine::connect().await.ok();
+    let engine = engine.as_ref().map(|e| e as &dyn crate::engine::Engine);
+    let report = crate::doctor::static_report(engine, &project.stack, &sources).await;
+    let lines = report.short_block();
+    if lines.is_empty() {
+        return;
+    }
+    let mut msg = format!(
+        "nodus doctor: {} error(s), {} warning(s) in the stack as written (`nodus doctor` explains each and the fix; `--no-doctor` skips this):",
+        report.errors(),
+        report.count(crate::doctor::Severity::Warning)
+    );
+    for l in lines {
+        msg.push_str("\n         ");
+        msg.push_str(&l);
+    }
+    ctx.ui.warn(msg);
 }

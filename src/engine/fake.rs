@@ -99,6 +99,7 @@ struct State {
     next_id: u64,
     next_port: u16,
     clock: u64,
+    image_infos: HashMap<String, ImageInfo>,
 }
 
 impl State {
@@ -193,6 +194,12 @@ impl FakeEngine {
         self.st().images.insert(image.to_string());
     }
     /// Images that `pull_image` can fetch.
+    /// What `inspect_image` returns for a present image (default: an empty config).
+    pub fn set_image_info(&self, image: &str, info: ImageInfo) {
+        let mut st = self.st();
+        st.images.insert(image.to_string());
+        st.image_infos.insert(image.to_string(), info);
+    }
     pub fn add_pullable(&self, image: &str) {
         self.st().pullable.insert(image.to_string());
     }
@@ -940,6 +947,36 @@ impl Engine for FakeEngine {
             titles: vec!["PID".into(), "CMD".into()],
             processes: vec![vec!["1".into(), cmd]],
         })
+    }
+
+    async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>> {
+        let st = self.st();
+        if !st.images.contains(image) {
+            return Ok(None);
+        }
+        Ok(Some(st.image_infos.get(image).cloned().unwrap_or_else(
+            || ImageInfo {
+                id: format!("sha256:{image}"),
+                ..ImageInfo::default()
+            },
+        )))
+    }
+
+    async fn container_addresses(&self, id: &str) -> Result<Vec<(String, String)>> {
+        let mut st = self.st();
+        let i = st
+            .find(id)
+            .ok_or_else(|| EngineError::ContainerNotFound(id.to_string()))?;
+        let c = &mut st.containers[i];
+        if c.info.state != RunState::Running {
+            return Ok(Vec::new());
+        }
+        // One address per network, derived from the container's position (stable in a test).
+        Ok(c.info
+            .networks
+            .iter()
+            .map(|n| (n.clone(), format!("172.18.0.{}", i + 2)))
+            .collect())
     }
 }
 

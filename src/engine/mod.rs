@@ -247,6 +247,27 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
+/// What an image declares (`docker image inspect` → `Config`): where its data goes by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub id: String,
+    /// `Config.Env` as KEY=VALUE (PGDATA of the image).
+    pub env: Vec<String>,
+    /// `Config.Volumes`: paths that get an anonymous volume when nothing is mounted there.
+    pub volumes: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+impl ImageInfo {
+    pub fn env_var(&self, key: &str) -> Option<&str> {
+        self.env.iter().find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then_some(v)
+        })
+    }
+}
+
 /// Progress of an image pull, for a progress line.
 #[derive(Debug, Clone)]
 pub struct PullProgress {
@@ -413,4 +434,10 @@ pub trait Engine: Send + Sync {
     async fn wait_container(&self, id: &str) -> Result<i64>;
     /// Processes running in a container.
     async fn top(&self, id: &str) -> Result<TopInfo>;
+    // Inspection for `nodus doctor` / `nodus import`
+    /// The image's config, None when the image is not present locally.
+    async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>>;
+    /// The container's IP addresses on its networks (network name, address); empty when it is
+    /// not running.
+    async fn container_addresses(&self, id: &str) -> Result<Vec<(String, String)>>;
 }

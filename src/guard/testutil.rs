@@ -149,6 +149,12 @@ impl Engine for LocalExecEngine {
     async fn top(&self, _: &str) -> Result<TopInfo> {
         no("top")
     }
+    async fn inspect_image(&self, _: &str) -> Result<Option<ImageInfo>> {
+        no("inspect_image")
+    }
+    async fn container_addresses(&self, _: &str) -> Result<Vec<(String, String)>> {
+        no("container_addresses")
+    }
 }
 
 /// A running container as the census sees it.

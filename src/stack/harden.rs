@@ -112,7 +112,7 @@ pub fn guess_kind(image: &str) -> Option<ServiceKind> {
 }
 
 /// PostgreSQL major version from an image tag (`15-alpine`, `16.2`, `pg16`, `latest-pg16`).
-fn postgres_major(image: &str) -> Option<u32> {
+pub fn postgres_major(image: &str) -> Option<u32> {
     let repo = image.split('@').next().unwrap_or(image);
     let last = repo.rsplit('/').next().unwrap_or(repo);
     let tag = last.split_once(':').map(|(_, t)| t)?;
@@ -192,7 +192,7 @@ pub fn default_data_dir(kind: ServiceKind, svc: &Service) -> Option<String> {
 
 /// The `VOLUME` the image declares for its data (an anonymous volume appears there whenever no
 /// mount is exactly at that path).
-fn image_volume(kind: ServiceKind, svc: &Service) -> Option<&'static str> {
+pub fn image_volume(kind: ServiceKind, svc: &Service) -> Option<&'static str> {
     match (family(svc), kind) {
         (Family::Bitnami, _) => None,
         (Family::TimescaleHa, ServiceKind::Postgres) => Some("/home/postgres/pgdata"),
@@ -217,7 +217,7 @@ pub fn census_port(kind: ServiceKind) -> Option<u16> {
     }
 }
 
-fn trim_slash(p: &str) -> &str {
+pub fn trim_slash(p: &str) -> &str {
     let t = p.trim_end_matches('/');
     if t.is_empty() {
         "/"
@@ -227,7 +227,7 @@ fn trim_slash(p: &str) -> &str {
 }
 
 /// `path` is `dir` or below it.
-fn is_under(path: &str, dir: &str) -> bool {
+pub fn is_under(path: &str, dir: &str) -> bool {
     let (path, dir) = (trim_slash(path), trim_slash(dir));
     dir == "/"
         || path == dir
@@ -237,7 +237,7 @@ fn is_under(path: &str, dir: &str) -> bool {
 }
 
 /// Whether `ports` already publishes `container_port`.
-fn publishes(ports: &[Port], container_port: u16) -> bool {
+pub fn publishes(ports: &[Port], container_port: u16) -> bool {
     ports.iter().any(|p| match p {
         Port::Long(l) => l.target == container_port,
         Port::Short(s) => {
@@ -254,7 +254,7 @@ fn publishes(ports: &[Port], container_port: u16) -> bool {
     })
 }
 
-fn signal_name(s: &str) -> String {
+pub fn signal_name(s: &str) -> String {
     let up = s.trim().to_ascii_uppercase();
     if up.starts_with("SIG") {
         up
@@ -555,6 +555,17 @@ pub fn harden(stack: &Stack) -> Hardened {
                 }
             }
         }
+        if kind == ServiceKind::Postgres && opts.ddl_log == Some(true) {
+            if let Some(svc) = compose.services.get_mut(&name) {
+                add_ddl_log(svc);
+                find(
+                    FindingLevel::Fixed,
+                    format!(
+                        "DDL logging on (x-nodus ddl_log, dev only): log_statement=ddl with log_line_prefix '{DDL_LOG_PREFIX}', so `nodus doctor --last-loss` can name the container that dropped a table"
+                    ),
+                );
+            }
+        }
         // Not hardening but observation: the guard must reach the database from the host (Linux and
         // Docker Desktop alike), so the census port is published on loopback even with
         // `harden: false`. It changes nothing about where data lives.
@@ -588,6 +599,37 @@ pub fn harden(stack: &Stack) -> Hardened {
     }
 }
 
+/// The `log_line_prefix` of `ddl_log`: time, pid, client address, application, database.
+pub const DDL_LOG_PREFIX: &str = "%m [%p] client=%h app=%a db=%d ";
+
+/// Appends `-c log_statement=ddl -c log_line_prefix=...` to a postgres service's command (the
+/// image's default command `postgres` when it has none).
+fn add_ddl_log(svc: &mut Service) {
+    let flags = [
+        "-c".to_string(),
+        "log_statement=ddl".to_string(),
+        "-c".to_string(),
+        format!("log_line_prefix={DDL_LOG_PREFIX}"),
+    ];
+    svc.command = Some(match svc.command.take() {
+        None => StringOrList::List(
+            std::iter::once("postgres".to_string())
+                .chain(flags)
+                .collect(),
+        ),
+        Some(StringOrList::List(mut l)) => {
+            if l.is_empty() {
+                l.push("postgres".into());
+            }
+            l.extend(flags);
+            StringOrList::List(l)
+        }
+        Some(StringOrList::String(s)) => StringOrList::String(format!(
+            "{s} -c log_statement=ddl -c 'log_line_prefix={DDL_LOG_PREFIX}'"
+        )),
+    });
+}
+
 // ---- rendering ------------------------------------------------------------------------------------
 
 /// Serialises the generated model as YAML (with a header comment saying it is generated).
@@ -618,6 +660,18 @@ pub fn render_yaml_for(stack: &Stack, compose: &ComposeFile) -> Result<String, s
 /// The model as YAML without a header (`nodus config`).
 pub fn render_plain(compose: &ComposeFile) -> Result<String, serde_yaml::Error> {
     render_with_header(compose, "")
+}
+
+/// A stack file for people (`nodus import`): `name:` kept, `$` not escaped (variables stay
+/// variables), `header` (comments) first.
+pub fn render_stack_file(compose: &ComposeFile, header: &str) -> Result<String, serde_yaml::Error> {
+    let mut value = serde_yaml::to_value(compose)?;
+    if let Value::Mapping(m) = &mut value {
+        m.shift_remove("version");
+    }
+    let mut out = String::from(header);
+    emit_block(&value, 0, &mut out);
+    Ok(out)
 }
 
 fn render_with_header(compose: &ComposeFile, header: &str) -> Result<String, serde_yaml::Error> {
@@ -745,6 +799,25 @@ fn emit_block(v: &Value, indent: usize, out: &mut String) {
 mod tests {
     use super::*;
     use crate::stack::{Env, SourceFile};
+
+    #[test]
+    fn ddl_log_adds_statement_logging_with_the_client_address() {
+        let h = stack("services:\n  db:\n    image: postgres:16\n  other:\n    image: postgres:16\n    command: [\"postgres\", \"-c\", \"max_connections=50\"]\nx-nodus:\n  services:\n    db:\n      ddl_log: true\n    other:\n      ddl_log: true\n")
+            .harden();
+        let cmd = |s: &str| match &h.compose.services[s].command {
+            Some(StringOrList::List(l)) => l.join(" "),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            cmd("db"),
+            format!("postgres -c log_statement=ddl -c log_line_prefix={DDL_LOG_PREFIX}")
+        );
+        assert!(cmd("other").starts_with("postgres -c max_connections=50 -c log_statement=ddl"));
+        assert!(DDL_LOG_PREFIX.contains("%h"));
+        // Off by default.
+        let plain = stack("services:\n  db:\n    image: postgres:16\n").harden();
+        assert!(plain.compose.services["db"].command.is_none());
+    }
 
     fn stack(text: &str) -> Stack {
         Stack::load(

@@ -7,6 +7,7 @@ pub mod duration;
 pub mod harden;
 pub mod interpolate;
 mod load;
+pub mod locate;
 pub mod merge;
 pub mod model;
 pub mod plan;

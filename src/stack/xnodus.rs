@@ -16,6 +16,7 @@
 //!         - name: langfuse_db
 //!           owner: langfuse
 //!           extensions: [uuid-ossp, pg_trgm]
+//!       ddl_log: true            # dev only: log DDL with the client address (doctor --last-loss)
 //!       roles:
 //!         - name: langfuse
 //!           password_env: LANGFUSE_DB_PASSWORD   # or password: ${LANGFUSE_DB_PASSWORD}
@@ -95,6 +96,11 @@ pub struct ServiceOptions {
     pub databases: Vec<DatabaseSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<RoleSpec>,
+    /// Dev only, postgres: log every DDL statement with the client's address
+    /// (`log_statement=ddl`, `log_line_prefix` with `%h`), so `nodus doctor --last-loss` can name
+    /// the container that dropped a table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ddl_log: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -652,4 +652,42 @@ impl Engine for DockerEngine {
     async fn top(&self, id: &str) -> Result<TopInfo> {
         self.session_top(id).await
     }
+
+    async fn inspect_image(&self, image: &str) -> Result<Option<ImageInfo>> {
+        let r = match self.docker.inspect_image(image).await {
+            Ok(r) => r,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(self.err("inspect image", Obj::Other(image), e)),
+        };
+        let cfg = r.config.unwrap_or_default();
+        let mut volumes = cfg.volumes.unwrap_or_default();
+        volumes.sort();
+        Ok(Some(ImageInfo {
+            id: r.id.unwrap_or_default(),
+            env: cfg.env.unwrap_or_default(),
+            volumes,
+            entrypoint: cfg.entrypoint.unwrap_or_default(),
+            cmd: cfg.cmd.unwrap_or_default(),
+        }))
+    }
+
+    async fn container_addresses(&self, id: &str) -> Result<Vec<(String, String)>> {
+        let r = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.err("inspect", Obj::Container(id), e))?;
+        let mut out: Vec<(String, String)> = r
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(net, ep)| {
+                let ip = ep.ip_address.filter(|ip| !ip.is_empty())?;
+                Some((net, ip))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
 }
