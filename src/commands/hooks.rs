@@ -258,9 +258,9 @@ fn can_offer(ctx: &Ctx) -> bool {
 /// On a terminal, first offers each lost service's newest snapshot from before the loss that
 /// holds what is missing, verified first; when that one fails verification it is not offered
 /// and an older one is not offered in its place: the refusal names both and the command to
-/// restore the good one. The accepted ones are restored in-process — `lock` released, then the same path as
-/// `nodus snapshot restore <id> --yes`, which takes the lock again. Succeeds only when every
-/// lost service was restored.
+/// restore the good one. The accepted ones are restored in-process — `lock` released, then the
+/// same path as `nodus snapshot restore <id> --yes`, which takes the lock again. Succeeds only
+/// when every lost service was restored.
 pub async fn offer_restore(
     ctx: &Ctx,
     project: &Project,

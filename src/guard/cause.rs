@@ -262,7 +262,7 @@ pub fn infer(input: &CauseInput) -> Cause {
         return Cause {
             code: CauseCode::DroppedWhileRunning,
             summary: format!(
-                "removed while the stack was running, between the census {} at {} (nodus {}) and the census at {now}: by the services' own SQL or by something outside nodus (a manual psql, another client)",
+                "removed while the stack was running, between the census {} at {} (nodus {}) and the census at {now}: by the services themselves or by something outside nodus (a manual psql or redis-cli, another client)",
                 b.phase.describe(),
                 b.time,
                 b.transition

@@ -1,8 +1,8 @@
 //! The whole guard over a local postgres (see `tests_local.rs`): pre census, loss while
 //! down, loss during startup, outstanding loss, verify/accept.
 
-use super::*;
 use super::verdict::Status;
+use super::*;
 use crate::lifecycle::{Hooks, StopEvidence};
 use crate::stack::ServiceKind;
 
@@ -135,7 +135,11 @@ async fn guarded_transitions_over_a_local_postgres() {
     // the loss stays until accepted, also after another cycle
     let cfg = guard(dir.path(), Transition::Up).0.cfg.clone();
     let v = down(dir.path(), &s).await;
-    assert_eq!(v.verdict, Status::Loss, "the census before stopping says it too");
+    assert_eq!(
+        v.verdict,
+        Status::Loss,
+        "the census before stopping says it too"
+    );
     let v = up(dir.path(), &s, || {}).await;
     assert_eq!(
         v.verdict,
