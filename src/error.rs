@@ -20,6 +20,9 @@ pub struct DataLossDetected {
     pub summary: String,
     /// The exact command that would undo it, when a snapshot exists.
     pub restore_command: Option<String>,
+    /// What brings the data back without a restore (a renamed project: run with the old name);
+    /// preferred over the restore command in the hint.
+    pub fix: Option<String>,
 }
 
 /// A usage error found after argument parsing (e.g. a bad duration).
@@ -39,10 +42,11 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         if let Some(e) = cause.downcast_ref::<DataLossDetected>() {
             return (
                 EXIT_DATA_LOSS,
-                Some(match &e.restore_command {
-                    Some(cmd) => format!("to put the data back, run: {cmd}"),
-                    None => {
-                        "no snapshot from before this transition exists; see `nodus snapshot list`"
+                Some(match (&e.fix, &e.restore_command) {
+                    (Some(fix), _) => fix.clone(),
+                    (None, Some(cmd)) => format!("to put the data back, run: {cmd}"),
+                    (None, None) => {
+                        "no usable snapshot from before the loss holds what is missing; see `nodus snapshot list`"
                             .into()
                     }
                 }),

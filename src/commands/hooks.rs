@@ -6,10 +6,13 @@ use std::sync::Arc;
 use crate::engine::Engine;
 use crate::error::DataLossDetected;
 use crate::guard::census::Census;
-use crate::guard::verdict::{Status, Verdict};
+use crate::guard::compare;
+use crate::guard::diff::ServiceDiff;
+use crate::guard::verdict::{RestoreHint, Status, Verdict};
 use crate::guard::{Guard, GuardConfig, Outcome, SharedOutcome};
 use crate::lifecycle::{HookChain, Report, Transition};
 use crate::project::Project;
+use crate::snapshot::pick::{self, Pick};
 use crate::snapshot::SnapshotEntry;
 use crate::state::StackLock;
 
@@ -32,32 +35,70 @@ pub struct Session {
     pub project: Project,
 }
 
-/// The newest usable snapshot of `service` taken at or before `before` (RFC 3339; any time
-/// when it does not parse). Safety snapshots and snapshots that failed verification are
-/// skipped (see `snapshot::latest_usable`).
-fn restore_point(project: &Project, service: &str, before: &str) -> Option<SnapshotEntry> {
+/// The snapshots that can undo a loss of `service`, newest first: taken at or before `before`
+/// (RFC 3339; any time when it does not parse) and, when `missing` lists databases, tables or
+/// collections, recording a census that holds every one of them. Safety snapshots are left out;
+/// unusable ones are included (see `snapshot::pick`).
+fn loss_candidates(
+    project: &Project,
+    service: &str,
+    before: &str,
+    missing: Option<&ServiceDiff>,
+) -> Vec<SnapshotEntry> {
     let before = chrono::DateTime::parse_from_rfc3339(before)
         .ok()
         .map(|d| d.with_timezone(&chrono::Utc));
-    crate::snapshot::latest_usable(
+    pick::candidates(
         &project.state.snapshots_dir(project.name()),
         service,
         before,
+        |m| match missing {
+            Some(d) if !compare::structural_items(d).is_empty() => {
+                crate::snapshot::restore::recorded_census(m.census.as_ref())
+                    .is_ok_and(|c| compare::covers(&c, d))
+            }
+            _ => true,
+        },
     )
 }
 
-/// The restore command for a verdict's lost services (snapshots from before `before`, RFC 3339).
+/// "snapshot of db holding the missing tables" / "snapshot of cache".
+fn loss_what(service: &str, missing: Option<&ServiceDiff>) -> String {
+    match missing {
+        Some(d) if !compare::structural_items(d).is_empty() => {
+            format!("snapshot of {service} holding what is missing")
+        }
+        _ => format!("snapshot of {service} from before the loss"),
+    }
+}
+
+/// The restore hint for a verdict's lost services: the newest snapshot from before `before`
+/// (RFC 3339) whose census holds every missing table; a note when none does, or when the newest
+/// such snapshot failed verification (then the command names the newest good one).
 pub fn restore_lookup<'a>(
     ctx: &'a Ctx,
     project: &'a Project,
-) -> impl Fn(&str, &str) -> Option<String> + 'a {
-    move |service, before| {
-        let entry = restore_point(project, service, before)?;
-        Some(format!(
-            "{} snapshot restore {}",
-            super::nodus_cmd(ctx, project),
-            entry.id
-        ))
+) -> impl Fn(&str, &str, Option<&ServiceDiff>) -> RestoreHint + 'a {
+    move |service, before, missing| {
+        let cmd = |id: &str| format!("{} snapshot restore {id}", super::nodus_cmd(ctx, project));
+        let p = Pick::recorded(loss_candidates(project, service, before, missing));
+        let mut note = p.refusal(&loss_what(service, missing), cmd);
+        if p.newest.is_none() {
+            if let Some(d) = missing.filter(|d| !compare::structural_items(d).is_empty()) {
+                let any = loss_candidates(project, service, before, None);
+                if let Some(newest) = any.first() {
+                    note = Some(format!(
+                        "no snapshot of {service} from before the loss holds every missing table ({}); the newest one, {}, lacks them",
+                        compare::structural_items(d).join(", "),
+                        newest.id
+                    ));
+                }
+            }
+        }
+        RestoreHint {
+            command: p.good.map(|g| cmd(&g.id)),
+            note,
+        }
     }
 }
 
@@ -96,6 +137,7 @@ fn loss_of(v: &Verdict) -> DataLossDetected {
     DataLossDetected {
         summary: v.loss_summary(),
         restore_command: v.restore_command.clone(),
+        fix: v.fix(),
     }
 }
 
@@ -213,10 +255,12 @@ fn can_offer(ctx: &Ctx) -> bool {
 }
 
 /// A loss was found: returns `DataLossDetected` (exit 3; the restore command is the hint).
-/// On a terminal, first offers each lost service's snapshot from before the loss; the accepted
-/// ones are restored in-process — `lock` released, then the same path as
-/// `nodus snapshot restore <id> --yes`, which takes the lock again. Succeeds only when every
-/// lost service was restored.
+/// On a terminal, first offers each lost service's newest snapshot from before the loss that
+/// holds what is missing, verified first; when that one fails verification it is not offered
+/// and an older one is not offered in its place: the refusal names both and the command to
+/// restore the good one. The accepted ones are restored in-process — `lock` released, then the
+/// same path as `nodus snapshot restore <id> --yes`, which takes the lock again. Succeeds only
+/// when every lost service was restored.
 pub async fn offer_restore(
     ctx: &Ctx,
     project: &Project,
@@ -227,18 +271,33 @@ pub async fn offer_restore(
         return Err(loss_of(v).into());
     }
     let mut accepted: Vec<(String, SnapshotEntry)> = Vec::new();
+    let store = crate::snapshot::SnapshotStore::at(project.state.snapshots_dir(project.name()));
+    let mut refused: std::collections::BTreeMap<String, RestoreHint> = Default::default();
     for (service, s) in v.services.iter().filter(|(_, s)| s.status == Status::Loss) {
         let before = s
             .restore_before
             .as_deref()
             .unwrap_or(&v.restore_point_before);
-        let Some(entry) = restore_point(project, service, before) else {
+        let missing = s.diff.as_ref();
+        let candidates = loss_candidates(project, service, before, missing);
+        let p = Pick::verified(&store, candidates, &ctx.ui).await;
+        let cmd = |id: &str| format!("{} snapshot restore {id}", super::nodus_cmd(ctx, project));
+        if let Some(why) = p.refusal(&loss_what(service, missing), cmd) {
+            ctx.ui
+                .error(format!("{service}: not offering a restore: {why}"));
+            refused.insert(
+                service.clone(),
+                RestoreHint {
+                    command: p.good.as_ref().map(|g| cmd(&g.id)),
+                    note: Some(why),
+                },
+            );
+            continue;
+        }
+        let Some(entry) = p.good else {
             continue;
         };
-        let taken = entry
-            .created()
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-            .unwrap_or_else(|| "at an unknown time".into());
+        let taken = pick::taken(&entry);
         let ok = dialoguer::Confirm::new()
             .with_prompt(format!(
                 "Restore {service} from snapshot {} taken {taken}?",
@@ -251,6 +310,31 @@ pub async fn offer_restore(
             accepted.push((service.clone(), entry));
         }
     }
+    let mut v = v.clone();
+    if !refused.is_empty() {
+        // The hint names the newest good snapshot, not the one that failed verification.
+        let keep: std::collections::BTreeMap<String, RestoreHint> = v
+            .services
+            .iter()
+            .map(|(n, s)| {
+                (
+                    n.clone(),
+                    RestoreHint {
+                        command: s.restore_command.clone(),
+                        note: s.restore_note.clone(),
+                    },
+                )
+            })
+            .collect();
+        v.fill_restore(|service, _, _| {
+            refused
+                .get(service)
+                .or_else(|| keep.get(service))
+                .cloned()
+                .unwrap_or_default()
+        });
+    }
+    let v = &v;
     if accepted.is_empty() {
         return Err(loss_of(v).into());
     }
@@ -295,6 +379,7 @@ pub async fn offer_restore(
     Err(DataLossDetected {
         summary: rest.loss_summary(),
         restore_command: (!cmds.is_empty()).then(|| cmds.join(" && ")),
+        fix: rest.fix(),
     }
     .into())
 }

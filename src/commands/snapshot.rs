@@ -209,7 +209,12 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
         &args.services,
         &ctx.ui,
     )
-    .await?;
+    .await
+    .map_err(|e| match e.downcast_ref::<ops::restore::NewestUnusable>() {
+        // The exact command for this stack (`-f`/`-p` as given).
+        Some(n) => anyhow::anyhow!(n.message(&nodus_cmd(ctx, &project))),
+        None => e,
+    })?;
 
     let ids = plan.ids();
     let again = if ids.len() == 1 {

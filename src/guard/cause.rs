@@ -32,6 +32,9 @@ pub enum CauseCode {
     /// The baseline was taken while the stack ran (it was stopped outside nodus, or this is
     /// `verify`): the services' own writes may explain it.
     ChangedSinceCensus,
+    /// Gone between the last census and a census taken while the stack still ran (before a stop,
+    /// `verify`): dropped while the stack ran, by its services or something outside nodus.
+    DroppedWhileRunning,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +47,9 @@ pub struct Cause {
     /// The data volume concerned, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
+    /// What brings the data back when it is not a restore (a renamed project: the old name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
 }
 
 /// What is known about the census the current one is compared with.
@@ -70,6 +76,9 @@ pub struct CauseInput<'a> {
     pub current_project: &'a str,
     /// Services started after this service's early census (its dependents).
     pub started_after_early: &'a [String],
+    /// The current census was taken while the stack still ran (before a stop, `verify`): its
+    /// time, the end of the window in which the data went missing.
+    pub running_until: Option<&'a str>,
 }
 
 fn newer(a: Option<&str>, b: Option<&str>) -> bool {
@@ -175,6 +184,21 @@ pub fn infer(input: &CauseInput) -> Cause {
         }
     };
 
+    // A renamed project: the old name brings the old volume back (no restore needed).
+    let fix = match (old_vol, cur_vol) {
+        (Some(o), Some(n))
+            if o.name != n.name
+                && b.project != input.current_project
+                && cur.is_none_or(|c| off_volume(c).is_none()) =>
+        {
+            Some(format!(
+                "run with `-p {}` (or set `name: {}` in the stack) to use the data in volume {} again",
+                b.project, b.project, o.name
+            ))
+        }
+        _ => None,
+    };
+
     if id_change.is_some() {
         let (code, msg) = volume_story().unwrap_or_else(|| match cur_vol {
             // The data dir is on this named volume (checked above), yet the cluster is new: the
@@ -198,6 +222,7 @@ pub fn infer(input: &CauseInput) -> Cause {
             summary: format!("a new cluster was initialised: {msg}"),
             details,
             volume: cur_vol.map(|v| v.name.clone()),
+            fix,
         };
     }
 
@@ -207,6 +232,7 @@ pub fn infer(input: &CauseInput) -> Cause {
             summary: msg,
             details,
             volume: cur_vol.map(|v| v.name.clone()),
+            fix,
         };
     }
     if let (Some(o), Some(n)) = (old_vol, cur_vol) {
@@ -229,6 +255,21 @@ pub fn infer(input: &CauseInput) -> Cause {
             summary: "the lost rows were in UNLOGGED tables, which crash recovery empties: postgres did not shut down cleanly".into(),
             details,
             volume: None,
+            fix: None,
+        };
+    }
+    if let Some(now) = input.running_until {
+        return Cause {
+            code: CauseCode::DroppedWhileRunning,
+            summary: format!(
+                "removed while the stack was running, between the census {} at {} (nodus {}) and the census at {now}: by the services themselves or by something outside nodus (a manual psql or redis-cli, another client)",
+                b.phase.describe(),
+                b.time,
+                b.transition
+            ),
+            details,
+            volume: None,
+            fix: None,
         };
     }
     let early_loss = input.early.map(|e| e.is_loss());
@@ -246,7 +287,8 @@ pub fn infer(input: &CauseInput) -> Cause {
                     input.service
                 ),
                 details,
-            volume: None,
+                volume: None,
+                fix: None,
             }
         }
         (Some(true), Phase::Pre) if input.kind == ServiceKind::Redis => Cause {
@@ -254,12 +296,14 @@ pub fn infer(input: &CauseInput) -> Cause {
             summary: "redis came back without the keys on the same volume: persistence (appendonly / save) is off or failed, or they were flushed while it was down".into(),
             details,
             volume: None,
+            fix: None,
         },
         (Some(true), Phase::Pre) => Cause {
             code: CauseCode::DroppedWhileDown,
             summary: "dropped while the stack was down (by something outside nodus: a container on the volume, a manual psql), or the volume's files were changed: it was already gone right after start, with the same cluster and volume".into(),
             details,
             volume: None,
+            fix: None,
         },
         _ => Cause {
             code: CauseCode::ChangedSinceCensus,
@@ -271,6 +315,7 @@ pub fn infer(input: &CauseInput) -> Cause {
             ),
             details,
             volume: None,
+            fix: None,
         },
     }
 }
@@ -357,6 +402,7 @@ mod tests {
         census: Option<ServiceCensus>,
         kind: ServiceKind,
         started: Vec<String>,
+        running_until: Option<&'static str>,
     }
 
     impl Case {
@@ -371,6 +417,7 @@ mod tests {
                 census: None,
                 kind: ServiceKind::Postgres,
                 started: vec![],
+                running_until: None,
             }
         }
         fn run(&self) -> Cause {
@@ -390,6 +437,7 @@ mod tests {
                 current: self.cur.as_ref(),
                 current_project: "p",
                 started_after_early: &self.started,
+                running_until: self.running_until,
             })
         }
     }

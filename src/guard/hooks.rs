@@ -8,10 +8,10 @@ use async_trait::async_trait;
 
 use super::census::{self, Census, CensusOptions, ServiceCensus};
 use super::ledger::Phase;
+use super::ledger::{Ledger, ServiceIdentity};
 use super::verdict::{self, BaselineRef, Judge, Status, Verdict};
 use super::{
-    countable, diff, pg, provision, transition_name, update_outstanding, Early, Guard,
-    READY_CONNECT_RETRY,
+    compare, countable, diff, pg, provision, transition_name, Early, Guard, READY_CONNECT_RETRY,
 };
 use crate::lifecycle::{Hooks, RunningService, StoppedService, Transition};
 use crate::stack::ServiceKind;
@@ -158,28 +158,47 @@ impl Hooks for Guard {
             .lock()
             .map(|o| o.remove_volumes)
             .unwrap_or(false);
-        let mut entry = self.new_entry(Phase::Pre, census.clone(), ids).await;
+        let mut entry = self
+            .new_entry(Phase::Pre, census.clone(), ids.clone())
+            .await;
         entry.volumes_removed = remove_volumes && t == Transition::Down;
         let wipe = entry.volumes_removed;
+        let project = self.cfg.project.clone();
+        let session = self.session.clone();
+        let mut compared = None;
         if let Some(l) = self.ledger() {
             if wipe {
                 // Deleting the data on purpose supersedes losses not accepted yet.
                 for s in &svcs {
                     l.clear_outstanding(&s.service);
                 }
+            } else {
+                // What vanished while the stack ran (before this census is recorded).
+                compared = Some(running_comparison(
+                    l, t, &svcs, &census, &ids, &project, &session,
+                ));
             }
             l.push(entry);
         }
         self.save_ledger();
 
-        let mut v = Verdict::new(
-            transition_name(t),
-            census.totals(),
-            self.cfg.ledger_path().display().to_string(),
-            census::now_rfc3339(),
-        );
+        let mut v = match compared {
+            Some((v, notes)) => {
+                self.notes.extend(notes);
+                v
+            }
+            None => Verdict::new(
+                transition_name(t),
+                census.totals(),
+                self.cfg.ledger_path().display().to_string(),
+                census::now_rfc3339(),
+            ),
+        };
         v.notes = self.notes.clone();
-        v.conclude();
+        if !v.is_loss() {
+            // Nothing vanished: this census is only recorded.
+            v.verdict = Status::Recorded;
+        }
         self.publish(v);
 
         Ok(census
@@ -384,6 +403,7 @@ impl Hooks for Guard {
                 current_project: &self.cfg.project,
                 started_after_early: &after,
                 strict: false,
+                running_until: None,
             });
             v.services.insert(s.service.clone(), sv);
         }
@@ -410,12 +430,63 @@ impl Hooks for Guard {
                 .map(|o| o.expected.is_none())
                 .unwrap_or(true);
         if let Some(l) = self.ledger.as_mut() {
-            let notes = update_outstanding(l, &mut v, &baselines, fresh);
+            let notes = compare::update_outstanding(l, &mut v, &settled, &baselines, fresh);
             self.notes.extend(notes);
         }
+        // What the census before this transition's stop found stays in its verdict: a loss of a
+        // service not compared again, and informational notes.
+        let before_stop = self.shared.lock().ok().and_then(|o| o.verdict.clone());
+        for (name, prev) in before_stop.map(|b| b.services).unwrap_or_default() {
+            match v.services.get_mut(&name) {
+                Some(sv) => sv.info.extend(prev.info),
+                None if prev.status == Status::Loss => {
+                    v.services.insert(name, prev);
+                }
+                None => {}
+            }
+        }
+        v.conclude();
         v.notes = self.notes.clone();
         self.record(Phase::PostSettled, settled, ids).await;
         self.publish(v);
         Ok(())
     }
+}
+
+/// Compares the census taken before a stop with the ledger ([`compare::Mode::Running`]: what
+/// vanished while the stack ran) and records what is lost as outstanding. Returns the verdict
+/// and notes for the user.
+fn running_comparison(
+    l: &mut Ledger,
+    t: Transition,
+    svcs: &[RunningService],
+    census: &Census,
+    ids: &BTreeMap<String, ServiceIdentity>,
+    project: &str,
+    session: &str,
+) -> (Verdict, Vec<String>) {
+    let kinds: BTreeMap<String, ServiceKind> = svcs
+        .iter()
+        .filter_map(|s| Some((s.service.clone(), s.stateful.as_ref()?.kind)))
+        .collect();
+    // A service that could not be counted was warned about; nothing to compare.
+    let mut counted = census.clone();
+    counted.services.retain(|_, c| c.is_available());
+    let compared = compare::with_ledger(
+        l,
+        &counted,
+        &compare::Context {
+            transition: transition_name(t),
+            project,
+            kinds: &kinds,
+            identities: ids,
+            session: Some(session),
+            mode: compare::Mode::Running,
+        },
+    );
+    let mut v = compared.verdict;
+    v.totals = census.totals();
+    let notes = compare::update_outstanding(l, &mut v, &counted, &compared.baselines, false);
+    v.conclude();
+    (v, notes)
 }

@@ -9,6 +9,7 @@
 
 pub mod cause;
 pub mod census;
+pub mod compare;
 pub mod diff;
 pub mod http;
 pub mod identity;
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use census::{Census, CensusOptions, ServiceCensus};
 use ledger::{Entry, Ledger, LedgerError, Phase, ServiceIdentity};
-use verdict::{Status, Verdict};
+use verdict::Verdict;
 
 use crate::engine::Engine;
 use crate::lifecycle::{RunningService, Transition};
@@ -366,69 +367,6 @@ impl Guard {
             o.verdict = Some(v);
         }
     }
-}
-
-/// Remembers losses found by `v` against `baselines` (their baseline stays pinned until
-/// accepted) and forgets those whose data is back. With `fresh_baseline` (a restore without an
-/// expected census), the current state becomes the baseline. Returns notes for the user.
-fn update_outstanding(
-    l: &mut Ledger,
-    v: &mut Verdict,
-    baselines: &BTreeMap<String, Entry>,
-    fresh_baseline: bool,
-) -> Vec<String> {
-    let mut notes = Vec::new();
-    let transition = v.transition.clone();
-    for (name, sv) in v.services.iter_mut() {
-        match sv.status {
-            Status::Loss => {
-                if let Some(o) = l.outstanding(name) {
-                    // What was inferred when it happened beats "changed since the census".
-                    let vague = sv
-                        .cause
-                        .as_ref()
-                        .is_none_or(|c| c.code == cause::CauseCode::ChangedSinceCensus);
-                    if let (true, Some(c)) = (vague, &o.cause) {
-                        sv.cause = Some(c.clone());
-                    }
-                    if o.restore_before.is_some() {
-                        sv.restore_before = o.restore_before.clone();
-                    }
-                    sv.warnings.push(format!(
-                        "data of {name} was first found missing at {} (nodus {}) and that is not accepted yet; `nodus verify --accept` accepts the current state",
-                        o.detected_at, o.detected_by
-                    ));
-                } else if let Some(base) = baselines.get(name) {
-                    let summary = sv.diff.as_ref().map(|d| d.summary()).unwrap_or_default();
-                    let before = sv
-                        .restore_before
-                        .clone()
-                        .unwrap_or_else(|| v.restore_point_before.clone());
-                    l.set_outstanding(
-                        name,
-                        base,
-                        &transition,
-                        &summary,
-                        sv.cause.clone(),
-                        Some(before),
-                    );
-                }
-            }
-            Status::Ok | Status::Baseline => {
-                if let Some(o) = l.clear_outstanding(name) {
-                    notes.push(format!(
-                        "{name}: the data found missing at {} (nodus {}) is back",
-                        o.detected_at, o.detected_by
-                    ));
-                }
-            }
-            _ => {}
-        }
-        if fresh_baseline && l.clear_outstanding(name).is_some() {
-            notes.push(format!("{name}: restored; this census is the new baseline"));
-        }
-    }
-    notes
 }
 
 /// Opens the ledger, reporting a torn one (kept aside, not trusted).

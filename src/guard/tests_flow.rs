@@ -1,6 +1,7 @@
 //! The whole guard over a local postgres (see `tests_local.rs`): pre census, loss while
 //! down, loss during startup, outstanding loss, verify/accept.
 
+use super::verdict::Status;
 use super::*;
 use crate::lifecycle::{Hooks, StopEvidence};
 use crate::stack::ServiceKind;
@@ -52,7 +53,8 @@ fn guard(dir: &std::path::Path, t: Transition) -> (Guard, SharedOutcome) {
     )
 }
 
-async fn down(dir: &std::path::Path, s: &RunningService) {
+/// `down`: the census before stopping, compared with the ledger; returns its verdict.
+async fn down(dir: &std::path::Path, s: &RunningService) -> Verdict {
     let (mut g, shared) = guard(dir, Transition::Down);
     let pre = g
         .before_stop(Transition::Down, std::slice::from_ref(s))
@@ -71,10 +73,8 @@ async fn down(dir: &std::path::Path, s: &RunningService) {
         pre_stop: pre.get("db").cloned(),
     };
     g.after_stop(Transition::Down, &[stopped]).await.unwrap();
-    assert_eq!(
-        shared.lock().unwrap().verdict.as_ref().unwrap().verdict,
-        Status::Recorded
-    );
+    let v = shared.lock().unwrap().verdict.take().unwrap();
+    v
 }
 
 /// `up`: service_ready(db), then `between` (what dependents do), then all_ready.
@@ -113,12 +113,12 @@ async fn guarded_transitions_over_a_local_postgres() {
     );
 
     // clean cycle
-    down(dir.path(), &s).await;
+    assert_eq!(down(dir.path(), &s).await.verdict, Status::Recorded);
     let v = up(dir.path(), &s, || {}).await;
     assert_eq!(v.verdict, Status::Ok, "{v:#?}");
 
     // dropped while down
-    down(dir.path(), &s).await;
+    assert_eq!(down(dir.path(), &s).await.verdict, Status::Recorded);
     psql(port, &pw, "nt_flow", "DROP TABLE b");
     let v = up(dir.path(), &s, || {}).await;
     assert_eq!(v.verdict, Status::Loss);
@@ -134,7 +134,12 @@ async fn guarded_transitions_over_a_local_postgres() {
 
     // the loss stays until accepted, also after another cycle
     let cfg = guard(dir.path(), Transition::Up).0.cfg.clone();
-    down(dir.path(), &s).await;
+    let v = down(dir.path(), &s).await;
+    assert_eq!(
+        v.verdict,
+        Status::Loss,
+        "the census before stopping says it too"
+    );
     let v = up(dir.path(), &s, || {}).await;
     assert_eq!(
         v.verdict,
@@ -146,19 +151,33 @@ async fn guarded_transitions_over_a_local_postgres() {
         .iter()
         .any(|w| w.contains("first found missing")));
 
-    // data back → resolved
+    // data back → resolved (found by the census before stopping)
     psql(port, &pw, "nt_flow", "CREATE TABLE b(x int)");
-    down(dir.path(), &s).await;
-    let v = up(dir.path(), &s, || {}).await;
-    assert_eq!(v.verdict, Status::Ok, "{v:#?}");
+    let v = down(dir.path(), &s).await;
+    assert_eq!(v.verdict, Status::Recorded, "{v:#?}");
     assert!(
         v.notes.iter().any(|n| n.contains("is back")),
         "{:?}",
         v.notes
     );
+    let v = up(dir.path(), &s, || {}).await;
+    assert_eq!(v.verdict, Status::Ok, "{v:#?}");
+
+    // dropped while running: found by the census before stopping, with the window
+    psql(port, &pw, "nt_flow", "DROP TABLE c");
+    let v = down(dir.path(), &s).await;
+    assert_eq!(v.verdict, Status::Loss, "{v:#?}");
+    assert_eq!(
+        v.services["db"].cause.as_ref().unwrap().code,
+        cause::CauseCode::DroppedWhileRunning
+    );
+    psql(port, &pw, "nt_flow", "CREATE TABLE c(x int)");
+    assert_eq!(down(dir.path(), &s).await.verdict, Status::Recorded);
+    let v = up(dir.path(), &s, || {}).await;
+    assert_eq!(v.verdict, Status::Ok, "{v:#?}");
 
     // dropped by a dependent during startup
-    down(dir.path(), &s).await;
+    assert_eq!(down(dir.path(), &s).await.verdict, Status::Recorded);
     let v = up(dir.path(), &s, || {
         psql(port, &pw, "nt_flow", "DROP TABLE c; DELETE FROM a")
     })

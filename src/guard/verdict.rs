@@ -68,6 +68,22 @@ pub struct ServiceVerdict {
     /// snapshot must predate that).
     #[serde(skip)]
     pub restore_before: Option<String>,
+    /// Differences that are not a loss, said once (row counts that fell while the stack ran).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub info: Vec<String>,
+    /// Why the restore command is missing or is not the newest snapshot (no snapshot holds every
+    /// missing table; the newest one failed verification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_note: Option<String>,
+}
+
+/// What [`Verdict::fill_restore`]'s lookup found for one lost service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RestoreHint {
+    /// The exact command that puts the data back.
+    pub command: Option<String>,
+    /// Said beside it (or instead of it).
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,6 +120,22 @@ pub struct Judge<'a> {
     pub started_after_early: &'a [String],
     /// `verify`: every difference is a loss, whatever the baseline.
     pub strict: bool,
+    /// The census `now` was taken while the stack still ran (before a stop, `verify`, a live
+    /// guard), at this time: the services ran since the baseline, so vanished databases, tables
+    /// and collections are a loss and fallen row counts are informational (unless `strict`).
+    pub running_until: Option<&'a str>,
+}
+
+/// The data volume is another one than at the baseline (a renamed project, a replaced volume):
+/// whatever is missing is in the other volume, not removed by the services.
+fn volume_changed(before: Option<&ServiceIdentity>, now: Option<&ServiceIdentity>) -> bool {
+    match (
+        before.and_then(|i| i.volume.as_ref()),
+        now.and_then(|i| i.volume.as_ref()),
+    ) {
+        (Some(a), Some(b)) => a.name != b.name,
+        _ => false,
+    }
 }
 
 pub fn judge(j: Judge) -> ServiceVerdict {
@@ -120,6 +152,8 @@ pub fn judge(j: Judge) -> ServiceVerdict {
             restore_command: None,
             baseline_census: None,
             restore_before: None,
+            info: Vec::new(),
+            restore_note: None,
         };
         if let ServiceCensus::Unavailable { reason } = j.now {
             v.status = Status::Unverified;
@@ -129,10 +163,14 @@ pub fn judge(j: Judge) -> ServiceVerdict {
     };
     let diff = super::diff::compare(bcensus, j.now);
     let mut warnings = Vec::new();
+    let mut info = Vec::new();
+    let moved = volume_changed(bident, j.current_identity);
+    let guarded = bref.guarded && j.running_until.is_none();
     let counts_as_loss = |d: &ServiceDiff| {
         d.is_loss()
-            && (bref.guarded
+            && (guarded
                 || j.strict
+                || moved
                 || d.is_structural_loss()
                 || d.system_identifier_changed.is_some())
     };
@@ -146,9 +184,16 @@ pub fn judge(j: Judge) -> ServiceVerdict {
         warnings.push(format!("not verified: {r}"));
         Status::Unverified
     } else {
-        if diff.is_loss() {
+        if diff.is_loss() && j.running_until.is_some() {
+            info.push(format!(
+                "{} since the census {} at {}, while the stack ran (informational: the services may delete rows)",
+                diff.summary(),
+                bref.phase.describe(),
+                bref.time
+            ));
+        } else if diff.is_loss() {
             warnings.push(format!(
-                "{} since the census {} at {}; the services ran after that census (the stack was stopped outside nodus), so this may be their own doing — if not, `nodus snapshot list`",
+                "{} since the census {} at {}; the services ran after that census, so this may be their own doing — if not, `nodus snapshot list`",
                 diff.summary(),
                 bref.phase.describe(),
                 bref.time
@@ -183,6 +228,7 @@ pub fn judge(j: Judge) -> ServiceVerdict {
             current: j.current_identity,
             current_project: j.current_project,
             started_after_early: j.started_after_early,
+            running_until: j.running_until,
         })
     });
     ServiceVerdict {
@@ -196,6 +242,8 @@ pub fn judge(j: Judge) -> ServiceVerdict {
         restore_command: None,
         baseline_census: Some(bcensus.clone()),
         restore_before: None,
+        info,
+        restore_note: None,
     }
 }
 
@@ -238,8 +286,12 @@ impl Verdict {
         self.verdict == Status::Loss
     }
 
-    /// Fills each lost service's restore command with `lookup(service, before)` and joins them.
-    pub fn fill_restore(&mut self, lookup: impl Fn(&str, &str) -> Option<String>) {
+    /// Fills each lost service's restore command (and note) with `lookup(service, before, what
+    /// is missing)` and joins the commands.
+    pub fn fill_restore(
+        &mut self,
+        lookup: impl Fn(&str, &str, Option<&ServiceDiff>) -> RestoreHint,
+    ) {
         let mut cmds: Vec<String> = Vec::new();
         for (name, s) in self.services.iter_mut() {
             if s.status == Status::Loss {
@@ -247,7 +299,9 @@ impl Verdict {
                     .restore_before
                     .as_deref()
                     .unwrap_or(&self.restore_point_before);
-                s.restore_command = lookup(name, before);
+                let hint = lookup(name, before, s.diff.as_ref());
+                s.restore_command = hint.command;
+                s.restore_note = hint.note;
                 if let Some(c) = &s.restore_command {
                     if !cmds.contains(c) {
                         cmds.push(c.clone());
@@ -256,6 +310,19 @@ impl Verdict {
             }
         }
         self.restore_command = (!cmds.is_empty()).then(|| cmds.join(" && "));
+    }
+
+    /// What brings the lost data back other than a restore, when every lost service has such a
+    /// fix (a renamed project: the old name); said as the error's hint.
+    pub fn fix(&self) -> Option<String> {
+        let mut fixes: Vec<String> = Vec::new();
+        for s in self.services.values().filter(|s| s.status == Status::Loss) {
+            let f = s.cause.as_ref().and_then(|c| c.fix.clone())?;
+            if !fixes.contains(&f) {
+                fixes.push(f);
+            }
+        }
+        (!fixes.is_empty()).then(|| fixes.join("; "))
     }
 
     /// Sharpens the causes with what the lifecycle did: a lost service whose volume nodus had to
@@ -313,6 +380,9 @@ impl Verdict {
             ui.status(n);
         }
         for (name, s) in &self.services {
+            for i in &s.info {
+                ui.status(format!("{name}: {i}"));
+            }
             for w in &s.warnings {
                 ui.warn(format!("{name}: {w}"));
             }
@@ -445,7 +515,9 @@ fn loss_lines(name: &str, s: &ServiceVerdict, some_restore: bool) -> Vec<String>
             out.push(format!("    {det}"));
         }
     }
-    if some_restore && s.restore_command.is_none() {
+    if let Some(n) = &s.restore_note {
+        out.push(format!("  restore: {n}"));
+    } else if some_restore && s.restore_command.is_none() {
         out.push(format!(
             "  restore: no snapshot of {name} from before this transition (see `nodus snapshot list`)"
         ));
@@ -473,11 +545,14 @@ mod tests {
                 summary: "a new cluster was initialised: x".into(),
                 details: vec![],
                 volume: Some(volume.into()),
+                fix: None,
             }),
             warnings: vec![],
             restore_command: None,
             baseline_census: None,
             restore_before: None,
+            info: vec![],
+            restore_note: None,
         }
     }
 
@@ -523,9 +598,12 @@ mod tests {
         v.services.insert("cache".into(), ok);
         v.conclude();
         assert_eq!(v.verdict, Status::Loss);
-        v.fill_restore(|svc, before| {
+        v.fill_restore(|svc, before, _| {
             assert_eq!(before, "2025-01-01T00:00:00Z", "{svc}");
-            Some(format!("nodus snapshot restore {svc}-1"))
+            RestoreHint {
+                command: Some(format!("nodus snapshot restore {svc}-1")),
+                note: None,
+            }
         });
         // only lost services get one
         assert_eq!(
@@ -534,7 +612,10 @@ mod tests {
         );
         // a loss found earlier needs a snapshot from before it was found
         v.services.get_mut("db").unwrap().restore_before = Some("2024-06-01T00:00:00Z".into());
-        v.fill_restore(|svc, before| Some(format!("restore {svc} before {before}")));
+        v.fill_restore(|svc, before, _| RestoreHint {
+            command: Some(format!("restore {svc} before {before}")),
+            note: None,
+        });
         assert_eq!(
             v.restore_command.as_deref(),
             Some("restore db before 2024-06-01T00:00:00Z")
@@ -577,5 +658,107 @@ mod tests {
         assert_eq!(text.matches("no snapshot of db").count(), 1, "{text}");
         s.restore_command = Some("nodus snapshot restore x".into());
         assert!(!loss_lines("db", &s, true).join("\n").contains("restore"));
+    }
+
+    fn redis_ident(volume: &str) -> ServiceIdentity {
+        ServiceIdentity {
+            kind: ServiceKind::Redis,
+            container: None,
+            container_id: None,
+            started_at: None,
+            data_dir: "/data".into(),
+            volume_key: Some("cache_data".into()),
+            mount: Some(crate::guard::ledger::MountIdentity {
+                kind: crate::engine::MountKind::Volume,
+                source: volume.into(),
+                target: "/data".into(),
+                anonymous: false,
+            }),
+            volume: Some(crate::guard::ledger::VolumeIdentity {
+                name: volume.into(),
+                created_at: None,
+                labels: Default::default(),
+            }),
+            system_identifier: None,
+            stop_evidence: None,
+        }
+    }
+
+    fn redis(keys: u64) -> ServiceCensus {
+        ServiceCensus::Redis(crate::guard::census::RedisCensus {
+            keys: [(0, keys)].into(),
+            expires: Default::default(),
+        })
+    }
+
+    /// Issue 8: a renamed project while the old stack still ran (unguarded baseline): the redis
+    /// keys are in the old volume, not removed by the services.
+    #[test]
+    fn a_renamed_project_is_a_loss_for_redis_too_with_the_p_fix() {
+        let before = redis(2);
+        let now = redis(0);
+        let old = redis_ident("old_cache_data");
+        let new = redis_ident("new_cache_data");
+        let judge_with = |cur: &ServiceIdentity, project: &'static str| {
+            judge(Judge {
+                service: "cache",
+                kind: ServiceKind::Redis,
+                baseline: Some((
+                    BaselineRef {
+                        phase: Phase::PostSettled,
+                        time: "2025-01-01T00:00:00Z".into(),
+                        transition: "up".into(),
+                        guarded: false,
+                    },
+                    &before,
+                    Some(&old),
+                    "old",
+                )),
+                now: &now,
+                early: None,
+                current_identity: Some(cur),
+                current_project: project,
+                started_after_early: &[],
+                strict: false,
+                running_until: None,
+            })
+        };
+        let sv = judge_with(&new, "new");
+        assert_eq!(sv.status, Status::Loss);
+        let cause = sv.cause.clone().unwrap();
+        assert_eq!(cause.code, CauseCode::ProjectRenamed);
+        assert!(
+            !cause.summary.contains("stopped outside nodus"),
+            "{}",
+            cause.summary
+        );
+        assert!(cause.summary.contains("-p old"), "{}", cause.summary);
+        let mut v = Verdict::new("up", Totals::default(), "l".into(), "t".into());
+        v.services.insert("cache".into(), sv);
+        v.conclude();
+        let fix = v.fix().unwrap();
+        assert!(fix.contains("`-p old`"), "{fix}");
+        let err = crate::error::DataLossDetected {
+            summary: v.loss_summary(),
+            restore_command: None,
+            fix: v.fix(),
+        };
+        let (code, hint) = crate::error::classify(&anyhow::Error::new(err));
+        assert_eq!(code, crate::error::EXIT_DATA_LOSS);
+        let hint = hint.unwrap();
+        assert!(
+            hint.contains("-p old") && !hint.contains("no snapshot"),
+            "{hint}"
+        );
+
+        // same volume, services ran after the census: a warning that does not claim the stack
+        // was stopped outside nodus
+        let sv = judge_with(&old, "old");
+        assert_eq!(sv.status, Status::Ok);
+        let w = sv.warnings.join("\n");
+        assert!(
+            w.contains("db0: 2 → 0") && !w.contains("stopped outside nodus"),
+            "{w}"
+        );
     }
 }

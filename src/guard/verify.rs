@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use super::census::{self, CensusOptions, ServiceCensus};
 use super::ledger::{Entry, Phase};
-use super::verdict::{self, BaselineRef, Judge, Status, Verdict};
-use super::{identity, new_session_id, open_ledger, update_outstanding, GuardConfig};
+use super::verdict::{Status, Verdict};
+use super::{compare, identity, new_session_id, open_ledger, GuardConfig};
 use crate::engine::Engine;
 use crate::lifecycle::RunningService;
 use crate::output::Ui;
@@ -53,65 +53,28 @@ pub async fn verify(
             ids.insert(s.service.clone(), id);
         }
     }
-    let mut v = Verdict::new(
-        "verify",
-        now.totals(),
-        path.display().to_string(),
-        census::now_rfc3339(),
+    let kinds: BTreeMap<String, ServiceKind> = countable
+        .iter()
+        .map(|s| (s.service.clone(), s.kind))
+        .collect();
+    let compared = compare::with_ledger(
+        &ledger,
+        &now,
+        &compare::Context {
+            transition: "verify",
+            project: &cfg.project,
+            kinds: &kinds,
+            identities: &ids,
+            session: None,
+            mode: compare::Mode::Strict,
+        },
     );
-    let mut baselines = BTreeMap::new();
-    for (name, c) in &now.services {
-        let kind = countable
-            .iter()
-            .find(|s| &s.service == name)
-            .map(|s| s.kind)
-            .unwrap_or(ServiceKind::Other);
-        let entry = ledger.baseline(name, None);
-        if let Some(e) = &entry {
-            baselines.insert(name.clone(), e.clone());
-        }
-        let entry = entry.as_ref();
-        let sv = verdict::judge(Judge {
-            service: name,
-            kind,
-            baseline: entry.and_then(|e| {
-                Some((
-                    BaselineRef {
-                        phase: e.phase,
-                        time: e.time.clone(),
-                        transition: e.transition.clone(),
-                        guarded: e.phase == Phase::Pre,
-                    },
-                    e.census_of(name)?,
-                    e.services.get(name),
-                    e.project.as_str(),
-                ))
-            }),
-            now: c,
-            early: None,
-            current_identity: ids.get(name),
-            current_project: &cfg.project,
-            started_after_early: &[],
-            strict: true,
-        });
-        let mut sv = sv;
-        if let Some(base) = entry {
-            // The data was there at the baseline and until the services started after it: a
-            // snapshot from before that start can undo the loss.
-            sv.restore_before = ledger
-                .entries()
-                .iter()
-                .find(|e| {
-                    e.time > base.time && e.phase != Phase::Pre && e.census_of(name).is_some()
-                })
-                .map(|e| e.time.clone());
-        }
-        v.services.insert(name.clone(), sv);
-    }
-    v.conclude();
+    let mut v = compared.verdict;
     if !accept {
-        let notes = update_outstanding(&mut ledger, &mut v, &baselines, false);
+        let notes =
+            compare::update_outstanding(&mut ledger, &mut v, &now, &compared.baselines, false);
         v.notes.extend(notes);
+        v.conclude();
     }
     if accept {
         let unavailable: Vec<&String> = now

@@ -175,6 +175,7 @@ impl Hooks for Rec {
             return Err(anyhow::Error::new(crate::error::DataLossDetected {
                 summary: "db lost 3 rows".into(),
                 restore_command: None,
+                fix: None,
             })
             .context("after up"));
         }

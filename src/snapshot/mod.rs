@@ -18,6 +18,7 @@ pub mod backup;
 pub mod create;
 pub mod manifest;
 pub mod ops;
+pub mod pick;
 pub mod pipeline;
 pub mod restore;
 pub mod retention;

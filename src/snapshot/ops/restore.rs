@@ -18,10 +18,9 @@ use crate::lifecycle::{HookChain, Lifecycle, Report, RunningService, UpOptions};
 use crate::output::Ui;
 use crate::project::Project;
 use crate::snapshot::manifest::Reason;
+use crate::snapshot::pick::{self, Pick};
 use crate::snapshot::restore::{self, ReplaceStats, RestoreTarget};
-use crate::snapshot::{
-    latest_usable, mount_for, verify, Manifest, SnapshotEntry, SnapshotHook, SnapshotStore,
-};
+use crate::snapshot::{mount_for, verify, Manifest, SnapshotEntry, SnapshotHook, SnapshotStore};
 use crate::stack::StatefulService;
 
 /// Which snapshots to restore.
@@ -31,6 +30,29 @@ pub enum Selection {
     Id(String),
     /// The newest usable snapshot of each service.
     Latest,
+}
+
+/// `--latest`: the newest snapshot of a service cannot be used (it failed verification or its
+/// archive is gone). Refused rather than restoring an older one silently; the message names the
+/// newest good one and how to restore it.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.message("nodus"))]
+pub struct NewestUnusable {
+    pub service: String,
+    pub pick: Pick,
+}
+
+impl NewestUnusable {
+    /// The refusal, with restore commands starting with `nodus_cmd` (`nodus -f … -p …`).
+    pub fn message(&self, nodus_cmd: &str) -> String {
+        let why = self
+            .pick
+            .refusal(&format!("snapshot of {}", self.service), |id| {
+                format!("{nodus_cmd} snapshot restore {id}")
+            })
+            .unwrap_or_default();
+        format!("refusing `--latest`, nothing was changed: {why}")
+    }
 }
 
 /// One snapshot and where it goes.
@@ -119,7 +141,16 @@ fn choose(
         }
         Selection::Latest => {
             for st in &stateful_services(project, services)? {
-                match latest_usable(store.dir(), &st.service, None) {
+                let pick =
+                    Pick::recorded(pick::candidates(store.dir(), &st.service, None, |_| true));
+                if pick.problem.is_some() {
+                    return Err(NewestUnusable {
+                        service: st.service.clone(),
+                        pick,
+                    }
+                    .into());
+                }
+                match pick.good {
                     Some(e) => chosen.push(e),
                     None if !services.is_empty() => bail!(
                         "no usable snapshot of {} (safety snapshots are restored by id only; see `nodus snapshot list`)",
@@ -175,9 +206,30 @@ impl RestorePlan {
         for (e, m, _) in &chosen {
             let pb =
                 ui.bytes_progress(format!("verify {}", e.id), Some(m.archive.compressed_bytes));
-            let r = verify::verify_entry(store, e, pb).await.with_context(|| {
-                format!("snapshot {} failed verification; nothing was changed", e.id)
-            })?;
+            let r = match verify::verify_entry(store, e, pb).await {
+                Ok(r) => r,
+                Err(err) if *selection == Selection::Latest => {
+                    // The newest failed now: find the newest good one to name (the failure is
+                    // recorded, so it is listed as unusable).
+                    let candidates = pick::candidates(store.dir(), &m.service, None, |_| true);
+                    let mut pick = Pick::verified(store, candidates, ui).await;
+                    if pick.newest.as_ref().is_none_or(|n| n.id != e.id) || pick.problem.is_none() {
+                        pick.newest = Some(e.clone());
+                        pick.problem = Some(format!("failed verification ({err})"));
+                    }
+                    return Err(NewestUnusable {
+                        service: m.service.clone(),
+                        pick,
+                    }
+                    .into());
+                }
+                Err(err) => {
+                    return Err(anyhow::Error::new(err).context(format!(
+                        "snapshot {} failed verification; nothing was changed",
+                        e.id
+                    )))
+                }
+            };
             ui.success(format!(
                 "verified {} ({} entries, sha256 ok)",
                 e.id, r.entries
