@@ -139,6 +139,8 @@ pub async fn dump(engine: &dyn Engine, req: DumpRequest<'_>, ui: &Ui) -> Result<
     }
     let partial = partial_path(out);
     let _ = fs::remove_file(&partial);
+    // Removes the partial dump if this future is dropped (Ctrl-C) or fails before the rename.
+    let mut unfinished = Unfinished(Some(partial.clone()));
     let (user, env) = pg_credentials(req.container);
     let cmd = vec!["pg_dumpall".to_string(), "-U".into(), user.clone()];
     let now = chrono::Utc::now();
@@ -214,7 +216,21 @@ pub async fn dump(engine: &dyn Engine, req: DumpRequest<'_>, ui: &Ui) -> Result<
         let _ = fs::remove_file(partial_path(&mpath));
         return Err(SnapshotError::io(out, e));
     }
+    unfinished.0 = None;
     Ok(manifest)
+}
+
+/// A partial dump file, removed when dropped unless disarmed.
+struct Unfinished(Option<PathBuf>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            if fs::remove_file(&p).is_ok() {
+                crate::interrupt::note_removed(format!("backup {}", p.display()));
+            }
+        }
+    }
 }
 
 /// A backup file found on disk.
