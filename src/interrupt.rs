@@ -76,11 +76,14 @@ fn notify() -> &'static Notify {
     N.get_or_init(Notify::new)
 }
 
-/// The command works on `project` through `engine` (lets [`report`] list the containers).
-pub fn set_context(project: &str, engine: Arc<dyn Engine>) {
-    let mut s = state();
-    s.project = Some(project.to_string());
-    s.engine = Some(engine);
+/// The command works on `project` (lets [`report`] list its containers).
+pub fn set_project(project: &str) {
+    state().project = Some(project.to_string());
+}
+
+/// The engine the command talks to.
+pub fn set_engine(engine: Arc<dyn Engine>) {
+    state().engine = Some(engine);
 }
 
 /// What the command does now; shown if it is interrupted.

@@ -36,11 +36,15 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn project(&self) -> anyhow::Result<Project> {
-        crate::project::load(&self.global, &self.ui)
+        let p = crate::project::load(&self.global, &self.ui)?;
+        crate::interrupt::set_project(p.name());
+        Ok(p)
     }
 
     pub async fn engine(&self) -> anyhow::Result<Arc<dyn Engine>> {
-        Ok(Arc::new(DockerEngine::connect().await?))
+        let e: Arc<dyn Engine> = Arc::new(DockerEngine::connect().await?);
+        crate::interrupt::set_engine(e.clone());
+        Ok(e)
     }
 
     /// Takes the stack's lifecycle lock, saying so when another command holds it.

@@ -65,6 +65,7 @@ pub async fn snapshot_container(
         })
     });
     let partial = store.begin(&id)?;
+    crate::interrupt::set_step(format!("the snapshot of {}", req.service));
     let pb = ui.bytes_progress(format!("snapshot {}", req.service), estimate);
     let started = Instant::now();
     let stream = engine

@@ -1,0 +1,99 @@
+//! End-to-end tests for issue 8 items 5, 10, 11 and 12: interruptions, logical restores into a
+//! running cluster, census connection fallbacks and messages. Real engine, real PostgreSQL.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn partials(root: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(root) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".partial"))
+            .collect(),
+        Err(_) => vec![],
+    }
+}
+
+/// Ctrl-C while `down` snapshots: the snapshot is slowed to 1 MB/s (NODUS_TEST_RATE_LIMIT), so
+/// the signal lands mid-snapshot whatever the machine's speed.
+#[test]
+fn ctrl_c_during_downs_snapshot_removes_the_partial_and_says_how_to_finish() {
+    let s = TestStack::new("sigint", &pg_stack("", ""));
+    s.nodus(&["up"]).ok();
+    s.create_tables("db", "app", 3, 100);
+    let child = Command::new(env!("CARGO_BIN_EXE_nodus"))
+        .current_dir(s.path())
+        .env("NO_COLOR", "1")
+        .env("NODUS_TEST_RATE_LIMIT", "1000000")
+        .args([
+            "-f",
+            s.stack_file().to_str().unwrap(),
+            "-p",
+            &s.project,
+            "down",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let root = s.path().join(".nodus/snapshots").join(&s.project);
+    // Wait until the archive is being written (the partial holds data).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let writing = partials(&root).iter().any(|p| {
+            std::fs::read_dir(p)
+                .map(|rd| {
+                    rd.flatten()
+                        .any(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false))
+                })
+                .unwrap_or(false)
+        });
+        if writing {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the snapshot never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    run(Command::new("kill").args(["-INT", &pid]));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("interrupted down said:\n{stderr}");
+    assert_eq!(out.status.code(), Some(130), "exit code 130:\n{stderr}");
+    assert!(
+        stderr.contains("interrupted by Ctrl-C (SIGINT) during the snapshot of db"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("state left: db stopped"), "{stderr}");
+    assert!(
+        stderr.contains("removed the unfinished snapshot"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("snapshot create"), "{stderr}");
+    // Removed by the interrupted process itself, not by a later command's cleanup.
+    assert!(partials(&root).is_empty(), "{:?}", partials(&root));
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Status}}", &s.container("db")]),
+        "exited"
+    );
+    // The commands it points to complete the work.
+    s.nodus(&["snapshot", "create"]).ok();
+    s.nodus(&["down"]).ok();
+    s.nodus(&["up"]).ok();
+    assert_eq!(s.table_count("db", "app"), 3);
+}
+
+#[test]
+fn an_unknown_service_on_the_command_line_is_a_usage_error() {
+    let s = TestStack::new("badsvc", &pg_stack("", ""));
+    let r = s.nodus(&["stop", "dbb"]);
+    r.code(2);
+    assert!(r.stderr.contains("no such service: dbb"), "{}", r.stderr);
+}
