@@ -97,3 +97,31 @@ fn an_unknown_service_on_the_command_line_is_a_usage_error() {
     r.code(2);
     assert!(r.stderr.contains("no such service: dbb"), "{}", r.stderr);
 }
+
+/// postgres listening only on localhost inside its container: the published port never answers.
+/// The first census finds it out (said once at -v) and remembers it per container; later
+/// commands go straight to psql in the container.
+#[test]
+fn a_port_that_does_not_answer_is_tried_once_and_remembered() {
+    let extra = "    command: [\"postgres\", \"-c\", \"listen_addresses=localhost\"]\n";
+    let yaml = format!(
+        "services:\n  db:\n    image: {PG_IMAGE}\n    environment:\n      POSTGRES_PASSWORD: secret-pw\n      POSTGRES_DB: app\n{extra}"
+    );
+    let s = TestStack::new("pglocal", &yaml);
+    let up = s.nodus(&["-v", "up"]);
+    up.ok();
+    assert_eq!(
+        up.stderr.matches("does not answer on 127.0.0.1:").count(),
+        1,
+        "said exactly once:\n{}",
+        up.stderr
+    );
+    s.create_tables("db", "app", 2, 10);
+    let id = docker_ok(&["inspect", "-f", "{{.Id}}", &s.container("db")]);
+    let memo = std::fs::read_to_string(s.path().join(".nodus/pg-exec-only.json")).unwrap();
+    assert!(memo.contains(&id), "{memo}");
+    let c = s.nodus(&["-v", "census", "--json"]);
+    c.ok();
+    assert!(!c.stderr.contains("does not answer"), "{}", c.stderr);
+    assert_eq!(c.one_json()["totals"]["tables"], 2, "{}", c.stdout);
+}

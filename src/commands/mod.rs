@@ -38,6 +38,7 @@ impl Ctx {
     pub fn project(&self) -> anyhow::Result<Project> {
         let p = crate::project::load(&self.global, &self.ui)?;
         crate::interrupt::set_project(p.name());
+        crate::guard::pg::route::init(p.state.root(), &self.ui);
         Ok(p)
     }
 

@@ -285,10 +285,8 @@ async fn replace_with(
     }
 
     // From here on the volume is half-replaced until the upload ends: a signal waits for it.
-    let _critical = crate::interrupt::critical(format!(
-        "the restore of {} into its volume",
-        target.service
-    ));
+    let _critical =
+        crate::interrupt::critical(format!("the restore of {} into its volume", target.service));
     crate::interrupt::set_step(format!("the restore of {}", target.service));
     let t = Instant::now();
     helper.run_empty().await?;
