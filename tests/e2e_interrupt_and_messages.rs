@@ -173,3 +173,49 @@ fn backup_restore_into_a_cluster_with_data_replaces_instead_of_duplicating() {
     // The census afterwards equals the backup's: verify finds nothing missing.
     s.nodus(&["verify"]).ok();
 }
+
+/// A published port held by another container: the error names the service, the port, the
+/// container holding it and the fix, not the engine's "port is already allocated (HTTP 500)".
+#[test]
+fn a_taken_port_names_the_container_that_holds_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let yaml = format!(
+        "services:\n  db:\n    image: {PG_IMAGE}\n    environment:\n      POSTGRES_PASSWORD: secret-pw\n    ports:\n      - \"127.0.0.1:{port}:5432\"\n"
+    );
+    let s = TestStack::new("portclash", &yaml);
+    let other = format!("{}-other", s.project);
+    s.also_clean.borrow_mut().push(other.clone());
+    let holder = format!("{other}-web-1");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &holder,
+        "--label",
+        &format!("com.docker.compose.project={other}"),
+        "--label",
+        "com.docker.compose.service=web",
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        "--entrypoint",
+        "sleep",
+        PG_IMAGE,
+        "600",
+    ]);
+    let r = s.nodus(&["up"]);
+    r.code(1);
+    let want = format!(
+        "service db cannot publish 127.0.0.1:{port}: container {holder} (project {other}, service web) already holds it"
+    );
+    assert!(r.stderr.contains(&want), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("docker stop {holder}")),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("HTTP 500"), "{}", r.stderr);
+}
