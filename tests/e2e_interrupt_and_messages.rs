@@ -219,3 +219,18 @@ fn a_taken_port_names_the_container_that_holds_it() {
     );
     assert!(!r.stderr.contains("HTTP 500"), "{}", r.stderr);
 }
+
+/// A role password from an unset variable (stacks/nodus-adk.yaml's INFISICAL_DB_PASSWORD) is
+/// reported before anything is created: no volume, no container, every missing variable named.
+#[test]
+fn missing_role_passwords_are_reported_before_anything_is_created() {
+    let x = "x-nodus:\n  services:\n    db:\n      roles:\n        - name: infisical\n          password_env: NODUS_T_MISSING_ONE\n        - name: other\n          password_env: NODUS_T_MISSING_TWO\n";
+    let s = TestStack::new("needenv", &pg_stack("", x));
+    let r = s.nodus(&["up"]);
+    r.code(1);
+    assert!(r.stderr.contains("NODUS_T_MISSING_ONE"), "{}", r.stderr);
+    assert!(r.stderr.contains("NODUS_T_MISSING_TWO"), "{}", r.stderr);
+    let filter = format!("label=com.docker.compose.project={}", s.project);
+    assert_eq!(docker_ok(&["volume", "ls", "-q", "--filter", &filter]), "");
+    assert_eq!(docker_ok(&["ps", "-aq", "--filter", &filter]), "");
+}

@@ -75,6 +75,12 @@ impl Ctx {
         opts: SessionOptions,
     ) -> anyhow::Result<Guarded> {
         project.stack.check_services(services)?;
+        if matches!(
+            transition,
+            Transition::Up | Transition::Start | Transition::Restart
+        ) {
+            check_environment(&project, services)?;
+        }
         let lock = self.lock(&project)?;
         let engine = self.engine().await?;
         let session = Session::new(self, &project, engine.clone(), transition, opts)?;
@@ -85,6 +91,21 @@ impl Ctx {
             lock,
         })
     }
+}
+
+/// Everything the services to start need from the environment (role passwords of `x-nodus`),
+/// checked before anything is created: all that is missing, in one error.
+fn check_environment(project: &Project, services: &[String]) -> anyhow::Result<()> {
+    let wanted = crate::stack::plan::start_order(&project.stack.compose, services)?;
+    let missing =
+        crate::guard::provision::missing_passwords(&project.stack.nodus, &project.env, &wanted);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the stack needs environment variables that are not set; nothing was created or started:\n  {}",
+        missing.join("\n  ")
+    )
 }
 
 /// What [`Ctx::guarded`] sets up. Hold `lock` until the command is done.
