@@ -44,7 +44,7 @@ fn entries(text: &str) -> Vec<Entry<'_>> {
                 break;
             }
         }
-        if !rest.is_empty() && !rest.starts_with('#') && !(rest == "-" || rest.starts_with("- ")) {
+        if !(rest.is_empty() || rest.starts_with('#') || rest == "-" || rest.starts_with("- ")) {
             out.push(Entry {
                 line: i + 1,
                 indent,
