@@ -618,7 +618,8 @@ fn unknown_keys_error(
             let valid = if k.valid.is_empty() {
                 String::new()
             } else {
-                format!(" (valid here: {})", k.valid.join(", "))
+                let valid: Vec<String> = k.valid.iter().map(|v| format!("`{v}`")).collect();
+                format!(" (valid here: {})", valid.join(", "))
             };
             format!(
                 "{place}: {}: unknown key `{key}`{valid}",
