@@ -23,7 +23,7 @@ async fn create(ctx: &Ctx, service: Option<String>, output: Option<PathBuf>) -> 
     let project = ctx.project()?;
     let st = ops::postgres_service(&project, service.as_deref())?;
     let engine = ctx.engine().await?;
-    let _lock = ctx.lock(&project)?;
+    let _lock = ctx.lock_async(&project).await?;
     let (out, m) = ops::create(&*engine, &project, &st, output, &ctx.ui).await?;
     if ctx.ui.json {
         ctx.ui.json_out(&json!({ "path": out, "manifest": m }));
@@ -64,7 +64,7 @@ async fn restore(ctx: &Ctx, file: &Path, service: Option<String>) -> anyhow::Res
         .or(manifest.as_ref().map(|m| m.service.as_str()));
     let st = ops::postgres_service(&project, wanted)?;
     let engine = ctx.engine().await?;
-    let _lock = ctx.lock(&project)?;
+    let _lock = ctx.lock_async(&project).await?;
 
     // Verify before touching anything.
     let sql_bytes = ops::verify(file, manifest.as_ref(), &ctx.ui).await?;

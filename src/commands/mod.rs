@@ -64,6 +64,23 @@ impl Ctx {
         Ok(lock)
     }
 
+    /// [`Ctx::lock`] waiting on the async runtime (Ctrl-C works while waiting).
+    pub async fn lock_async(&self, project: &Project) -> anyhow::Result<StackLock> {
+        let timeout = parse_duration_arg("--lock-timeout", &self.global.lock_timeout)?;
+        let path = project.state.lock_path();
+        let ui = self.ui.clone();
+        let lock = StackLock::acquire_async(&path, timeout, || {
+            ui.status(format!(
+                "waiting for another nodus command on this stack to finish (lock {}, up to {}s)...",
+                path.display(),
+                timeout.as_secs()
+            ))
+        })
+        .await
+        .context("taking the stack lock")?;
+        Ok(lock)
+    }
+
     /// The common start of a guarded lifecycle command: checks the named services (none = all),
     /// takes the stack lock, connects to the engine and opens the hook session (guard +
     /// snapshots) for `transition`.
@@ -81,7 +98,7 @@ impl Ctx {
         ) {
             check_environment(&project, services)?;
         }
-        let lock = self.lock(&project)?;
+        let lock = self.lock_async(&project).await?;
         let engine = self.engine().await?;
         let session = Session::new(self, &project, engine.clone(), transition, opts)?;
         Ok(Guarded {
