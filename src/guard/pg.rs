@@ -369,6 +369,7 @@ pub async fn connect<'a>(
             }
             let start = Instant::now();
             let mut delay = Duration::from_millis(100);
+            let mut probed = false;
             loop {
                 match cfg.connect(tokio_postgres::NoTls).await {
                     Ok((client, conn)) => {
@@ -382,11 +383,18 @@ pub async fn connect<'a>(
                         // The server answered (e.g. "starting up"): worth the whole retry.
                         // Only the network failed: give it TCP_ATTEMPT, then let the caller
                         // fall back to psql in the container.
-                        let window = if err.code.is_some() {
-                            retry_for
-                        } else {
-                            retry_for.min(TCP_ATTEMPT)
-                        };
+                        // Only when postgres answers on TCP inside its container: during the
+                        // image's init it listens on no TCP address at all (not ready yet).
+                        let mut window = retry_for;
+                        if err.code.is_none()
+                            && !probed
+                            && start.elapsed() >= TCP_ATTEMPT.min(retry_for)
+                        {
+                            probed = true;
+                            if answers_inside(engine, &target.container_id).await {
+                                window = Duration::ZERO;
+                            }
+                        }
                         if !err.transient || start.elapsed() >= window {
                             return Err(PgError {
                                 message: format!(
@@ -423,6 +431,15 @@ pub async fn connect<'a>(
             }
         }
     }
+}
+
+/// Whether postgres accepts TCP connections inside the container (`pg_isready -h 127.0.0.1`).
+async fn answers_inside(engine: &dyn Engine, container_id: &str) -> bool {
+    let cmd: Vec<String> = ["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    matches!(engine.exec(container_id, &cmd, &[], None).await, Ok(o) if o.exit_code == 0)
 }
 
 /// Connects to the maintenance database: `POSTGRES_DB`, else `postgres`, else `template1` (the
