@@ -80,13 +80,14 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
             return (EXIT_USAGE, None);
         }
         if let Some(e) = cause.downcast_ref::<crate::stack::StackError>() {
-            let hint = match e {
-                crate::stack::StackError::UnknownService { .. } => {
-                    Some("`nodus status` lists the services".to_string())
-                }
-                _ => None,
+            return match e {
+                // A service named on the command line that the stack does not have.
+                crate::stack::StackError::UnknownService { .. } => (
+                    EXIT_USAGE,
+                    Some("`nodus status` lists the services".to_string()),
+                ),
+                _ => (EXIT_ERROR, None),
             };
-            return (EXIT_ERROR, hint);
         }
         if let Some(crate::state::StateError::LockTimeout { .. }) =
             cause.downcast_ref::<crate::state::StateError>()
@@ -132,4 +133,22 @@ pub fn report(err: &anyhow::Error, ui: &Ui) -> ExitCode {
         }));
     }
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_service_is_a_usage_error() {
+        let e = anyhow::Error::new(crate::stack::StackError::UnknownService {
+            name: "dbb".into(),
+            available: vec!["db".into()],
+        });
+        assert_eq!(classify(&e).0, EXIT_USAGE);
+        let e = anyhow::Error::new(crate::stack::StackError::DependencyCycle {
+            cycle: vec!["a".into(), "b".into()],
+        });
+        assert_eq!(classify(&e).0, EXIT_ERROR);
+    }
 }

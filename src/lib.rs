@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod guard;
 pub mod import;
+pub mod interrupt;
 pub mod labels;
 pub mod lifecycle;
 pub mod output;
@@ -52,9 +53,22 @@ pub fn run() -> ExitCode {
             return ExitCode::from(error::EXIT_ERROR);
         }
     };
-    match runtime.block_on(commands::dispatch(cli, ui.clone())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => error::report(&e, &ui),
+    // The command races SIGINT/SIGTERM: when a signal wins, the command's future is dropped
+    // (its destructors remove unfinished snapshots) and the user is told what was left.
+    let outcome = runtime.block_on(async {
+        let outcome = tokio::select! {
+            r = commands::dispatch(cli, ui.clone()) => Ok(r),
+            sig = interrupt::wait(ui.clone()) => Err(sig),
+        };
+        match outcome {
+            Ok(r) => Ok(r),
+            Err(sig) => Err(interrupt::report(sig, &ui, &interrupt::command_line()).await),
+        }
+    });
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => error::report(&e, &ui),
+        Err(code) => ExitCode::from(code),
     }
 }
 

@@ -159,13 +159,19 @@ impl Ui {
             pb.set_draw_target(ProgressDrawTarget::hidden());
         }
         let tpl = if total.is_some() {
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}{eta_known}"
         } else {
             "{spinner} {msg} {bytes} {binary_bytes_per_sec} ({elapsed})"
         };
         pb.set_style(
             ProgressStyle::with_template(tpl)
                 .expect("static template")
+                .with_key(
+                    "eta_known",
+                    |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&eta_text(st.pos(), st.len(), st.elapsed()));
+                    },
+                )
                 .progress_chars("=> "),
         );
         pb.set_message(msg.into());
@@ -194,5 +200,41 @@ impl Ui {
         } else {
             Err(PromptError::Declined)
         }
+    }
+}
+
+/// ` ETA 12s` once there is a rate to base it on (at least a second and some bytes in), else
+/// nothing: a first estimate from a few bytes said "10 minutes" for a 20 s snapshot.
+pub fn eta_text(pos: u64, len: Option<u64>, elapsed: Duration) -> String {
+    let Some(len) = len else {
+        return String::new();
+    };
+    if pos == 0 || elapsed < Duration::from_secs(1) || pos >= len {
+        return String::new();
+    }
+    let secs = (len - pos) as f64 * elapsed.as_secs_f64() / pos as f64;
+    let secs = secs.ceil() as u64;
+    if secs >= 3600 {
+        format!(" ETA {}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    } else if secs >= 60 {
+        format!(" ETA {}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!(" ETA {secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_eta_before_there_is_a_rate() {
+        let s = Duration::from_secs;
+        assert_eq!(eta_text(0, Some(100), s(5)), "");
+        assert_eq!(eta_text(10, Some(100), Duration::from_millis(200)), "");
+        assert_eq!(eta_text(10, None, s(5)), "");
+        assert_eq!(eta_text(50, Some(100), s(10)), " ETA 10s");
+        assert_eq!(eta_text(10, Some(100), s(10)), " ETA 1m30s");
+        assert_eq!(eta_text(100, Some(100), s(10)), "");
     }
 }

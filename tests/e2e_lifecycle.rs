@@ -230,7 +230,8 @@ fn anonymous_volume_postgres_renders_and_runs_on_named_volume() {
 fn unknown_service_lists_services_and_engine_unreachable_exits_4() {
     let s = TestStack::new("errs", &pg_stack("", ""));
     let r = s.nodus(&["up", "nope"]);
-    r.code(1);
+    // A usage error (issue 8): exit 2.
+    r.code(2);
     assert!(
         r.stderr.contains("nope") && r.stderr.contains("db"),
         "{}",

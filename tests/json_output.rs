@@ -157,6 +157,10 @@ fn failures_print_one_error_document() {
     let o = nodus(d.path(), &["--json", "snapshot", "restore"]);
     code(&o, 2);
     assert_eq!(one_json(&o)["exit_code"], 2);
+    // An unknown service on the command line is a usage error (issue 8).
+    let o = nodus(d.path(), &["--json", "backup", "nope"]);
+    code(&o, 2);
+    assert_eq!(one_json(&o)["exit_code"], 2);
     // A confirmation without a terminal names the command to run instead.
     let o = nodus(d.path(), &["--json", "down", "--volumes"]);
     code(&o, 2);
@@ -167,7 +171,6 @@ fn failures_print_one_error_document() {
     for args in [
         &["--json", "snapshot", "show", "nope"][..],
         &["--json", "snapshot", "delete", "nope", "--yes"],
-        &["--json", "backup", "nope"],
     ] {
         let o = nodus(d.path(), args);
         code(&o, 1);

@@ -49,7 +49,10 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn project(&self) -> anyhow::Result<Project> {
-        crate::project::load(&self.global, &self.ui)
+        let p = crate::project::load(&self.global, &self.ui)?;
+        crate::interrupt::set_project(p.name());
+        crate::guard::pg::route::init(p.state.root(), &self.ui);
+        Ok(p)
     }
 
     /// Connects to the engine the docker CLI would use, honouring `--context` and `-H`.
@@ -60,7 +63,9 @@ impl Ctx {
         };
         let engine = DockerEngine::connect_with(&req).await?;
         self.ui.detail(format!("engine: {}", engine.origin()));
-        Ok(Arc::new(engine))
+        let e: Arc<dyn Engine> = Arc::new(engine);
+        crate::interrupt::set_engine(e.clone());
+        Ok(e)
     }
 
     /// Takes the stack's lifecycle lock, saying so when another command holds it.
@@ -79,6 +84,23 @@ impl Ctx {
         Ok(lock)
     }
 
+    /// [`Ctx::lock`] waiting on the async runtime (Ctrl-C works while waiting).
+    pub async fn lock_async(&self, project: &Project) -> anyhow::Result<StackLock> {
+        let timeout = parse_duration_arg("--lock-timeout", &self.global.lock_timeout)?;
+        let path = project.state.lock_path();
+        let ui = self.ui.clone();
+        let lock = StackLock::acquire_async(&path, timeout, || {
+            ui.status(format!(
+                "waiting for another nodus command on this stack to finish (lock {}, up to {}s)...",
+                path.display(),
+                timeout.as_secs()
+            ))
+        })
+        .await
+        .context("taking the stack lock")?;
+        Ok(lock)
+    }
+
     /// The common start of a guarded lifecycle command: checks the named services (none = all),
     /// takes the stack lock, connects to the engine and opens the hook session (guard +
     /// snapshots) for `transition`.
@@ -90,7 +112,13 @@ impl Ctx {
         opts: SessionOptions,
     ) -> anyhow::Result<Guarded> {
         project.stack.check_services(services)?;
-        let lock = self.lock(&project)?;
+        if matches!(
+            transition,
+            Transition::Up | Transition::Start | Transition::Restart
+        ) {
+            check_environment(&project, services)?;
+        }
+        let lock = self.lock_async(&project).await?;
         let engine = self.engine().await?;
         let session = Session::new(self, &project, engine.clone(), transition, opts)?;
         Ok(Guarded {
@@ -100,6 +128,21 @@ impl Ctx {
             lock,
         })
     }
+}
+
+/// Everything the services to start need from the environment (role passwords of `x-nodus`),
+/// checked before anything is created: all that is missing, in one error.
+fn check_environment(project: &Project, services: &[String]) -> anyhow::Result<()> {
+    let wanted = crate::stack::plan::start_order(&project.stack.compose, services)?;
+    let missing =
+        crate::guard::provision::missing_passwords(&project.stack.nodus, &project.env, &wanted);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the stack needs environment variables that are not set; nothing was created or started:\n  {}",
+        missing.join("\n  ")
+    )
 }
 
 /// What [`Ctx::guarded`] sets up. Hold `lock` until the command is done.

@@ -48,7 +48,7 @@ async fn create(ctx: &Ctx, services: Vec<String>) -> anyhow::Result<()> {
     let project = ctx.project()?;
     let targets = ops::stateful_services(&project, &services)?;
     let engine = ctx.engine().await?;
-    let _lock = ctx.lock(&project)?;
+    let _lock = ctx.lock_async(&project).await?;
     let store = ops::open_store(&project, &ctx.ui)?;
     let targets = create::targets(&*engine, &project, &targets).await?;
 
@@ -198,7 +198,7 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     let project = ctx.project()?;
     project.stack.check_services(&args.services)?;
     let engine = ctx.engine().await?;
-    let _lock = ctx.lock(&project)?;
+    let _lock = ctx.lock_async(&project).await?;
     let store = ops::open_store(&project, &ctx.ui)?;
 
     let plan = RestorePlan::prepare(

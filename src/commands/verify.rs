@@ -10,7 +10,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::VerifyArgs) -> anyhow::Result<()> 
     }
     let project = ctx.project()?;
     // A transition running at the same time would make the census meaningless.
-    let lock = ctx.lock(&project)?;
+    let lock = ctx.lock_async(&project).await?;
     let engine = ctx.engine().await?;
     let cfg = GuardConfig::from_project(&project);
     let mut v =

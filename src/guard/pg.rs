@@ -4,6 +4,8 @@
 //! Both paths use the simple-query (text) protocol, so every query answers rows of optional
 //! strings and the census/provisioning code is the same for both.
 
+pub mod route;
+
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,12 @@ use crate::engine::{ContainerInfo, Engine};
 
 /// Postgres' container port.
 pub const PG_PORT: u16 = 5432;
+
+/// How long the published port may fail at the network level (refused, closed, reset, timeout)
+/// before psql in the container is used instead. A postgres that is up answers a loopback
+/// connection at once; one that listens only inside its container never does (docker's proxy
+/// accepts, then closes), and waiting the whole connect retry for it cost ~10 s per census.
+pub const TCP_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// Options every nodus session sets: never wait long behind a lock (a migration holding an
 /// ACCESS EXCLUSIVE lock must not hang `nodus down`).
@@ -166,6 +174,8 @@ pub async fn target_for(
     let endpoint = match c.published(PG_PORT) {
         // The port is published on the engine's host, which is not this one.
         _ if engine.remote_host().is_some() => PgEndpoint::Exec,
+        // Found not to answer from here before (remembered per container).
+        _ if route::exec_only(&c.id) => PgEndpoint::Exec,
         Some(p) if p.host_port != 0 => PgEndpoint::Tcp {
             host: dial_host(&p.host_ip),
             port: p.host_port,
@@ -337,12 +347,13 @@ pub async fn connect<'a>(
                 .dbname(db)
                 .application_name("nodus")
                 .options(SESSION_OPTIONS)
-                .connect_timeout(Duration::from_secs(5));
+                .connect_timeout(TCP_ATTEMPT);
             if let Some(p) = &target.auth.password {
                 cfg.password(p);
             }
             let start = Instant::now();
             let mut delay = Duration::from_millis(100);
+            let mut probed = false;
             loop {
                 match cfg.connect(tokio_postgres::NoTls).await {
                     Ok((client, conn)) => {
@@ -353,7 +364,22 @@ pub async fn connect<'a>(
                     }
                     Err(e) => {
                         let err = PgError::from_pg(&e);
-                        if !err.transient || start.elapsed() >= retry_for {
+                        // The server answered (e.g. "starting up"): worth the whole retry.
+                        // Only the network failed: give it TCP_ATTEMPT, then let the caller
+                        // fall back to psql in the container.
+                        // Only when postgres answers on TCP inside its container: during the
+                        // image's init it listens on no TCP address at all (not ready yet).
+                        let mut window = retry_for;
+                        if err.code.is_none()
+                            && !probed
+                            && start.elapsed() >= TCP_ATTEMPT.min(retry_for)
+                        {
+                            probed = true;
+                            if answers_inside(engine, &target.container_id).await {
+                                window = Duration::ZERO;
+                            }
+                        }
+                        if !err.transient || start.elapsed() >= window {
                             return Err(PgError {
                                 message: format!(
                                     "connecting to {host}:{port} as {}: {}",
@@ -391,6 +417,15 @@ pub async fn connect<'a>(
     }
 }
 
+/// Whether postgres accepts TCP connections inside the container (`pg_isready -h 127.0.0.1`).
+async fn answers_inside(engine: &dyn Engine, container_id: &str) -> bool {
+    let cmd: Vec<String> = ["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    matches!(engine.exec(container_id, &cmd, &[], None).await, Ok(o) if o.exit_code == 0)
+}
+
 /// Connects to the maintenance database: `POSTGRES_DB`, else `postgres`, else `template1` (the
 /// configured database may be the one that went missing). Returns the session and its database.
 pub async fn connect_maintenance<'a>(
@@ -417,8 +452,18 @@ pub async fn connect_maintenance<'a>(
                     target.service,
                     e.message
                 );
+                let tried = match &target.endpoint {
+                    PgEndpoint::Tcp { host, port } => format!("{host}:{port}"),
+                    PgEndpoint::Exec => String::new(),
+                };
                 target.endpoint = PgEndpoint::Exec;
-                return Box::pin(connect_maintenance(engine, target, retry_for)).await;
+                let res = Box::pin(connect_maintenance(engine, target, retry_for)).await;
+                if res.is_ok() {
+                    // psql in the container reached the server that TCP could not.
+                    let why = e.message.rsplit(": ").next().unwrap_or(&e.message);
+                    route::remember(&target.container_id, &target.service, &tried, why);
+                }
+                return res;
             }
             Err(e) => return Err(e),
         }

@@ -53,6 +53,28 @@ pub fn role_password(
         })
 }
 
+/// Every role password the stack needs from the environment that is not set, for the services
+/// `services` (none = all), as messages. Checked before anything is created or started, so a
+/// missing variable is not found only after volumes and containers exist.
+pub fn missing_passwords(
+    nodus: &crate::stack::XNodus,
+    env: &Env,
+    services: &[String],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (service, spec) in &nodus.services {
+        if !services.is_empty() && !services.contains(service) {
+            continue;
+        }
+        for role in &spec.roles {
+            if let Err(e) = role_password(service, role, env) {
+                out.push(e.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// `CREATE ROLE` for a missing role. The password is inside: never print or log this.
 pub fn create_role_sql(role: &RoleSpec, password: Option<&str>) -> String {
     let mut sql = format!(
@@ -257,6 +279,16 @@ mod tests {
         );
         r.password = None;
         r.password_env = Some("NODUS_TEST_SURELY_UNSET_VAR".into());
+        let mut x = crate::stack::XNodus::default();
+        x.services.insert(
+            "db".into(),
+            ServiceOptions {
+                roles: vec![r.clone(), r.clone()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(missing_passwords(&x, &env, &[]).len(), 2);
+        assert!(missing_passwords(&x, &env, &["web".into()]).is_empty());
         let err = role_password("db", &r, &env).unwrap_err();
         let msg = err.to_string();
         assert!(

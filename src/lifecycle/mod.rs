@@ -4,6 +4,7 @@
 //! points the guard and snapshots need. It never touches a resource without the stack's labels.
 
 mod orphans;
+mod ports;
 pub mod spec;
 mod status;
 mod stop;
@@ -64,6 +65,15 @@ pub enum LifecycleError {
     Spec(SpecError),
     #[error("{0}")]
     Hook(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A published host port is taken (by another container or a program).
+    #[error("{message}")]
+    PortTaken {
+        service: String,
+        port: u16,
+        message: String,
+        /// The engine's own words, kept for `-v`/debugging (not shown by default).
+        engine: EngineError,
+    },
 }
 
 impl From<SpecError> for LifecycleError {

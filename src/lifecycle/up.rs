@@ -246,7 +246,7 @@ impl<'a> Lifecycle<'a> {
                         (c.id, "running")
                     }
                     Action::Start(c) => {
-                        self.engine.start_container(&c.id).await?;
+                        self.start_service(name, &c.id).await?;
                         report.started.push(name.clone());
                         (c.id, "started")
                     }
@@ -262,13 +262,13 @@ impl<'a> Lifecycle<'a> {
                             ));
                         }
                         let id = self.create_from(&spec).await?;
-                        self.engine.start_container(&id).await?;
+                        self.start_service(name, &id).await?;
                         report.recreated.push(name.clone());
                         (id, "recreated")
                     }
                     Action::Create => {
                         let id = self.create(built).await?;
-                        self.engine.start_container(&id).await?;
+                        self.start_service(name, &id).await?;
                         report.created.push(name.clone());
                         (id, "created")
                     }

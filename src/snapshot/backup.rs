@@ -139,6 +139,8 @@ pub async fn dump(engine: &dyn Engine, req: DumpRequest<'_>, ui: &Ui) -> Result<
     }
     let partial = partial_path(out);
     let _ = fs::remove_file(&partial);
+    // Removes the partial dump if this future is dropped (Ctrl-C) or fails before the rename.
+    let mut unfinished = Unfinished(Some(partial.clone()));
     let (user, env) = pg_credentials(req.container);
     let cmd = vec!["pg_dumpall".to_string(), "-U".into(), user.clone()];
     let now = chrono::Utc::now();
@@ -214,7 +216,21 @@ pub async fn dump(engine: &dyn Engine, req: DumpRequest<'_>, ui: &Ui) -> Result<
         let _ = fs::remove_file(partial_path(&mpath));
         return Err(SnapshotError::io(out, e));
     }
+    unfinished.0 = None;
     Ok(manifest)
+}
+
+/// A partial dump file, removed when dropped unless disarmed.
+struct Unfinished(Option<PathBuf>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            if fs::remove_file(&p).is_ok() {
+                crate::interrupt::note_removed(format!("backup {}", p.display()));
+            }
+        }
+    }
 }
 
 /// A backup file found on disk.
@@ -307,6 +323,81 @@ pub fn verify_file(file: &Path, manifest: Option<&BackupManifest>) -> Result<u64
         }
     }
     Ok(raw)
+}
+
+/// The databases a `pg_dumpall` file loads into: those it creates (`CREATE DATABASE`) and those
+/// it connects to (`\connect`), templates excluded. Blocking (reads the whole dump).
+pub fn databases_in_dump(file: &Path) -> Result<std::collections::BTreeSet<String>> {
+    use std::io::BufRead;
+    let f = fs::File::open(file).map_err(|e| SnapshotError::io(file, e))?;
+    let dec = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(CHUNK, f));
+    let mut out = std::collections::BTreeSet::new();
+    let mut line = Vec::new();
+    let mut r = BufReader::with_capacity(CHUNK, dec);
+    let mut in_copy = false;
+    loop {
+        line.clear();
+        let n = r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| SnapshotError::io(file, e))?;
+        if n == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        // Rows of `COPY ... FROM stdin;` run until `\.`: data, never statements.
+        if in_copy {
+            in_copy = text != "\\.";
+            continue;
+        }
+        if text.starts_with("COPY ") && text.ends_with("FROM stdin;") {
+            in_copy = true;
+            continue;
+        }
+        if let Some(name) = dump_database_of(text) {
+            if name != "template0" && name != "template1" {
+                out.insert(name);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The database named by a dump line `CREATE DATABASE name ...` or `\connect name` (both forms
+/// pg_dump writes: a plain or quoted identifier, or `-reuse-previous=on "dbname='name'"`).
+pub fn dump_database_of(line: &str) -> Option<String> {
+    let rest = line
+        .strip_prefix("CREATE DATABASE ")
+        .or_else(|| line.strip_prefix("\\connect "))?;
+    let rest = rest.trim_start();
+    if let Some(conninfo) = rest.strip_prefix("-reuse-previous=on ") {
+        let inner = conninfo.trim().trim_matches('"');
+        let v = inner.strip_prefix("dbname=")?;
+        let v = v
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .unwrap_or(v);
+        return Some(v.replace("\\'", "'").replace("\\\\", "\\"));
+    }
+    if let Some(q) = rest.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = q.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    name.push('"');
+                } else {
+                    return Some(name);
+                }
+            } else {
+                name.push(c);
+            }
+        }
+        return None;
+    }
+    let end = rest.find([' ', ';']).unwrap_or(rest.len());
+    Some(rest[..end].to_string()).filter(|n| !n.is_empty())
 }
 
 /// What `psql` reported while loading a dump.
@@ -505,6 +596,22 @@ mod tests {
             manifest_path(&a).file_name().unwrap(),
             "20250101T000000Z-db.sql.gz.json"
         );
+    }
+
+    #[test]
+    fn the_databases_a_dump_loads_into_are_found() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("all.sql.gz");
+        let sql = "\\connect template1\n\\connect postgres\nCREATE TABLE t (v text);\nCOPY t (v) FROM stdin;\nCREATE DATABASE fake\n\\.\nCREATE DATABASE app WITH TEMPLATE = template0 ENCODING = 'UTF8';\n\\connect app\nCREATE DATABASE \"Odd \"\"db\"\"\" WITH TEMPLATE = template0;\n\\connect -reuse-previous=on \"dbname='Odd \"\"db\"\"'\"\n";
+        write_gz(&p, sql.as_bytes());
+        let dbs: Vec<String> = databases_in_dump(&p).unwrap().into_iter().collect();
+        assert!(!dbs.contains(&"fake".to_string()), "COPY data: {dbs:?}");
+        assert!(dbs.contains(&"app".to_string()), "{dbs:?}");
+        assert!(dbs.contains(&"postgres".to_string()), "{dbs:?}");
+        assert!(dbs.contains(&"Odd \"db\"".to_string()), "{dbs:?}");
+        assert!(!dbs.iter().any(|d| d.starts_with("template")), "{dbs:?}");
+        assert_eq!(dump_database_of("CREATE DATABASE x;").as_deref(), Some("x"));
+        assert_eq!(dump_database_of("SELECT 1"), None);
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub struct SnapshotRequest<'a> {
 }
 
 /// Snapshots `req.data_dir` of a stopped container into `store`. Atomic: on any error nothing is
-/// listed and the partial directory is gone. The progress bar shows bytes, throughput and (from
-/// the previous snapshot of the same volume) an ETA.
+/// listed and the partial directory is gone. The progress shows bytes, throughput and elapsed
+/// time (no total: the data's size is not known until the archive ends).
 pub async fn snapshot_container(
     engine: &dyn Engine,
     store: &SnapshotStore,
@@ -57,15 +57,12 @@ pub async fn snapshot_container(
     let id = manifest::new_id(now, req.service);
     let volume = volume_identity(engine, req.container, &data_dir, req.volume_name).await?;
 
-    let estimate = store.list().ok().and_then(|entries| {
-        entries.iter().rev().find_map(|e| {
-            let m = e.manifest.as_ref().ok()?;
-            (m.service == req.service && m.volume.name == volume.name)
-                .then_some(m.archive.raw_bytes)
-        })
-    });
     let partial = store.begin(&id)?;
-    let pb = ui.bytes_progress(format!("snapshot {}", req.service), estimate);
+    crate::interrupt::set_step(format!("the snapshot of {}", req.service));
+    // No total: the size of the previous snapshot is not the size of the data now (it showed
+    // 378 MiB/70 MiB), and the live size is not known before the archive ends. Bytes, rate and
+    // elapsed time instead.
+    let pb = ui.bytes_progress(format!("snapshot {}", req.service), None);
     let started = Instant::now();
     let stream = engine
         .download_archive(&req.container.id, &data_dir)

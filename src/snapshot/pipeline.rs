@@ -198,6 +198,15 @@ enum Msg {
     Abort,
 }
 
+/// `NODUS_TEST_RATE_LIMIT` (bytes per second): slows archive reception down so that tests can
+/// interrupt a snapshot deterministically mid-way. Not meant for users.
+fn test_rate_limit() -> Option<u64> {
+    std::env::var("NODUS_TEST_RATE_LIMIT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|r| *r > 0)
+}
+
 /// Streams `stream` into a new file at `path` (0600, must not exist), compressed with `codec`
 /// on a blocking thread, and fsyncs it. Advances `progress` by raw bytes. On any error the file
 /// is left for the caller to remove (it sits in a `.partial` location).
@@ -215,6 +224,9 @@ pub async fn compress_to_file(
     let mut buf = Vec::with_capacity(CHUNK);
     let mut source_error: Option<EngineError> = None;
     let mut writer_gone = false;
+    let throttle = test_rate_limit();
+    let started = std::time::Instant::now();
+    let mut received: u64 = 0;
     while let Some(item) = stream.next().await {
         let chunk = match item {
             Ok(c) => c,
@@ -228,6 +240,13 @@ pub async fn compress_to_file(
             head.extend_from_slice(&chunk[..take]);
         }
         progress.inc(chunk.len() as u64);
+        received += chunk.len() as u64;
+        if let Some(rate) = throttle {
+            let due = std::time::Duration::from_secs_f64(received as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         buf.extend_from_slice(&chunk);
         if buf.len() >= CHUNK {
             let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));

@@ -280,9 +280,14 @@ async fn replace_with(
                 ))
             })?;
         super::create::report_taken(ui, &m);
+        crate::interrupt::note_safety_copy(format!("snapshot {}", m.id));
         stats.safety = Some(m.id);
     }
 
+    // From here on the volume is half-replaced until the upload ends: a signal waits for it.
+    let _critical =
+        crate::interrupt::critical(format!("the restore of {} into its volume", target.service));
+    crate::interrupt::set_step(format!("the restore of {}", target.service));
     let t = Instant::now();
     helper.run_empty().await?;
     stats.empty_ms = t.elapsed().as_millis() as u64;

@@ -307,6 +307,11 @@ impl Drop for PartialSnapshot {
         if !self.committed {
             let _ = fs::remove_dir_all(&self.dir);
             let _ = crate::state::atomic::sync_dir(&self.parent);
+            crate::interrupt::note_removed(format!(
+                "snapshot {} ({})",
+                self.id,
+                self.dir.display()
+            ));
         }
     }
 }

@@ -8,9 +8,10 @@ use serde_yaml::{Mapping, Value};
 
 use super::duration::parse_duration;
 use super::interpolate::{key_display, Interpolator};
+use super::position::{key_position, unclosed_quote};
 use super::merge::merge_documents;
 use super::model::{ComposeFile, NetworkDef, Service, StringOrList, VolumeDef, VolumeType};
-use super::xnodus::XNodus;
+use super::xnodus::{self, XNodus};
 use super::{normalize_project_name, Env, ProjectSource, SourceFile, Stack, StackError};
 
 pub(super) fn load(
@@ -31,13 +32,17 @@ pub(super) fn load(
     for src in sources {
         let file = display(&src.path);
         let mut doc = parse_document(&file, &src.text)?;
-        interp
-            .interpolate_value(&mut doc, "")
-            .map_err(|e| StackError::Interpolation {
+        interp.interpolate_value(&mut doc, "").map_err(|e| {
+            let segs: Vec<&str> = e.path.split('.').collect();
+            let (line, column) = key_position(&src.text, &segs).unwrap_or((0, 0));
+            StackError::Interpolation {
                 file: file.clone(),
-                path: e.path,
+                line,
+                column,
+                path: e.path.clone(),
                 message: e.message,
-            })?;
+            }
+        })?;
         cast_types(&mut doc);
         docs.push(doc);
     }
@@ -189,15 +194,18 @@ pub(super) fn load(
     // ---- x-nodus ----
     let nodus = match compose.extra.get("x-nodus") {
         None | Some(Value::Null) => XNodus::default(),
-        Some(v) => serde_yaml::from_value::<XNodus>(v.clone()).map_err(|e| {
-            let want = strip_marks(&e.to_string());
-            locate::<XNodusWrap>(sources, &docs, &["x-nodus"], &want).unwrap_or_else(|| {
-                StackError::Invalid {
-                    file: files_defining(sources, &docs, &["x-nodus"]),
-                    path: "x-nodus".into(),
-                    message: want,
-                }
-            })
+        Some(v) => xnodus::parse(v.clone()).map_err(|e| match e {
+            xnodus::ParseError::Unknown(keys) => unknown_keys_error(sources, &docs, &keys),
+            xnodus::ParseError::Invalid(e) => {
+                let want = strip_marks(&e.to_string());
+                locate::<XNodusWrap>(sources, &docs, &["x-nodus"], &want).unwrap_or_else(|| {
+                    StackError::Invalid {
+                        file: files_defining(sources, &docs, &["x-nodus"]),
+                        path: "x-nodus".into(),
+                        message: want,
+                    }
+                })
+            }
         })?,
     };
 
@@ -319,7 +327,7 @@ fn validate(
 
 /// Parses one file into a YAML mapping (merge keys applied, scalar keys as strings).
 fn parse_document(file: &str, text: &str) -> Result<Value, StackError> {
-    let mut v: Value = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
+    let mut v: Value = serde_yaml::from_str(text).map_err(|e| yaml_error(file, text, &e))?;
     v.apply_merge().map_err(|e| StackError::Invalid {
         file: file.to_string(),
         path: "<<".into(),
@@ -350,14 +358,49 @@ fn parse_document(file: &str, text: &str) -> Result<Value, StackError> {
     Ok(v)
 }
 
-fn yaml_error(file: &str, e: &serde_yaml::Error) -> StackError {
+fn yaml_error(file: &str, text: &str, e: &serde_yaml::Error) -> StackError {
+    let raw = e.to_string();
+    let message = strip_marks(&raw);
+    // An unclosed quote is noticed at the end of the file; point at where it opens.
+    if raw.contains("quoted scalar") {
+        if let Some((line, column)) = unclosed_quote(text) {
+            return StackError::Syntax {
+                file: file.to_string(),
+                line,
+                column,
+                message: "this quoted string is never closed (add the closing quote)".into(),
+            };
+        }
+    }
     match e.location() {
-        Some(loc) => StackError::Syntax {
-            file: file.to_string(),
-            line: loc.line(),
-            column: loc.column(),
-            message: strip_marks(&e.to_string()),
-        },
+        Some(loc) => {
+            // libyaml says "found character that cannot start any token" for a tab.
+            let tab = text
+                .lines()
+                .nth(loc.line().saturating_sub(1))
+                .and_then(|l| {
+                    let lead = l.len() - l.trim_start_matches([' ', '\t']).len();
+                    l[..lead].find('\t').or_else(|| {
+                        (l.as_bytes().get(loc.column().saturating_sub(1)) == Some(&b'\t'))
+                            .then(|| loc.column() - 1)
+                    })
+                });
+            if let Some(col) = tab {
+                return StackError::Syntax {
+                    file: file.to_string(),
+                    line: loc.line(),
+                    column: col + 1,
+                    message: "tabs are not allowed for indentation in YAML: indent with spaces"
+                        .into(),
+                };
+            }
+            StackError::Syntax {
+                file: file.to_string(),
+                line: loc.line(),
+                column: loc.column(),
+                message,
+            }
+        }
         None => StackError::Invalid {
             file: file.to_string(),
             path: "(document)".into(),
@@ -545,6 +588,46 @@ fn files_defining(sources: &[SourceFile], docs: &[Value], path: &[&str]) -> Stri
     } else {
         hits.join(", ")
     }
+}
+
+/// Every unknown `x-nodus` key with the file:line:col that writes it and the valid keys there.
+fn unknown_keys_error(
+    sources: &[SourceFile],
+    docs: &[Value],
+    keys: &[xnodus::UnknownKey],
+) -> StackError {
+    let problems = keys
+        .iter()
+        .map(|k| {
+            let mut path: Vec<&str> = vec!["x-nodus"];
+            path.extend(k.path.iter().map(String::as_str));
+            let key = path.last().copied().unwrap_or_default();
+            // The last file that writes it (override files win).
+            let located = sources.iter().zip(docs).rev().find_map(|(src, doc)| {
+                let mut cur = doc;
+                for p in &path {
+                    cur = match (cur, p.parse::<usize>()) {
+                        (Value::Sequence(items), Ok(n)) => items.get(n)?,
+                        _ => cur.get(*p)?,
+                    };
+                }
+                let (l, c) = key_position(&src.text, &path)?;
+                Some(format!("{}:{l}:{c}", display(&src.path)))
+            });
+            let place = located.unwrap_or_else(|| files_defining(sources, docs, &["x-nodus"]));
+            let valid = if k.valid.is_empty() {
+                String::new()
+            } else {
+                let valid: Vec<String> = k.valid.iter().map(|v| format!("`{v}`")).collect();
+                format!(" (valid here: {})", valid.join(", "))
+            };
+            format!(
+                "{place}: {}: unknown key `{key}`{valid}",
+                path[..path.len() - 1].join(".")
+            )
+        })
+        .collect();
+    StackError::UnknownKeys { problems }
 }
 
 // ---- positions for errors found after merging ----------------------------------------------------
@@ -787,8 +870,9 @@ mod tests {
         .unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, StackError::Interpolation { .. }));
+        // file:line:col of the key holding the `${PW:?...}` (issue 8, item 12).
         assert!(
-            msg.starts_with("s.yaml: services.db.environment.PW: "),
+            msg.starts_with("s.yaml:5:7: services.db.environment.PW: "),
             "{msg}"
         );
         assert!(msg.contains("set PW in .env"), "{msg}");
@@ -858,7 +942,8 @@ mod tests {
     fn unknown_xnodus_key_lists_alternatives_with_position() {
         let err = load1(&format!("{PG}x-nodus:\n  harden: true\n  hardne: false\n")).unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, StackError::Syntax { line: 6, .. }), "{msg}");
+        assert!(matches!(err, StackError::UnknownKeys { .. }), "{msg}");
+        assert!(msg.starts_with("stack.yaml:6:3: "), "{msg}");
         assert!(msg.contains("hardne"), "{msg}");
         for alt in ["harden", "settle", "services", "snapshots"] {
             assert!(msg.contains(alt), "{msg}");
@@ -873,6 +958,69 @@ mod tests {
             "{msg}"
         );
         assert!(msg.starts_with("stack.yaml:7:"), "{msg}");
+    }
+
+    #[test]
+    fn every_unknown_xnodus_key_is_reported_with_its_position() {
+        let err = load1(&format!(
+            "{PG}x-nodus:\n  hardne: true\n  services:\n    db:\n      databses: []\n      roles:\n        - name: r\n          pasword_env: X\n  snapshots:\n    kep: {{last: 1}}\n"
+        ))
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("4 unknown keys in x-nodus:"), "{msg}");
+        for want in [
+            "stack.yaml:5:3: x-nodus: unknown key `hardne`",
+            "stack.yaml:8:7: x-nodus.services.db: unknown key `databses`",
+            "stack.yaml:11:11: x-nodus.services.db.roles.0: unknown key `pasword_env`",
+            "stack.yaml:13:5: x-nodus.snapshots: unknown key `kep`",
+        ] {
+            assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
+        }
+        assert!(msg.contains("password_env"), "{msg}");
+    }
+
+    #[test]
+    fn a_tab_in_the_indentation_is_named() {
+        let err = load1("services:\n  db:\n\timage: x\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                StackError::Syntax {
+                    line: 3,
+                    column: 1,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("tabs are not allowed for indentation"),
+            "{msg}"
+        );
+        let err = load1("services:\n  db:\n  \t image: x\n").unwrap_err();
+        assert!(err.to_string().starts_with("stack.yaml:3:3: tabs"), "{err}");
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_located_where_it_opens() {
+        let err = load1(
+            "services:\n  db:\n    image: \"postgres:15\n    environment:\n      A: b\n    ports:\n      - 5432\n",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                StackError::Syntax {
+                    line: 3,
+                    column: 12,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("never closed"), "{msg}");
     }
 
     #[test]

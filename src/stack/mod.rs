@@ -8,6 +8,7 @@ pub mod harden;
 pub mod interpolate;
 mod load;
 pub mod locate;
+pub mod position;
 pub mod merge;
 pub mod model;
 pub mod plan;
@@ -51,10 +52,13 @@ pub enum StackError {
         path: String,
         message: String,
     },
-    /// `${VAR:?message}` with VAR unset, or a malformed `${...}`.
-    #[error("{file}: {path}: {message}")]
+    /// `${VAR:?message}` with VAR unset, or a malformed `${...}`; `line`/`column` of the key
+    /// holding it (0 when it could not be located).
+    #[error("{}: {path}: {message}", at(file, *line, *column))]
     Interpolation {
         file: String,
+        line: usize,
+        column: usize,
         path: String,
         message: String,
     },
@@ -69,6 +73,29 @@ pub enum StackError {
     MissingDependency { service: String, dependency: String },
     #[error("invalid project name {name:?}: {reason}")]
     ProjectName { name: String, reason: String },
+    /// Every unknown key of `x-nodus` (not only the first), each as `file:line:col: path: ...`.
+    #[error("{}", unknown_keys(problems))]
+    UnknownKeys { problems: Vec<String> },
+}
+
+/// `file:line:col`, or `file` when the position is unknown (line 0).
+fn at(file: &str, line: usize, column: usize) -> String {
+    if line == 0 {
+        file.to_string()
+    } else {
+        format!("{file}:{line}:{column}")
+    }
+}
+
+fn unknown_keys(problems: &[String]) -> String {
+    match problems {
+        [one] => one.clone(),
+        many => format!(
+            "{} unknown keys in x-nodus:\n  {}",
+            many.len(),
+            many.join("\n  ")
+        ),
+    }
 }
 
 /// Where the project name came from (for messages and the "project renamed" warning).

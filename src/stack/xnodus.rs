@@ -25,13 +25,13 @@
 //!     on_down: true
 //!     keep: { last: 3, hourly: 168, daily: 30, weekly: 12 }
 //! ```
-//! Unknown keys are rejected, listing the valid ones.
+//! Unknown keys are rejected, every one of them with its place and the valid keys there
+//! ([`parse`]; the types themselves accept unknown keys so that all of them can be collected).
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct XNodus {
     /// Global hardening switch (default true).
     #[serde(default = "yes")]
@@ -78,7 +78,6 @@ pub enum ServiceKind {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ServiceOptions {
     /// Overrides the kind guessed from the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,7 +103,6 @@ pub struct ServiceOptions {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DatabaseSpec {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,7 +112,6 @@ pub struct DatabaseSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RoleSpec {
     pub name: String,
     /// Literal (usually `${VAR}`, interpolated like the rest of the file). Never printed.
@@ -128,7 +125,6 @@ pub struct RoleSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SnapshotPolicy {
     /// Snapshot stateful volumes on `down`/`stop`/`restart` (default true).
     #[serde(default = "yes")]
@@ -148,7 +144,6 @@ impl Default for SnapshotPolicy {
 
 /// Retention counts, applied per volume. Unset = 0 for that bucket; all unset = keep last 10.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Retention {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<u32>,
@@ -158,4 +153,122 @@ pub struct Retention {
     pub daily: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weekly: Option<u32>,
+}
+
+/// A key of `x-nodus` that nodus does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    /// Path below `x-nodus`, e.g. `["services", "db", "databses"]`.
+    pub path: Vec<String>,
+    /// The keys valid at that place.
+    pub valid: &'static [&'static str],
+}
+
+/// Why `x-nodus` could not be read.
+#[derive(Debug)]
+pub enum ParseError {
+    /// Every unknown key, in document order.
+    Unknown(Vec<UnknownKey>),
+    /// A type error (the first one).
+    Invalid(serde_yaml::Error),
+}
+
+/// Reads the `x-nodus` block, reporting every unknown key (not only the first).
+pub fn parse(v: serde_yaml::Value) -> Result<XNodus, ParseError> {
+    let mut unknown = Vec::new();
+    let parsed = serde_ignored::deserialize(v, |p| {
+        let path: Vec<String> = p.to_string().split('.').map(str::to_string).collect();
+        let valid = valid_keys(&path[..path.len() - 1]);
+        unknown.push(UnknownKey { path, valid });
+    });
+    match parsed {
+        Ok(x) if unknown.is_empty() => Ok(x),
+        Ok(_) => Err(ParseError::Unknown(unknown)),
+        Err(e) if unknown.is_empty() => Err(ParseError::Invalid(e)),
+        // A type error after unknown keys: the unknown keys first (often the cause).
+        Err(_) => Err(ParseError::Unknown(unknown)),
+    }
+}
+
+/// The keys valid in the mapping at `parent` (a path below `x-nodus`).
+fn valid_keys(parent: &[String]) -> &'static [&'static str] {
+    let p: Vec<&str> = parent.iter().map(String::as_str).collect();
+    match p.as_slice() {
+        [] => fields::<XNodus>(),
+        ["services", _] => fields::<ServiceOptions>(),
+        ["services", _, "databases", _] => fields::<DatabaseSpec>(),
+        ["services", _, "roles", _] => fields::<RoleSpec>(),
+        ["snapshots"] => fields::<SnapshotPolicy>(),
+        ["snapshots", "keep"] => fields::<Retention>(),
+        _ => &[],
+    }
+}
+
+/// The field names serde expects for the struct `T` (asked from its `Deserialize` impl).
+fn fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    struct Ask<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Ask<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(
+            self,
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("fields only"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("fields only"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut out: &'static [&'static str] = &[];
+    let _ = T::deserialize(Ask(&mut out));
+    out
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn every_unknown_key_is_reported_with_the_valid_ones() {
+        let v: serde_yaml::Value = serde_yaml::from_str(
+            "hardne: true\nservices:\n  db:\n    databses: []\n    roles:\n      - name: a\n        pasword: x\nsnapshots:\n  keep: {lst: 3}\n",
+        )
+        .unwrap();
+        let Err(ParseError::Unknown(u)) = parse(v) else {
+            panic!("unknown keys must be reported")
+        };
+        let paths: Vec<String> = u.iter().map(|k| k.path.join(".")).collect();
+        assert_eq!(
+            paths,
+            [
+                "hardne",
+                "services.db.databses",
+                "services.db.roles.0.pasword",
+                "snapshots.keep.lst"
+            ]
+        );
+        assert!(u[0].valid.contains(&"harden"));
+        assert!(u[1].valid.contains(&"databases"));
+        assert!(u[2].valid.contains(&"password_env"));
+        assert!(u[3].valid.contains(&"last"));
+    }
+
+    #[test]
+    fn known_keys_parse() {
+        let v: serde_yaml::Value =
+            serde_yaml::from_str("settle: 2s\nsnapshots:\n  keep: {last: 3}\n").unwrap();
+        let x = parse(v).unwrap();
+        assert_eq!(x.snapshots.keep.last, Some(3));
+    }
 }

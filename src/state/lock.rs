@@ -56,9 +56,56 @@ impl StackLock {
     }
 }
 
+impl StackLock {
+    /// Like [`StackLock::acquire`], but waits on the async runtime, so that Ctrl-C (handled on
+    /// the runtime's thread) is acted on while waiting.
+    pub async fn acquire_async(
+        path: &Path,
+        timeout: Duration,
+        on_wait: impl FnOnce(),
+    ) -> Result<StackLock, StateError> {
+        let start = Instant::now();
+        let mut on_wait = Some(on_wait);
+        loop {
+            match StackLock::acquire(path, Duration::ZERO, || {}) {
+                Err(StateError::LockTimeout { .. }) => {
+                    if let Some(f) = on_wait.take() {
+                        f();
+                    }
+                    if start.elapsed() >= timeout {
+                        return Err(StateError::LockTimeout {
+                            path: path.to_path_buf(),
+                            waited_secs: timeout.as_secs(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn async_wait_times_out_and_then_takes_the_free_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let held = StackLock::acquire(&p, Duration::from_secs(1), || {}).unwrap();
+        let mut waited = false;
+        let err = StackLock::acquire_async(&p, Duration::from_millis(250), || waited = true)
+            .await
+            .unwrap_err();
+        assert!(waited);
+        assert!(matches!(err, StateError::LockTimeout { .. }));
+        drop(held);
+        StackLock::acquire_async(&p, Duration::from_millis(250), || {})
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn second_holder_waits_then_times_out() {

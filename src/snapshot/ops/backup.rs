@@ -1,14 +1,17 @@
 //! `backup`, `backup list`, `backup restore`: logical backups of a running postgres service,
 //! with the census at backup time kept in the manifest and compared after a load.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
 use super::CensusVerdict;
 use crate::engine::{ContainerInfo, Engine, RunState};
-use crate::guard::census::{self, CensusOptions};
+use crate::guard::census::{self, CensusOptions, ServiceCensus};
+use crate::guard::pg;
 use crate::lifecycle::RunningService;
 use crate::output::Ui;
 use crate::project::Project;
@@ -181,6 +184,132 @@ pub async fn verify(
     Ok(sql_bytes)
 }
 
+/// The databases `file` loads into: the backup's census says, else the dump itself.
+pub async fn backup_databases(
+    file: &Path,
+    manifest: Option<&BackupManifest>,
+) -> anyhow::Result<BTreeSet<String>> {
+    if let Some(census) = manifest.and_then(|m| m.census.as_ref()) {
+        if let Ok(ServiceCensus::Postgres(pg)) = restore::recorded_census(Some(census)) {
+            return Ok(pg.databases.keys().cloned().collect());
+        }
+    }
+    let path = file.to_path_buf();
+    tokio::task::spawn_blocking(move || backup::databases_in_dump(&path))
+        .await
+        .context("dump scanning thread failed")?
+        .with_context(|| format!("reading the databases of {}", file.display()))
+}
+
+/// A database of the backup that already holds tables in the running service.
+#[derive(Debug, Clone, Serialize)]
+pub struct Occupied {
+    pub database: String,
+    pub tables: usize,
+    pub rows: i64,
+}
+
+/// The backup's databases that already hold tables in the running service: loading into them
+/// would add the backup's rows to theirs. An error when the census cannot be taken (then
+/// nobody can tell whether the load would duplicate rows).
+pub async fn occupied(
+    engine: &dyn Engine,
+    st: &StatefulService,
+    container: &ContainerInfo,
+    backup_dbs: &BTreeSet<String>,
+) -> anyhow::Result<Vec<Occupied>> {
+    let svc = RunningService {
+        service: st.service.clone(),
+        container: container.clone(),
+        stateful: Some(st.clone()),
+    };
+    let now = census::take_service(engine, &svc, &CensusOptions::default())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot tell whether {} already holds the backup's databases; nothing was changed",
+                st.service
+            )
+        })?;
+    let ServiceCensus::Postgres(pg) = now else {
+        bail!(
+            "cannot tell whether {} already holds the backup's databases (no postgres census); nothing was changed",
+            st.service
+        );
+    };
+    Ok(pg
+        .databases
+        .iter()
+        .filter(|(name, db)| backup_dbs.contains(*name) && !db.tables.is_empty())
+        .map(|(name, db)| Occupied {
+            database: name.clone(),
+            tables: db.tables.len(),
+            rows: db.rows(),
+        })
+        .collect())
+}
+
+/// Drops `databases` (sessions on them are ended) and re-creates `postgres` if it was among
+/// them (the dump loads into it without creating it; the others it creates itself).
+pub async fn empty_databases(
+    engine: &dyn Engine,
+    st: &StatefulService,
+    container: &ContainerInfo,
+    databases: &[String],
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    let fail =
+        |what: String, e: pg::PgError| anyhow::anyhow!("{}: {what}: {}", st.service, e.message);
+    let mut target = pg::target_for(engine, &st.service, container)
+        .await
+        .map_err(|e| fail("reading its credentials".into(), e))?;
+    // Finds the way in (TCP or psql in the container); the drops run from template1.
+    pg::connect_maintenance(engine, &mut target, Duration::from_secs(10))
+        .await
+        .map_err(|e| fail("connecting".into(), e))?;
+    let session = pg::connect(engine, &target, "template1", Duration::from_secs(10))
+        .await
+        .map_err(|e| fail("connecting to template1".into(), e))?;
+    let version: i64 = session
+        .query("SELECT current_setting('server_version_num')")
+        .await
+        .map_err(|e| fail("reading the server version".into(), e))?
+        .first()
+        .and_then(|r| r.first().cloned().flatten())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    for db in databases {
+        let q = pg::quote_ident(db);
+        if version < 130000 {
+            // No DROP ... WITH (FORCE) before 13: end the sessions first.
+            session
+                .execute(&format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
+                    pg::quote_literal(db)
+                ))
+                .await
+                .map_err(|e| fail(format!("ending the sessions on {db}"), e))?;
+        }
+        let force = if version >= 130000 {
+            " WITH (FORCE)"
+        } else {
+            ""
+        };
+        session
+            .execute(&format!("DROP DATABASE {q}{force}"))
+            .await
+            .map_err(|e| fail(format!("dropping database {db}"), e))?;
+        ui.status(format!("{}: dropped database {db}", st.service));
+        if db == "postgres" {
+            session
+                .execute("CREATE DATABASE postgres")
+                .await
+                .map_err(|e| fail("re-creating database postgres".into(), e))?;
+        }
+    }
+    Ok(())
+}
+
 /// The outcome of [`load`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Loaded {
@@ -200,6 +329,9 @@ impl Loaded {
                 ui.success(format!(
                     "loaded {file} into {svc}: the census matches the backup's"
                 ));
+                for d in details {
+                    ui.status(format!("  {d}"));
+                }
             }
             CensusVerdict::Superset => ui.success(format!(
                 "loaded {file} into {svc}: everything in the backup's census is there, plus: {}",
@@ -215,6 +347,29 @@ impl Loaded {
             ),
         }
         Ok(())
+    }
+}
+
+/// `now` restricted to the databases of the recorded census, and the names of the others.
+fn only_backup_databases(
+    recorded: Option<&serde_json::Value>,
+    now: ServiceCensus,
+) -> (ServiceCensus, Vec<String>) {
+    let Ok(ServiceCensus::Postgres(before)) = restore::recorded_census(recorded) else {
+        return (now, vec![]);
+    };
+    match now {
+        ServiceCensus::Postgres(mut pg) => {
+            let others: Vec<String> = pg
+                .databases
+                .keys()
+                .filter(|d| !before.databases.contains_key(*d))
+                .cloned()
+                .collect();
+            pg.databases.retain(|d, _| before.databases.contains_key(d));
+            (ServiceCensus::Postgres(pg), others)
+        }
+        other => (other, vec![]),
     }
 }
 
@@ -260,11 +415,28 @@ pub async fn load(
                     details.push("census after the load failed".to_string());
                 }
                 Some(now) => {
+                    // Only the backup's databases are compared; others were not touched.
+                    let (now, untouched) = only_backup_databases(m.census.as_ref(), now);
                     (verdict, details) = CensusVerdict::from_check(restore::check_census(
                         m.census.as_ref(),
                         &now,
                         true,
-                    ))
+                    ));
+                    // More in the backup's databases than the backup holds: rows or tables
+                    // that were there before the load, or doubled by it.
+                    if verdict == CensusVerdict::Superset {
+                        verdict = CensusVerdict::Mismatch;
+                        details.insert(
+                            0,
+                            "the backup's databases hold more than the backup (rows that were there before the load, or loaded twice)".into(),
+                        );
+                    }
+                    if !untouched.is_empty() {
+                        details.push(format!(
+                            "databases not in the backup, left as they were: {}",
+                            untouched.join(", ")
+                        ));
+                    }
                 }
             }
         } else {

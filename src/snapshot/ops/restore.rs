@@ -404,6 +404,7 @@ impl RestorePlan {
         if let Some(o) = &outcome {
             let o = o.lock().unwrap_or_else(|p| p.into_inner()).clone();
             for m in &o.taken {
+                crate::interrupt::note_safety_copy(format!("snapshot {}", m.id));
                 safety_ids.insert(m.service.clone(), m.id.clone());
             }
             let missing: Vec<&String> = running
