@@ -43,6 +43,8 @@ pub(super) async fn bring_up(
         .guarded(ctx.project()?, &services, transition, opts)
         .await?;
     if let Bring::Up = bring {
+        // `up` creates resources under this project name: remember it.
+        g.project.remember_name()?;
         // The generated compose file, so `docker compose -f .nodus/compose.yaml` works as a
         // fallback.
         crate::project::write_rendered(&g.project)?;
