@@ -1,6 +1,6 @@
 //! The Docker Engine, behind a trait.
 //!
-//! This module is the only place that imports `bollard` (in `docker.rs`). Everything above talks to
+//! This module is the only place that imports `bollard` (in `docker/`). Everything above talks to
 //! [`Engine`] with the plain data types defined here, so lifecycle logic can be unit-tested over the
 //! in-memory fake (`fake.rs`, test builds only).
 
