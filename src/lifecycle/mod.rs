@@ -3,6 +3,7 @@
 //! Plans come from `stack::plan` (pure); this module executes them and calls [`Hooks`] at the
 //! points the guard and snapshots need. It never touches a resource without the stack's labels.
 
+pub mod adopt;
 pub mod spec;
 mod status;
 mod stop;
