@@ -5,8 +5,8 @@
 //! A move: the service's container is stopped through the hooks (the guard's census before the
 //! stop), a snapshot of the data dir is taken (reason `move`), the new volume is created and the
 //! snapshot put into it the way `snapshot restore` does (checksum verified, owner and mode of the
-//! data dir checked). The old volume and container are left as they are (`up` then replaces the
-//! container and keeps every volume). When the new service starts, the guard compares its census
+//! data dir checked). The old container is then removed, its volumes kept (the old data stays
+//! where it was), and `up` creates the new container. When the new service starts, the guard compares its census
 //! with the one taken before the stop: a difference is a loss (exit 3). Nothing is moved without
 //! a confirmation (`--yes` without a terminal).
 
@@ -187,6 +187,19 @@ async fn move_one(
         "{}: data copied from {} to volume {} (snapshot {} taken before; {} is kept)",
         mv.service, mv.from, mv.to_volume, manifest.id, mv.from
     ));
+    // The old container has served its purpose (its volumes stay): removing it now means a later
+    // `up` does not find the data "elsewhere" again, even when this one stops before creating
+    // the new container.
+    match engine.remove_container(&container.id, false).await {
+        Ok(()) => ui.detail(format!(
+            "removed container {} (its volumes are kept)",
+            container.name
+        )),
+        Err(e) => ui.warn(format!(
+            "container {} could not be removed ({e}); `up` replaces it",
+            container.name
+        )),
+    }
     Ok(Moved {
         service: mv.service.clone(),
         from,
