@@ -392,4 +392,148 @@ mod tests {
         c.labels.insert(labels::ONEOFF.into(), "True".into());
         assert!(!compose_made(&c, "p"));
     }
+
+    // ---- over the fake engine ----------------------------------------------------------------
+
+    use crate::engine::fake::FakeEngine;
+    use crate::engine::{Labels, RunState};
+    use crate::lifecycle::{LifecycleError, NoHooks, UpOptions};
+    use crate::output::Ui;
+    use crate::stack::{ComposeFile, Hardened, ServiceKind};
+
+    const STACK: &str = "services:\n  db:\n    image: postgres:16\n    volumes: [data:/var/lib/postgresql/data]\n  cache:\n    image: redis:7\nvolumes:\n  data:\n";
+
+    fn hardened() -> Hardened {
+        let compose: ComposeFile = serde_yaml::from_str(STACK).unwrap();
+        Hardened {
+            compose,
+            stateful: vec![StatefulService {
+                service: "db".into(),
+                kind: ServiceKind::Postgres,
+                data_dir: "/var/lib/postgresql/data".into(),
+                volume_key: Some("data".into()),
+                volume_name: Some("nt_data".into()),
+            }],
+            findings: Vec::new(),
+        }
+    }
+
+    fn lifecycle<'a>(e: &'a FakeEngine, h: &'a Hardened, ui: &'a Ui) -> Lifecycle<'a> {
+        Lifecycle {
+            engine: e,
+            project: "nt",
+            hardened: h,
+            ui,
+            working_dir: std::path::Path::new("/work/nt"),
+            config_files: vec!["/work/nt/compose.yaml".into()],
+            env: Box::leak(Box::default()),
+        }
+    }
+
+    fn compose_labels(project: &str, service: &str) -> Labels {
+        let mut l = Labels::new();
+        l.insert(labels::PROJECT.into(), project.into());
+        l.insert(labels::SERVICE.into(), service.into());
+        l.insert(labels::CONTAINER_NUMBER.into(), "1".into());
+        l.insert(labels::ONEOFF.into(), "False".into());
+        l
+    }
+
+    fn opts() -> UpOptions {
+        UpOptions {
+            services: Vec::new(),
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn up_takes_over_compose_v1_and_v2_containers_of_the_project() {
+        let e = FakeEngine::new().with_images(&["postgres:16", "redis:7"]);
+        // v2: same name as nodus' container; v1: another name
+        e.add_container(
+            "nt-db-1",
+            "postgres:16",
+            &compose_labels("nt", "db"),
+            RunState::Running,
+        );
+        e.add_container(
+            "nt_cache_1",
+            "redis:7",
+            &compose_labels("nt", "cache"),
+            RunState::Running,
+        );
+        let (h, ui) = (hardened(), Ui::plain());
+        let report = lifecycle(&e, &h, &ui)
+            .up(&opts(), &mut NoHooks)
+            .await
+            .unwrap();
+        assert_eq!(report.recreated.len(), 2, "{report:?}");
+        assert!(e.container("nt_cache_1").is_none(), "v1 container replaced");
+        for name in ["nt-db-1", "nt-cache-1"] {
+            let c = e.container(name).expect(name);
+            assert_eq!(
+                c.labels.get(labels::MANAGED).map(String::as_str),
+                Some("true")
+            );
+            assert_eq!(c.state, RunState::Running);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_projects_container_is_not_taken_over() {
+        let e = FakeEngine::new().with_images(&["postgres:16", "redis:7"]);
+        e.add_container(
+            "nt-db-1",
+            "postgres:16",
+            &compose_labels("other", "db"),
+            RunState::Running,
+        );
+        let (h, ui) = (hardened(), Ui::plain());
+        let err = lifecycle(&e, &h, &ui)
+            .up(&opts(), &mut NoHooks)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LifecycleError::Foreign { .. }), "{err:?}");
+        assert_eq!(e.container("nt-db-1").unwrap().state, RunState::Running);
+        assert!(e.calls().is_empty(), "{:?}", e.calls());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_outside_the_new_volume_is_a_move_only_when_it_holds_data() {
+        let e = FakeEngine::new().with_images(&["postgres:16", "redis:7"]);
+        e.add_container(
+            "nt_db_1",
+            "postgres:16",
+            &compose_labels("nt", "db"),
+            RunState::Running,
+        );
+        let (h, ui) = (hardened(), Ui::plain());
+        // an empty data dir: nothing to move
+        let plan = lifecycle(&e, &h, &ui).data_moves(&[]).await.unwrap();
+        assert!(plan.moves.is_empty() && plan.conflicts.is_empty());
+        // data in the container's own filesystem: it must move to nt_data
+        e.set_archive(
+            "nt_db_1",
+            "/var/lib/postgresql/data",
+            tar_of(&["data/", "data/PG_VERSION"]),
+        );
+        let plan = lifecycle(&e, &h, &ui).data_moves(&[]).await.unwrap();
+        assert_eq!(plan.moves.len(), 1);
+        let m = &plan.moves[0];
+        assert_eq!(
+            (m.service.as_str(), m.to_volume.as_str()),
+            ("db", "nt_data")
+        );
+        assert!(m.compose_made && !m.to_exists);
+        assert_eq!(m.from.what, "container nt_db_1");
+        assert_eq!(
+            m.to_labels.get(labels::MANAGED).map(String::as_str),
+            Some("true")
+        );
+        // nothing was changed by looking
+        assert!(e
+            .calls()
+            .iter()
+            .all(|c| !c.starts_with("stop") && !c.starts_with("remove")));
+    }
 }
