@@ -205,8 +205,7 @@ fn script_starts_server(kind: ServiceKind, script: &str) -> bool {
     let spaced = script
         .replace("&&", " && ")
         .replace("||", " || ")
-        .replace(';', " ; ")
-        .replace('\n', " ; ")
+        .replace([';', '\n'], " ; ")
         .replace('|', " | ");
     let toks: Vec<&str> = spaced.split_whitespace().collect();
     let mut at_command = true;
