@@ -1,5 +1,6 @@
 //! nodus: run a Docker dev stack without ever losing data silently.
 
+pub mod adopt;
 pub mod cli;
 pub mod commands;
 pub mod doctor;

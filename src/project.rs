@@ -46,6 +46,15 @@ impl Project {
     pub fn name(&self) -> &str {
         &self.stack.project
     }
+
+    /// Records the project name in the state dir (for the "project renamed" warning). Only
+    /// commands that create resources under this name call it; read-only commands never do.
+    pub fn remember_name(&self) -> anyhow::Result<()> {
+        if self.state.remembered_project()?.as_deref() != Some(self.name()) {
+            self.state.remember_project(self.name())?;
+        }
+        Ok(())
+    }
 }
 
 /// Default stack file names, in order of preference.
@@ -59,7 +68,8 @@ pub const DEFAULT_FILES: &[&str] = &[
 ];
 
 /// Finds, reads and loads the stack named by the global flags. Prints the hardening findings
-/// (warnings always, fixes with -v) and warns loudly when the project name changed since last time.
+/// (warnings always, fixes with -v) and warns loudly when the project name changed since it was
+/// last recorded (by `up`).
 pub fn load(global: &GlobalArgs, ui: &Ui) -> anyhow::Result<Project> {
     let project = read(global)?;
     let (stack, hardened, state) = (&project.stack, &project.hardened, &project.state);
@@ -73,14 +83,12 @@ pub fn load(global: &GlobalArgs, ui: &Ui) -> anyhow::Result<Project> {
         }
     }
 
-    let previous = state.remembered_project()?;
-    if let Some(old) = previous.as_deref() {
+    // Reading only: the name is recorded by the commands that create resources
+    // (`Project::remember_name`), so `status -p x` does not rewrite it.
+    if let Some(old) = state.remembered_project()?.as_deref() {
         if old != stack.project {
             ui.warn(rename_warning(old, &stack.project, hardened));
         }
-    }
-    if previous.as_deref() != Some(stack.project.as_str()) {
-        state.remember_project(&stack.project)?;
     }
     Ok(project)
 }
@@ -157,11 +165,8 @@ fn read(global: &GlobalArgs) -> anyhow::Result<Project> {
     apply_env_files(&mut stack, &env)?;
     let hardened = stack.harden();
 
-    let state_root = global
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| dir.join(".nodus"));
-    let state = StateDir::open(&state_root)?;
+    let state_root = state_root(global.state_dir.as_deref(), &stack, &dir);
+    let state = StateDir::open_for_stack(&state_root, &first_abs)?;
     Ok(Project {
         stack,
         hardened,
@@ -169,6 +174,18 @@ fn read(global: &GlobalArgs) -> anyhow::Result<Project> {
         state,
         env,
     })
+}
+
+/// The state dir: `--state-dir` (or `NODUS_STATE_DIR`), else `x-nodus.state_dir` relative to the
+/// stack file's directory, else `.nodus` beside the stack file.
+fn state_root(flag: Option<&Path>, stack: &Stack, dir: &Path) -> PathBuf {
+    if let Some(d) = flag {
+        return d.to_path_buf();
+    }
+    match stack.nodus.state_dir.as_deref().map(str::trim) {
+        Some(d) if !d.is_empty() => dir.join(d),
+        _ => dir.join(".nodus"),
+    }
 }
 
 /// Writes the hardened compose file to the state dir (`.nodus/compose.yaml`, 0600: environment

@@ -505,8 +505,10 @@ fn renaming_the_project_warns_loudly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("stack");
     copy_dir(&fixture("anon-postgres"), &dir);
+    // `up` under nt-stack-first recorded the name (only commands that create resources do).
     let first = nodus(&dir, &["-p", "nt-stack-first", "render"], &[]);
     ok(&first);
+    std::fs::write(dir.join(".nodus/project"), "nt-stack-first\n").unwrap();
     assert!(
         !first.stderr.contains("project name changed"),
         "{}",
@@ -533,9 +535,16 @@ fn renaming_the_project_warns_loudly() {
         "{err}"
     );
     assert!(err.contains("run with -p nt-stack-first"), "{err}");
-    // the new name is remembered: no warning the next time
+    // `render` creates no resources: it does not record the new name, so the warning stays
+    // until `up` runs under it, and the real name is still quiet.
     let o = nodus(&dir, &["-p", "nt-stack-second", "render"], &[]);
+    assert!(o.stderr.contains("project name changed"), "{}", o.stderr);
+    let o = nodus(&dir, &["-p", "nt-stack-first", "render"], &[]);
     assert!(!o.stderr.contains("project name changed"), "{}", o.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.join(".nodus/project")).unwrap(),
+        "nt-stack-first\n"
+    );
 }
 
 #[test]

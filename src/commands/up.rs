@@ -81,6 +81,8 @@ async fn bring_up_with(
         .guarded(ctx.project()?, &services, transition, opts)
         .await?;
     if let Bring::Up = bring {
+        // `up` creates resources under this project name: remember it.
+        g.project.remember_name()?;
         // The generated compose file, so `docker compose -f .nodus/compose.yaml` works as a
         // fallback.
         crate::project::write_rendered(&g.project)?;
@@ -95,6 +97,9 @@ async fn bring_up_with(
         pull: flags.pull,
         remove_orphans: flags.remove_orphans,
     };
+    if let Bring::Up = bring {
+        adopt_data(ctx, &g.project, &lc, &opts.services, &mut g.session.chain).await?;
+    }
     let chain = &mut g.session.chain;
     let report = match bring {
         Bring::Up => lc.up(&opts, chain).await?,
@@ -105,6 +110,38 @@ async fn bring_up_with(
     g.session
         .finish_offering_restore(ctx, &report, g.lock)
         .await
+}
+
+/// Before `up`: stateful services whose data would otherwise stay behind in an old place (a
+/// compose container's anonymous volume, the volume of `harden: false`) get it copied to their
+/// new volume, after a confirmation (`--yes` without a terminal).
+async fn adopt_data(
+    ctx: &Ctx,
+    project: &Project,
+    lc: &Lifecycle<'_>,
+    services: &[String],
+    chain: &mut crate::lifecycle::HookChain,
+) -> anyhow::Result<()> {
+    let plan = lc.data_moves(services).await?;
+    if plan.moves.is_empty() && plan.conflicts.is_empty() {
+        return Ok(());
+    }
+    if plan.conflicts.is_empty() {
+        for line in crate::adopt::describe(&plan) {
+            ctx.ui.warn(line);
+        }
+        let names: Vec<&str> = plan.moves.iter().map(|m| m.service.as_str()).collect();
+        ctx.ui.confirm(
+            &format!(
+                "Copy the data of {} to the new volume (the service is stopped and snapshotted first; the old volume is kept)?",
+                names.join(", ")
+            ),
+            &rerun_with_yes(),
+        )?;
+    }
+    // The guard's census before the stop is compared with the one after the start.
+    crate::adopt::run(lc.engine, project, lc, &plan, chain, &ctx.ui).await?;
+    Ok(())
 }
 
 /// The services named on the command line, or the default ones (profiles honoured).

@@ -5,6 +5,7 @@
 
 mod orphans;
 mod ports;
+pub mod adopt;
 pub mod spec;
 mod status;
 mod stop;

@@ -124,6 +124,12 @@ impl<'a> Lifecycle<'a> {
             Vec::new()
         };
         let mut existing = by_service(containers);
+        // Containers docker compose made for this project: adopted like a changed container.
+        let mut compose_made = if mode == Mode::Converge {
+            self.compose_containers().await?
+        } else {
+            BTreeMap::new()
+        };
         let mut actions: BTreeMap<String, Action> = BTreeMap::new();
         for name in &order {
             let built = &specs[name];
@@ -156,6 +162,14 @@ impl<'a> Lifecycle<'a> {
                     return Err(LifecycleError::NoContainer {
                         service: name.clone(),
                     });
+                }
+                None if compose_made.contains_key(name) => {
+                    let c = compose_made.remove(name).expect("checked");
+                    self.ui.status(format!(
+                        "{name}: container {} was made by docker compose for project {}; nodus takes it over (its volumes are kept)",
+                        c.name, self.project
+                    ));
+                    Action::Recreate(c)
                 }
                 None => {
                     match self.engine.inspect_container(&built.spec.name).await {
@@ -530,10 +544,17 @@ impl<'a> Lifecycle<'a> {
         hooks: &mut dyn Hooks,
         report: &mut Report,
     ) -> Result<(), LifecycleError> {
-        self.ui.status(format!(
-            "{name}: its definition changed; recreating container {}",
-            c.name
-        ));
+        if super::adopt::compose_made(&c, self.project) {
+            self.ui.status(format!(
+                "{name}: replacing container {} (made by docker compose) with nodus' own",
+                c.name
+            ));
+        } else {
+            self.ui.status(format!(
+                "{name}: its definition changed; recreating container {}",
+                c.name
+            ));
+        }
         let with_hooks = self.stateful(name).is_some();
         let targets = vec![(name.to_string(), c.clone())];
         self.stop_services(&targets, None, transition, hooks, with_hooks, report)

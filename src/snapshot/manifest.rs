@@ -26,6 +26,8 @@ pub enum Reason {
     Manual,
     /// Taken by `snapshot restore` of the volume it is about to replace.
     Safety,
+    /// Taken by `up` before it copies a service's data to the volume the stack now gives it.
+    Move,
 }
 
 impl Reason {
@@ -45,6 +47,7 @@ impl Reason {
             Reason::Restart => "restart",
             Reason::Manual => "manual",
             Reason::Safety => "safety",
+            Reason::Move => "move",
         }
     }
 }

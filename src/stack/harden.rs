@@ -1,7 +1,8 @@
 //! Hardening rules for stateful services, and rendering of the generated compose file.
 //!
-//! A service is stateful when its image is a known database (or `x-nodus.services.<name>.stateful`
-//! says so). For each stateful service, unless hardening is switched off:
+//! A service is stateful when its image is a known database and it runs the image's server (see
+//! `detect.rs`: a `postgres` image running `psql` is a client), or `x-nodus.services.<name>.stateful`
+//! says so. For each stateful service, unless hardening is switched off:
 //! - its data directory must be on a named volume: a missing mount gets one (`<service>_data`), an
 //!   anonymous volume is replaced by a named one, a mount at a parent of the image's own `VOLUME`
 //!   (which an anonymous volume would shadow) gets a named volume at the data directory; a bind
@@ -18,6 +19,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use serde_yaml::Value;
 
+use super::detect::{self, Runs};
 use super::duration::parse_duration;
 use super::interpolate::escape;
 use super::model::{
@@ -72,44 +74,7 @@ impl Hardened {
 /// The minimum stop grace period for a stateful service.
 pub const MIN_GRACE: Duration = Duration::from_secs(60);
 
-/// Guesses the kind of a service from its image: the repository's last path segment without tag
-/// or digest, matched exactly or as `<known>-...` (`nodus/postgres-standin:15`).
-pub fn guess_kind(image: &str) -> Option<ServiceKind> {
-    let repo = image.split('@').next().unwrap_or(image);
-    let last = repo.rsplit('/').next().unwrap_or(repo);
-    let name = last.split(':').next().unwrap_or(last).to_ascii_lowercase();
-    const KNOWN: &[(&str, ServiceKind)] = &[
-        ("postgres", ServiceKind::Postgres),
-        ("postgresql", ServiceKind::Postgres),
-        ("pgvector", ServiceKind::Postgres),
-        ("timescaledb", ServiceKind::Postgres),
-        ("timescaledb-ha", ServiceKind::Postgres),
-        ("postgis", ServiceKind::Postgres),
-        ("redis", ServiceKind::Redis),
-        ("redis-stack", ServiceKind::Redis),
-        ("redis-stack-server", ServiceKind::Redis),
-        ("valkey", ServiceKind::Redis),
-        ("qdrant", ServiceKind::Qdrant),
-        ("mariadb", ServiceKind::Mariadb),
-        ("mysql", ServiceKind::Mysql),
-        ("mongo", ServiceKind::Mongo),
-        ("mongodb", ServiceKind::Mongo),
-    ];
-    KNOWN
-        .iter()
-        .find(|(k, _)| name == *k)
-        .or_else(|| {
-            // longest known prefix followed by `-`
-            KNOWN
-                .iter()
-                .filter(|(k, _)| {
-                    name.strip_prefix(k)
-                        .is_some_and(|rest| rest.starts_with('-'))
-                })
-                .max_by_key(|(k, _)| k.len())
-        })
-        .map(|(_, kind)| *kind)
-}
+pub use super::detect::guess_kind;
 
 /// PostgreSQL major version from an image tag (`15-alpine`, `16.2`, `pg16`, `latest-pg16`).
 pub fn postgres_major(image: &str) -> Option<u32> {
@@ -342,6 +307,25 @@ pub fn harden(stack: &Stack) -> Hardened {
             .unwrap_or(matches!(kind, Some(k) if k != ServiceKind::Other));
         if !is_stateful {
             continue;
+        }
+        // A database image running something else (psql, a migration script) is no database,
+        // unless x-nodus says so (`stateful`, or `kind` naming it).
+        if let (None, None, Some(k)) = (opts.stateful, opts.kind, guessed) {
+            match detect::runs(k, svc) {
+                Runs::Server => {}
+                Runs::Client(_) => continue,
+                Runs::Other(what) => {
+                    findings.push(Finding {
+                        level: FindingLevel::Warning,
+                        service: name.clone(),
+                        message: format!(
+                            "image {} runs `{what}`, not its database server, so nodus treats it as an ordinary service (no data volume, health check or census); if it is the database, set x-nodus.services.{name}.stateful: true",
+                            svc.image.as_deref().unwrap_or_default()
+                        ),
+                    });
+                    continue;
+                }
+            }
         }
         let kind = kind.unwrap_or(ServiceKind::Other);
         let harden_on = opts.harden.unwrap_or(stack.nodus.harden);
