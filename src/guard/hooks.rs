@@ -137,7 +137,21 @@ impl Hooks for Guard {
         let spinner = self
             .ui
             .spinner(format!("census of {} before stopping", names.join(", ")));
-        let census = census::take_many(self.engine.as_ref(), &svcs, &self.opts).await;
+        // The engine's identity (for the ledger entry) is asked while the census runs.
+        let engine = self.engine.clone();
+        let (census, info) = futures_util::future::join(
+            census::take_many(self.engine.as_ref(), &svcs, &self.opts),
+            async {
+                match self.engine_id {
+                    Some(_) => None,
+                    None => Some(engine.info().await),
+                }
+            },
+        )
+        .await;
+        if let Some(info) = info {
+            self.engine_id = Some(info.ok().map(|i| i.id));
+        }
         spinner.finish_and_clear();
         for (name, c) in &census.services {
             if let ServiceCensus::Unavailable { reason } = c {
@@ -146,12 +160,13 @@ impl Hooks for Guard {
                 ));
             }
         }
-        for s in &svcs {
-            if s.stateful.as_ref().map(|st| st.kind) == Some(ServiceKind::Postgres) {
-                self.pg_before_stop(s, census.services.get(&s.service))
-                    .await;
-            }
-        }
+        // CHECKPOINT of different postgres services together.
+        futures_util::future::join_all(
+            svcs.iter()
+                .filter(|s| s.stateful.as_ref().map(|st| st.kind) == Some(ServiceKind::Postgres))
+                .map(|s| self.pg_before_stop(s, census.services.get(&s.service))),
+        )
+        .await;
         let ids = self.identities(&svcs, &census).await;
         let remove_volumes = self
             .shared
@@ -325,18 +340,12 @@ impl Hooks for Guard {
         if check.is_empty() {
             return Ok(());
         }
-        let settle = self.cfg.settle();
-        if !settle.is_zero() {
-            let spinner = self.ui.spinner(format!(
-                "letting the stack settle ({}s)",
-                settle.as_secs_f32()
-            ));
-            tokio::time::sleep(settle).await;
-            spinner.finish_and_clear();
-        }
-        let spinner = self.ui.spinner("census after start");
-        let settled = census::take_many(self.engine.as_ref(), &check, &self.opts).await;
-        spinner.finish_and_clear();
+        let apps: Vec<&str> = started
+            .iter()
+            .filter(|s| s.stateful.is_none() && self.started_now(&s.container))
+            .map(|s| s.service.as_str())
+            .collect();
+        let settled = self.settled_census(&check, &apps).await;
         let ids = self.identities(&check, &settled).await;
         let restore_point = self.start_time.clone().unwrap_or_else(census::now_rfc3339);
 
