@@ -17,9 +17,8 @@ use crate::lifecycle::{Hooks, RunningService, StoppedService, Transition};
 use crate::stack::ServiceKind;
 
 impl Guard {
-    /// CHECKPOINT, sessions idle in transaction, UNLOGGED tables.
-    async fn pg_before_stop(&self, svc: &RunningService, c: Option<&ServiceCensus>) {
-        let engine = self.engine.as_ref();
+    /// UNLOGGED tables (from the census before stopping).
+    fn warn_unlogged(&self, svc: &RunningService, c: Option<&ServiceCensus>) {
         let name = &svc.service;
         if let Some(ServiceCensus::Postgres(p)) = c {
             let unlogged: Vec<String> = p
@@ -45,6 +44,12 @@ impl Guard {
                 ));
             }
         }
+    }
+
+    /// CHECKPOINT, sessions idle in transaction.
+    async fn pg_before_stop(&self, svc: &RunningService) {
+        let engine = self.engine.as_ref();
+        let name = &svc.service;
         let mut target = match pg::target_for(engine, name, &svc.container).await {
             Ok(t) => t,
             Err(e) => {
@@ -137,9 +142,13 @@ impl Hooks for Guard {
         let spinner = self
             .ui
             .spinner(format!("census of {} before stopping", names.join(", ")));
-        // The engine's identity (for the ledger entry) is asked while the census runs.
+        // The engine's identity (for the ledger entry) is asked, and the postgres services
+        // CHECKPOINTed (all together), while the census runs.
         let engine = self.engine.clone();
-        let (census, info) = futures_util::future::join(
+        let is_pg = |s: &&RunningService| {
+            s.stateful.as_ref().map(|st| st.kind) == Some(ServiceKind::Postgres)
+        };
+        let (census, info, _) = futures_util::future::join3(
             census::take_many(self.engine.as_ref(), &svcs, &self.opts),
             async {
                 match self.engine_id {
@@ -147,6 +156,9 @@ impl Hooks for Guard {
                     None => Some(engine.info().await),
                 }
             },
+            futures_util::future::join_all(
+                svcs.iter().filter(is_pg).map(|s| self.pg_before_stop(s)),
+            ),
         )
         .await;
         if let Some(info) = info {
@@ -160,13 +172,9 @@ impl Hooks for Guard {
                 ));
             }
         }
-        // CHECKPOINT of different postgres services together.
-        futures_util::future::join_all(
-            svcs.iter()
-                .filter(|s| s.stateful.as_ref().map(|st| st.kind) == Some(ServiceKind::Postgres))
-                .map(|s| self.pg_before_stop(s, census.services.get(&s.service))),
-        )
-        .await;
+        for s in svcs.iter().filter(is_pg) {
+            self.warn_unlogged(s, census.services.get(&s.service));
+        }
         let ids = self.identities(&svcs, &census).await;
         let remove_volumes = self
             .shared
@@ -282,7 +290,19 @@ impl Hooks for Guard {
             connect_retry: READY_CONNECT_RETRY,
             ..self.opts
         };
-        let c = match census::take_service(engine.as_ref(), svc, &opts).await {
+        // The engine's identity (for the ledger entry) is asked while the census runs.
+        let (c, info) =
+            futures_util::future::join(census::take_service(engine.as_ref(), svc, &opts), async {
+                match self.engine_id {
+                    Some(_) => None,
+                    None => Some(engine.info().await),
+                }
+            })
+            .await;
+        if let Some(info) = info {
+            self.engine_id = Some(info.ok().map(|i| i.id));
+        }
+        let c = match c {
             Ok(c) => c,
             Err(e) => ServiceCensus::Unavailable {
                 reason: e.to_string(),
