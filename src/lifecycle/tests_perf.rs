@@ -70,7 +70,13 @@ fn ready_at(e: &FakeEngine, at: Instant, probes: &'static [&'static str]) {
 /// nodus runs itself.
 #[tokio::test(start_paused = true)]
 async fn a_service_ready_at_t_is_seen_ready_by_t_plus_100ms() {
-    let cases: [(&str, &str, &[(&str, ServiceKind)], &'static [&'static str]); 3] = [
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [(&'static str, ServiceKind)],
+        &'static [&'static str],
+    );
+    let cases: [Case; 3] = [
         (
             "services:\n  db:\n    image: postgres:16\n    healthcheck: { test: pg_isready, interval: 30s }\n",
             "postgres:16",

@@ -334,7 +334,7 @@ impl Hooks for SnapshotHook {
                 evidence: Some(s.evidence.clone()),
                 reason,
             };
-            match snapshot_container(&*this.engine, &store, req, &this.ui).await {
+            match snapshot_container(&*this.engine, store, req, &this.ui).await {
                 Ok(m) => {
                     report_taken(&this.ui, &m);
                     this.record(|o| o.taken.push(m));
@@ -355,7 +355,7 @@ impl Hooks for SnapshotHook {
             o.taken.iter().map(|m| m.retention_key()).collect()
         };
         if self.prune && !taken_groups.is_empty() {
-            match super::prune(&store, &self.keep, Some(&taken_groups), false) {
+            match super::prune(store, &self.keep, Some(&taken_groups), false) {
                 Ok(decisions) => {
                     let removed: Vec<String> = decisions
                         .into_iter()
