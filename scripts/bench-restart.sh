@@ -3,6 +3,7 @@
 #
 #   scripts/bench-restart.sh [RUNS]          (default 5 runs of each; medians)
 #   NODUS_BIN=target/debug/nodus scripts/bench-restart.sh 5   (skip the release build)
+#   BENCH_KEEP=DIR: keep the raw per-run figures (results.tsv, timings.jsonl) there
 #   BENCH_VARIANTS="db app" (default both)   db: postgres (60 tables) + redis; app: plus one app
 #                                            service that depends on postgres being healthy
 #
@@ -49,6 +50,7 @@ cleanup() {
     for v in $(docker volume ls -q --filter "label=com.docker.compose.project=$p"); do docker volume rm -f "$v" >/dev/null 2>&1 || true; done
     for n in $(docker network ls -q --filter "label=com.docker.compose.project=$p"); do docker network rm "$n" >/dev/null 2>&1 || true; done
   done
+  if [ -n "${BENCH_KEEP:-}" ]; then cp "$RESULTS" "$TIMINGS" "$BENCH_KEEP"/ 2>/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -57,7 +59,9 @@ now() { date +%s.%N; }
 
 # The stack of a variant.
 stack_file() {
-  local variant=$1 f="$WORK/$1.yaml"
+  # One directory per variant: its own .nodus state dir (ledger, snapshots).
+  local variant=$1 f="$WORK/$1/stack.yaml"
+  mkdir -p "$WORK/$1"
   cat >"$f" <<YAML
 services:
   db:
@@ -85,6 +89,10 @@ YAML
       db: { condition: service_healthy }
       cache: { condition: service_started }
 YAML
+  fi
+  if [ "$variant" = app ]; then
+    # The app runs the redis image (for its shell); it is not a redis.
+    printf 'x-nodus:\n  services:\n    app:\n      stateful: false\n' >>"$f"
   fi
   cat >>"$f" <<YAML
 volumes:
