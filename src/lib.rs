@@ -18,6 +18,7 @@ pub mod snapshot;
 pub mod stack;
 pub mod state;
 pub mod table;
+pub mod timing;
 
 use std::process::ExitCode;
 

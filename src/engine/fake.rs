@@ -45,6 +45,8 @@ pub struct ImageBehavior {
     pub image_healthcheck: bool,
     /// The container is OOM-killed when stopped.
     pub oom_on_stop: bool,
+    /// How long a stop takes (tokio time: virtual in paused-time tests).
+    pub stop_delay: std::time::Duration,
 }
 
 impl ImageBehavior {
@@ -60,6 +62,7 @@ impl ImageBehavior {
                 .then(|| "LOG:  database system is ready to accept connections".to_string()),
             image_healthcheck: false,
             oom_on_stop: false,
+            stop_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -364,6 +367,33 @@ impl FakeEngine {
             .cloned()
     }
 
+    /// `cmd` asks whether the service is ready: its health command, `pg_isready`, `redis-cli ping`.
+    fn is_probe(&self, info: &ContainerInfo, cmd: &[String]) -> bool {
+        if cmd.first().map(String::as_str) == Some("pg_isready") || cmd == ["redis-cli", "ping"] {
+            return true;
+        }
+        let st = self.st();
+        let Some(test) = st
+            .containers
+            .iter()
+            .find(|c| c.info.id == info.id)
+            .and_then(|c| c.spec.healthcheck.as_ref())
+            .map(|h| h.test.clone())
+        else {
+            return false;
+        };
+        match test.first().map(String::as_str) {
+            Some("CMD") => cmd == &test[1..],
+            Some("CMD-SHELL") => {
+                cmd.len() == 3
+                    && cmd[0] == "/bin/sh"
+                    && cmd[1] == "-c"
+                    && cmd[2] == test[1..].join(" ")
+            }
+            _ => false,
+        }
+    }
+
     fn run_exec(&self, id: &str, cmd: &[String]) -> Result<ExecOutput> {
         let info = {
             let mut st = self.st();
@@ -375,11 +405,15 @@ impl FakeEngine {
                     "container is not running",
                 ));
             }
-            let info = c.info.clone();
-            st.calls
-                .push(format!("exec {} {}", info.name, cmd.join(" ")));
-            info
+            c.info.clone()
         };
+        // Readiness probes read, they change nothing: not in the log of mutating calls.
+        let probe = self.is_probe(&info, cmd);
+        if !probe {
+            self.st()
+                .calls
+                .push(format!("exec {} {}", info.name, cmd.join(" ")));
+        }
         let handler = self
             .exec_handler
             .lock()
@@ -387,6 +421,20 @@ impl FakeEngine {
             .clone();
         Ok(match handler {
             Some(h) => h(&info, cmd),
+            // A readiness probe (the health command, pg_isready, redis-cli ping) passes when the
+            // scripted health says healthy.
+            None if probe => {
+                let ok = info.health == Health::Healthy;
+                ExecOutput {
+                    exit_code: if ok { 0 } else { 1 },
+                    stdout: if ok && cmd[0] == "redis-cli" {
+                        b"PONG\n".to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                    stderr: Vec::new(),
+                }
+            }
             None => ExecOutput {
                 exit_code: 0,
                 stdout: Vec::new(),
@@ -633,6 +681,10 @@ impl Engine for FakeEngine {
     }
 
     async fn stop_container(&self, id: &str, timeout_secs: Option<i64>) -> Result<()> {
+        let delay = self.st().container(id)?.behavior.stop_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut st = self.st();
         let now = st.now();
         let c = st.container(id)?;

@@ -17,9 +17,8 @@ use crate::lifecycle::{Hooks, RunningService, StoppedService, Transition};
 use crate::stack::ServiceKind;
 
 impl Guard {
-    /// CHECKPOINT, sessions idle in transaction, UNLOGGED tables.
-    async fn pg_before_stop(&self, svc: &RunningService, c: Option<&ServiceCensus>) {
-        let engine = self.engine.as_ref();
+    /// UNLOGGED tables (from the census before stopping).
+    fn warn_unlogged(&self, svc: &RunningService, c: Option<&ServiceCensus>) {
         let name = &svc.service;
         if let Some(ServiceCensus::Postgres(p)) = c {
             let unlogged: Vec<String> = p
@@ -45,6 +44,12 @@ impl Guard {
                 ));
             }
         }
+    }
+
+    /// CHECKPOINT, sessions idle in transaction.
+    async fn pg_before_stop(&self, svc: &RunningService) {
+        let engine = self.engine.as_ref();
+        let name = &svc.service;
         let mut target = match pg::target_for(engine, name, &svc.container).await {
             Ok(t) => t,
             Err(e) => {
@@ -137,7 +142,28 @@ impl Hooks for Guard {
         let spinner = self
             .ui
             .spinner(format!("census of {} before stopping", names.join(", ")));
-        let census = census::take_many(self.engine.as_ref(), &svcs, &self.opts).await;
+        // The engine's identity (for the ledger entry) is asked, and the postgres services
+        // CHECKPOINTed (all together), while the census runs.
+        let engine = self.engine.clone();
+        let is_pg = |s: &&RunningService| {
+            s.stateful.as_ref().map(|st| st.kind) == Some(ServiceKind::Postgres)
+        };
+        let (census, info, _) = futures_util::future::join3(
+            census::take_many(self.engine.as_ref(), &svcs, &self.opts),
+            async {
+                match self.engine_id {
+                    Some(_) => None,
+                    None => Some(engine.info().await),
+                }
+            },
+            futures_util::future::join_all(
+                svcs.iter().filter(is_pg).map(|s| self.pg_before_stop(s)),
+            ),
+        )
+        .await;
+        if let Some(info) = info {
+            self.engine_id = Some(info.ok().map(|i| i.id));
+        }
         spinner.finish_and_clear();
         for (name, c) in &census.services {
             if let ServiceCensus::Unavailable { reason } = c {
@@ -146,11 +172,8 @@ impl Hooks for Guard {
                 ));
             }
         }
-        for s in &svcs {
-            if s.stateful.as_ref().map(|st| st.kind) == Some(ServiceKind::Postgres) {
-                self.pg_before_stop(s, census.services.get(&s.service))
-                    .await;
-            }
+        for s in svcs.iter().filter(is_pg) {
+            self.warn_unlogged(s, census.services.get(&s.service));
         }
         let ids = self.identities(&svcs, &census).await;
         let remove_volumes = self
@@ -286,7 +309,19 @@ impl Hooks for Guard {
             connect_retry: READY_CONNECT_RETRY,
             ..self.opts
         };
-        let c = match census::take_service(engine.as_ref(), svc, &opts).await {
+        // The engine's identity (for the ledger entry) is asked while the census runs.
+        let (c, info) =
+            futures_util::future::join(census::take_service(engine.as_ref(), svc, &opts), async {
+                match self.engine_id {
+                    Some(_) => None,
+                    None => Some(engine.info().await),
+                }
+            })
+            .await;
+        if let Some(info) = info {
+            self.engine_id = Some(info.ok().map(|i| i.id));
+        }
+        let c = match c {
             Ok(c) => c,
             Err(e) => ServiceCensus::Unavailable {
                 reason: e.to_string(),
@@ -344,18 +379,12 @@ impl Hooks for Guard {
         if check.is_empty() {
             return Ok(());
         }
-        let settle = self.cfg.settle();
-        if !settle.is_zero() {
-            let spinner = self.ui.spinner(format!(
-                "letting the stack settle ({}s)",
-                settle.as_secs_f32()
-            ));
-            tokio::time::sleep(settle).await;
-            spinner.finish_and_clear();
-        }
-        let spinner = self.ui.spinner("census after start");
-        let settled = census::take_many(self.engine.as_ref(), &check, &self.opts).await;
-        spinner.finish_and_clear();
+        let apps: Vec<&str> = started
+            .iter()
+            .filter(|s| s.stateful.is_none() && self.started_now(&s.container))
+            .map(|s| s.service.as_str())
+            .collect();
+        let settled = self.settled_census(&check, &apps).await;
         let ids = self.identities(&check, &settled).await;
         let restore_point = self.start_time.clone().unwrap_or_else(census::now_rfc3339);
 

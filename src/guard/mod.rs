@@ -19,6 +19,7 @@ pub mod provision;
 pub mod verdict;
 
 mod hooks;
+pub mod settle;
 mod verify;
 
 pub use verify::verify;
@@ -37,7 +38,8 @@ use crate::output::Ui;
 use crate::stack::{Env, StatefulService, XNodus};
 use crate::state::StateDir;
 
-/// Default wait between "every service is ready" and the settled census.
+/// Default longest wait between "every service is ready" and the settled census (see
+/// `settle.rs`: it ends as soon as two consecutive censuses agree).
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
 /// How long to retry connecting to a postgres that was just reported ready.
 const READY_CONNECT_RETRY: Duration = Duration::from_secs(30);
@@ -68,7 +70,7 @@ impl GuardConfig {
         self.state.ledger_path(&self.project)
     }
 
-    /// `x-nodus.settle`, default 2s.
+    /// `x-nodus.settle`, default 2s: the longest settle (see `settle.rs`).
     pub fn settle(&self) -> Duration {
         self.nodus
             .settle
@@ -390,5 +392,7 @@ pub fn open_ledger(path: &std::path::Path, project: &str, ui: &Ui) -> Result<Led
 mod tests_flow;
 #[cfg(test)]
 mod tests_local;
+#[cfg(test)]
+mod tests_settle;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -352,7 +352,7 @@ pub async fn connect<'a>(
                 cfg.password(p);
             }
             let start = Instant::now();
-            let mut delay = Duration::from_millis(100);
+            let mut delay = Duration::from_millis(50);
             let mut probed = false;
             loop {
                 match cfg.connect(tokio_postgres::NoTls).await {
@@ -389,7 +389,7 @@ pub async fn connect<'a>(
                             });
                         }
                         tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(1));
+                        delay = (delay * 2).min(Duration::from_millis(250));
                     }
                 }
             }
@@ -404,11 +404,13 @@ pub async fn connect<'a>(
             };
             // Check the connection now, so errors (missing database...) surface here as with TCP.
             let start = Instant::now();
+            let mut delay = Duration::from_millis(50);
             loop {
                 match s.execute("SELECT 1").await {
                     Ok(()) => return Ok(s),
                     Err(e) if e.transient && start.elapsed() < retry_for => {
-                        tokio::time::sleep(Duration::from_millis(300)).await
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_millis(300));
                     }
                     Err(e) => return Err(e),
                 }

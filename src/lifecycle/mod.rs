@@ -6,11 +6,14 @@
 mod orphans;
 mod ports;
 pub mod adopt;
+mod probe;
 pub mod spec;
 mod status;
 mod stop;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_perf;
 mod up;
 mod wait;
 
@@ -287,6 +290,9 @@ pub struct Report {
     pub volumes_created: Vec<String>,
     pub volumes_removed: Vec<String>,
     pub evidence: BTreeMap<String, StopEvidence>,
+    /// Seconds per phase of the command (stop, snapshot, remove, create, start, ready, census,
+    /// settle; see `timing.rs`).
+    pub timings: BTreeMap<String, f64>,
 }
 
 /// Executes lifecycle operations for one project.
@@ -414,6 +420,16 @@ impl<'a> Lifecycle<'a> {
                     && service_label(c).is_some()
             })
             .collect())
+    }
+
+    /// `report` with the command's time per phase, which `-v` also prints.
+    fn timed(&self, mut report: Report) -> Report {
+        report.timings = crate::timing::snapshot();
+        let summary = crate::timing::summary();
+        if !summary.is_empty() {
+            self.ui.detail(format!("time: {summary}"));
+        }
+        report
     }
 
     fn width(&self, names: &[String]) -> usize {

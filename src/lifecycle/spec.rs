@@ -645,7 +645,7 @@ fn duration_ns(field: &str, v: &Option<String>) -> Result<i64, String> {
     }
 }
 
-fn health_spec(h: &Healthcheck) -> Result<HealthSpec, String> {
+pub(super) fn health_spec(h: &Healthcheck) -> Result<HealthSpec, String> {
     if h.disable == Some(true) {
         return Ok(HealthSpec {
             test: vec!["NONE".into()],

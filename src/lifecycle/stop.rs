@@ -44,7 +44,7 @@ fn secs_ceil(d: Duration) -> i64 {
 }
 
 impl<'a> Lifecycle<'a> {
-    /// Stops the running containers among `targets` in the given order, collecting evidence;
+    /// Stops the running containers among `targets` (given in stop order), collecting evidence;
     /// calls `before_stop`/`after_stop` around it when `with_hooks`.
     pub(super) async fn stop_services(
         &self,
@@ -55,24 +55,59 @@ impl<'a> Lifecycle<'a> {
         with_hooks: bool,
         report: &mut Report,
     ) -> Result<Vec<StoppedService>, LifecycleError> {
-        let mut running = Vec::new();
-        for (service, c) in targets.iter().filter(|(_, c)| is_running(c)) {
-            // Fresh, complete information (a listing may lack env and mounts).
-            let container = self.engine.inspect_container(&c.id).await?;
-            // An orphan database is counted too (from what its container says).
-            let stateful = self
-                .stateful(service)
-                .or_else(|| self.orphan_stateful(service, &container));
-            running.push(RunningService {
-                service: service.clone(),
-                container,
-                stateful,
-            });
+        let stopped = self
+            .stop_without_after(targets, timeout, transition, hooks, with_hooks, report)
+            .await?;
+        if with_hooks && !stopped.is_empty() {
+            let _t = crate::timing::span("snapshot");
+            hooks
+                .after_stop(transition, &stopped)
+                .await
+                .map_err(LifecycleError::hook)?;
         }
+        Ok(stopped)
+    }
+
+    /// [`Lifecycle::stop_services`] up to (not including) `after_stop`: `before_stop`, then the
+    /// stops in waves like compose — dependents before their dependencies, services independent
+    /// of each other together.
+    pub(super) async fn stop_without_after(
+        &self,
+        targets: &[(String, ContainerInfo)],
+        timeout: Option<Duration>,
+        transition: Transition,
+        hooks: &mut dyn Hooks,
+        with_hooks: bool,
+        report: &mut Report,
+    ) -> Result<Vec<StoppedService>, LifecycleError> {
+        // Fresh, complete information (a listing may lack env and mounts).
+        let live: Vec<&(String, ContainerInfo)> =
+            targets.iter().filter(|(_, c)| is_running(c)).collect();
+        let infos = futures_util::future::try_join_all(
+            live.iter()
+                .map(|(_, c)| self.engine.inspect_container(&c.id)),
+        )
+        .await?;
+        let running: Vec<RunningService> = live
+            .iter()
+            .zip(infos)
+            .map(|((service, _), container)| {
+                // An orphan database is counted too (from what its container says).
+                let stateful = self
+                    .stateful(service)
+                    .or_else(|| self.orphan_stateful(service, &container));
+                RunningService {
+                    service: service.clone(),
+                    container,
+                    stateful,
+                }
+            })
+            .collect();
         if running.is_empty() {
             return Ok(Vec::new());
         }
         let pre = if with_hooks {
+            let _t = crate::timing::span("census");
             hooks
                 .before_stop(transition, &running)
                 .await
@@ -80,51 +115,59 @@ impl<'a> Lifecycle<'a> {
         } else {
             BTreeMap::new()
         };
-        let width = self.width(
-            &running
-                .iter()
-                .map(|r| r.service.clone())
-                .collect::<Vec<_>>(),
-        );
+        let names: Vec<String> = running.iter().map(|r| r.service.clone()).collect();
+        let width = self.width(&names);
+        let _t = crate::timing::span("stop");
         let mut stopped = Vec::new();
-        for rs in running {
-            let secs = timeout.map(secs_ceil).or(rs.container.stop_timeout_secs);
-            {
+        for wave in plan::stop_waves(self.compose(), &names) {
+            let members: Vec<&RunningService> = wave
+                .iter()
+                .filter_map(|n| running.iter().find(|r| &r.service == n))
+                .collect();
+            let grace =
+                |rs: &RunningService| timeout.map(secs_ceil).or(rs.container.stop_timeout_secs);
+            let longest = members
+                .iter()
+                .map(|rs| grace(rs).unwrap_or(10))
+                .max()
+                .unwrap_or(10);
+            let results = {
                 let _spin = Spin(self.ui.spinner(format!(
-                    "stopping {} (grace period {}s)",
-                    rs.service,
-                    secs.unwrap_or(10)
+                    "stopping {} (grace period {longest}s)",
+                    wave.join(", ")
                 )));
-                self.engine.stop_container(&rs.container.id, secs).await?;
-            }
-            let (container, evidence) = self.evidence(&rs).await?;
-            let clean = match evidence.clean_shutdown {
-                Some(true) if !evidence.killed => ", postgres shut down cleanly",
-                _ => "",
-            };
-            self.ui.success(format!(
-                "{:<width$}  stopped (exit {}{clean})",
-                rs.service,
-                evidence
-                    .exit_code
-                    .map(|c| c.to_string())
-                    .unwrap_or_else(|| "?".into())
-            ));
-            report.stopped.push(rs.service.clone());
-            report.evidence.insert(rs.service.clone(), evidence.clone());
-            stopped.push(StoppedService {
-                pre_stop: pre.get(&rs.service).cloned(),
-                service: rs.service,
-                container,
-                stateful: rs.stateful,
-                evidence,
-            });
-        }
-        if with_hooks {
-            hooks
-                .after_stop(transition, &stopped)
+                futures_util::future::join_all(members.iter().map(|rs| async move {
+                    self.engine
+                        .stop_container(&rs.container.id, grace(rs))
+                        .await?;
+                    self.evidence(rs).await
+                }))
                 .await
-                .map_err(LifecycleError::hook)?;
+            };
+            for (rs, r) in members.into_iter().zip(results) {
+                let (container, evidence) = r?;
+                let clean = match evidence.clean_shutdown {
+                    Some(true) if !evidence.killed => ", postgres shut down cleanly",
+                    _ => "",
+                };
+                self.ui.success(format!(
+                    "{:<width$}  stopped (exit {}{clean})",
+                    rs.service,
+                    evidence
+                        .exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "?".into())
+                ));
+                report.stopped.push(rs.service.clone());
+                report.evidence.insert(rs.service.clone(), evidence.clone());
+                stopped.push(StoppedService {
+                    pre_stop: pre.get(&rs.service).cloned(),
+                    service: rs.service.clone(),
+                    container,
+                    stateful: rs.stateful.clone(),
+                    evidence,
+                });
+            }
         }
         Ok(stopped)
     }
@@ -223,49 +266,43 @@ impl<'a> Lifecycle<'a> {
         let order = plan::stop_order(self.compose(), &[])?;
         let containers = self.project_containers().await?;
         let targets = self.in_stop_order(containers, &order);
-        self.stop_services(
-            &targets,
-            opts.timeout,
-            Transition::Down,
-            hooks,
-            true,
-            &mut report,
-        )
-        .await?;
+        let stopped = self
+            .stop_without_after(
+                &targets,
+                opts.timeout,
+                Transition::Down,
+                hooks,
+                true,
+                &mut report,
+            )
+            .await?;
         let width = self.width(&targets.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>());
-        let declared: Vec<String> = spec::stack_volumes(self.project, self.compose())
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
+        // Containers that hold no data (no stateful service, no volume) are removed while the
+        // snapshots of the others are taken; those are removed once their snapshot is done.
+        let (dataless, holding): (Vec<_>, Vec<_>) = targets.iter().partition(|(s, c)| {
+            self.stateful(s).is_none() && !c.mounts.iter().any(|m| m.kind == MountKind::Volume)
+        });
+        let (snapshots, removed) = futures_util::future::join(
+            async {
+                if stopped.is_empty() {
+                    return Ok(());
+                }
+                let _t = crate::timing::span("snapshot");
+                hooks.after_stop(Transition::Down, &stopped).await
+            },
+            self.remove_all(&dataless, opts.remove_volumes, width),
+        )
+        .await;
+        snapshots.map_err(LifecycleError::hook)?;
+        let mut done = removed?;
+        done.extend(
+            self.remove_all(&holding, opts.remove_volumes, width)
+                .await?,
+        );
         let mut anonymous = Vec::new();
-        for (service, c) in &targets {
-            self.engine.remove_container(&c.id, false).await?;
-            self.ui
-                .success(format!("{service:<width$}  removed ({})", c.name));
-            report.removed.push(service.clone());
-            // Anonymous volumes outlive their container and are never mounted again: say so, and
-            // remove them with --volumes (as `docker compose down -v` does).
-            for m in &c.mounts {
-                if m.kind != MountKind::Volume || declared.contains(&m.name_or_source) {
-                    continue;
-                }
-                let Some(info) = self.engine.inspect_volume(&m.name_or_source).await? else {
-                    continue;
-                };
-                if !info.labels.is_empty() {
-                    continue;
-                }
-                if opts.remove_volumes {
-                    anonymous.push(info.name);
-                } else if self.hardened.stateful_service(service).is_some_and(|st| {
-                    st.data_dir.trim_end_matches('/') == m.target.trim_end_matches('/')
-                }) {
-                    self.ui.warn(format!(
-                        "{service}: its data dir {} was on anonymous volume {}, which no container will mount again: the next `up` starts with an EMPTY data dir. Put it on a named volume (remove `harden: false`) and copy the data over.",
-                        m.target, info.name
-                    ));
-                }
-            }
+        for (service, anon) in done {
+            report.removed.push(service);
+            anonymous.extend(anon);
         }
         for v in anonymous {
             self.engine.remove_volume(&v).await?;
@@ -293,7 +330,57 @@ impl<'a> Lifecycle<'a> {
                 report.volumes_removed.push(v);
             }
         }
-        Ok(report)
+        Ok(self.timed(report))
+    }
+
+    /// Removes the containers of `targets` together; returns, per service, the anonymous volumes
+    /// to remove with them (`--volumes`). Warns about a data dir left on an anonymous volume.
+    async fn remove_all(
+        &self,
+        targets: &[&(String, ContainerInfo)],
+        remove_volumes: bool,
+        width: usize,
+    ) -> Result<Vec<(String, Vec<String>)>, LifecycleError> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _t = crate::timing::span("remove");
+        let declared: Vec<String> = spec::stack_volumes(self.project, self.compose())
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        let declared = &declared;
+        futures_util::future::try_join_all(targets.iter().map(|(service, c)| async move {
+            self.engine.remove_container(&c.id, false).await?;
+            self.ui
+                .success(format!("{service:<width$}  removed ({})", c.name));
+            let mut anonymous = Vec::new();
+            // Anonymous volumes outlive their container and are never mounted again: say so, and
+            // remove them with --volumes (as `docker compose down -v` does).
+            for m in &c.mounts {
+                if m.kind != MountKind::Volume || declared.contains(&m.name_or_source) {
+                    continue;
+                }
+                let Some(info) = self.engine.inspect_volume(&m.name_or_source).await? else {
+                    continue;
+                };
+                if !info.labels.is_empty() {
+                    continue;
+                }
+                if remove_volumes {
+                    anonymous.push(info.name);
+                } else if self.hardened.stateful_service(service).is_some_and(|st| {
+                    st.data_dir.trim_end_matches('/') == m.target.trim_end_matches('/')
+                }) {
+                    self.ui.warn(format!(
+                        "{service}: its data dir {} was on anonymous volume {}, which no container will mount again: the next `up` starts with an EMPTY data dir. Put it on a named volume (remove `harden: false`) and copy the data over.",
+                        m.target, info.name
+                    ));
+                }
+            }
+            Ok::<_, LifecycleError>((service.clone(), anonymous))
+        }))
+        .await
     }
 
     /// The stack's volumes `down --volumes` removes: declared, not external, existing, and
@@ -347,6 +434,6 @@ impl<'a> Lifecycle<'a> {
         if stopped.is_empty() {
             self.ui.status("nothing to stop: no service is running");
         }
-        Ok(report)
+        Ok(self.timed(report))
     }
 }

@@ -83,6 +83,7 @@ impl<'a> Lifecycle<'a> {
     ) -> Result<Report, LifecycleError> {
         self.bring_up(opts, Transition::Up, Mode::Converge, hooks)
             .await
+            .map(|r| self.timed(r))
     }
 
     async fn bring_up(
@@ -215,6 +216,7 @@ impl<'a> Lifecycle<'a> {
         }
 
         // 5. Create networks and volumes.
+        let create_span = crate::timing::span("create");
         for (name, labels) in &networks {
             self.engine.create_network(name, labels).await?;
             self.ui.detail(format!("created network {name}"));
@@ -224,6 +226,7 @@ impl<'a> Lifecycle<'a> {
             self.ui.status(format!("created volume {name}"));
             report.volumes_created.push(name.clone());
         }
+        drop(create_span);
 
         // 6. Services in waves, like compose: a wave is every service whose dependencies are all
         //    in earlier waves. A wave's containers are started one after the other (quick engine
@@ -249,6 +252,7 @@ impl<'a> Lifecycle<'a> {
                             DependsCondition::ServiceHealthy => Want::Healthy,
                             DependsCondition::ServiceCompletedSuccessfully => Want::Completed,
                         };
+                        let _t = crate::timing::span("ready");
                         self.wait_until(dep, id, want, opts.timeout).await?;
                     }
                 }
@@ -260,6 +264,7 @@ impl<'a> Lifecycle<'a> {
                         (c.id, "running")
                     }
                     Action::Start(c) => {
+                        let _t = crate::timing::span("start");
                         self.start_service(name, &c.id).await?;
                         report.started.push(name.clone());
                         (c.id, "started")
@@ -275,13 +280,21 @@ impl<'a> Lifecycle<'a> {
                                 "{name}: keeping anonymous volume {vol} at {target}"
                             ));
                         }
-                        let id = self.create_from(&spec).await?;
+                        let id = {
+                            let _t = crate::timing::span("create");
+                            self.create_from(&spec).await?
+                        };
+                        let _t = crate::timing::span("start");
                         self.start_service(name, &id).await?;
                         report.recreated.push(name.clone());
                         (id, "recreated")
                     }
                     Action::Create => {
-                        let id = self.create(built).await?;
+                        let id = {
+                            let _t = crate::timing::span("create");
+                            self.create(built).await?
+                        };
+                        let _t = crate::timing::span("start");
                         self.start_service(name, &id).await?;
                         report.created.push(name.clone());
                         (id, "created")
@@ -295,17 +308,23 @@ impl<'a> Lifecycle<'a> {
                 started.push((name.clone(), id, verb, want));
             }
 
-            let infos = self.wait_all(&started, opts.timeout).await?;
+            let infos = {
+                let _t = crate::timing::span("ready");
+                self.wait_all(&started, opts.timeout).await?
+            };
             for ((name, id, verb, _), info) in started.into_iter().zip(infos) {
                 let rs = RunningService {
                     service: name.clone(),
                     container: info,
                     stateful: self.stateful(&name),
                 };
-                hooks
-                    .service_ready(transition, &rs)
-                    .await
-                    .map_err(LifecycleError::hook)?;
+                {
+                    let _t = crate::timing::span("census");
+                    hooks
+                        .service_ready(transition, &rs)
+                        .await
+                        .map_err(LifecycleError::hook)?;
+                }
                 self.ui.success(format!(
                     "{name:<width$}  {verb} ({})",
                     describe(&rs.container)
@@ -314,6 +333,7 @@ impl<'a> Lifecycle<'a> {
                 ready.push(rs);
             }
         }
+        // The guard times its settle and census itself (settle is part of all_ready).
         hooks
             .all_ready(transition, &ready)
             .await
@@ -328,6 +348,7 @@ impl<'a> Lifecycle<'a> {
     ) -> Result<Report, LifecycleError> {
         self.bring_up(opts, Transition::Start, Mode::StartOnly, hooks)
             .await
+            .map(|r| self.timed(r))
     }
 
     pub async fn restart(
@@ -363,7 +384,7 @@ impl<'a> Lifecycle<'a> {
             .await?;
         report.started = started.started;
         report.unchanged = started.unchanged;
-        Ok(report)
+        Ok(self.timed(report))
     }
 
     /// Networks and volumes the services in `order` need: errors for foreign or missing external
@@ -559,6 +580,7 @@ impl<'a> Lifecycle<'a> {
         let targets = vec![(name.to_string(), c.clone())];
         self.stop_services(&targets, None, transition, hooks, with_hooks, report)
             .await?;
+        let _t = crate::timing::span("remove");
         self.engine.remove_container(&c.id, false).await?;
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::probe::{self, Answer, Probe};
 use super::{Lifecycle, LifecycleError};
 use crate::engine::{ContainerInfo, Health, RunState};
 use crate::output::Ui;
@@ -170,10 +171,35 @@ impl<'a> Lifecycle<'a> {
         spin: Option<&Spinner<'_>>,
     ) -> Result<ContainerInfo, LifecycleError> {
         let started = Instant::now();
-        let mut delay = Duration::from_millis(50);
+        let mut delay = probe::PROBE_MIN;
+        // Ready/healthy: the service is asked itself (see probe.rs); the engine's status is read
+        // every time too.
+        let mut probe = match want {
+            Want::Ready | Want::Healthy => self.probe_of(service),
+            Want::Started | Want::Completed => Probe::None,
+        };
         loop {
             let info = self.engine.inspect_container(id).await?;
-            match judge(want, &info) {
+            let mut verdict = judge(want, &info);
+            if matches!(verdict, Verdict::Wait)
+                && info.state == RunState::Running
+                && !matches!(probe, Probe::None)
+            {
+                match probe::ask(self.engine, &probe, service, &info).await {
+                    Answer::Ready => {
+                        tracing::debug!("{service}: answered the readiness probe");
+                        verdict = Verdict::Done;
+                    }
+                    Answer::NotYet => {}
+                    Answer::Unusable(why) => {
+                        tracing::debug!(
+                            "{service}: readiness probe unusable ({why}); waiting for the engine's health status"
+                        );
+                        probe = Probe::None;
+                    }
+                }
+            }
+            match verdict {
                 Verdict::Done => return Ok(info),
                 Verdict::NoHealthcheck => {
                     self.ui.warn(format!(
@@ -212,7 +238,15 @@ impl<'a> Lifecycle<'a> {
                 s.show();
             }
             tokio::time::sleep(delay.min(timeout - elapsed)).await;
-            delay = (delay * 2).min(Duration::from_millis(500));
+            delay = (delay * 2).min(probe::PROBE_MAX);
+        }
+    }
+
+    /// How to ask `service` whether it is ready (see probe.rs).
+    fn probe_of(&self, service: &str) -> Probe {
+        match self.compose().services.get(service) {
+            Some(svc) => probe::probe_for(svc, self.stateful(service).as_ref()),
+            None => Probe::None,
         }
     }
 

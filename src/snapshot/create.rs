@@ -314,41 +314,45 @@ impl Hooks for SnapshotHook {
                 return Ok(());
             }
         };
-        for s in targets {
+        // Snapshots of different volumes run together (compression is on blocking threads).
+        let this = &*self;
+        let store = &store;
+        futures_util::future::join_all(targets.into_iter().map(|s| async move {
             let st = s.stateful.as_ref().expect("filtered");
             let req = SnapshotRequest {
-                project: &self.project,
+                project: &this.project,
                 service: &s.service,
                 kind: st.kind,
                 container: &s.container,
                 data_dir: &st.data_dir,
                 volume_name: st.volume_name.as_deref(),
-                stack_files: &self.stack_files,
+                stack_files: &this.stack_files,
                 census: s.pre_stop.clone(),
                 evidence: Some(s.evidence.clone()),
                 reason,
             };
-            match snapshot_container(&*self.engine, &store, req, &self.ui).await {
+            match snapshot_container(&*this.engine, store, req, &this.ui).await {
                 Ok(m) => {
-                    report_taken(&self.ui, &m);
-                    self.record(|o| o.taken.push(m));
+                    report_taken(&this.ui, &m);
+                    this.record(|o| o.taken.push(m));
                 }
                 Err(e) => {
                     let volume = st.volume_name.as_deref().unwrap_or(&st.data_dir);
-                    self.ui.warn(format!(
+                    this.ui.warn(format!(
                         "snapshot of {} FAILED: {e}\n  {volume} was not modified and no partial snapshot was kept; {consequence}",
                         s.service
                     ));
-                    self.record(|o| o.failed.push((s.service.clone(), e.to_string())));
+                    this.record(|o| o.failed.push((s.service.clone(), e.to_string())));
                 }
             }
-        }
+        }))
+        .await;
         let taken_groups: Vec<String> = {
             let o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
             o.taken.iter().map(|m| m.retention_key()).collect()
         };
         if self.prune && !taken_groups.is_empty() {
-            match super::prune(&store, &self.keep, Some(&taken_groups), false) {
+            match super::prune(store, &self.keep, Some(&taken_groups), false) {
                 Ok(decisions) => {
                     let removed: Vec<String> = decisions
                         .into_iter()

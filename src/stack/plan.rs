@@ -107,6 +107,35 @@ pub fn waves(compose: &ComposeFile, order: &[String]) -> Vec<Vec<String>> {
     waves
 }
 
+/// Splits `names` (in stop order, from [`stop_order`]) into waves that can stop together, as
+/// compose does: a service stops after every one of its dependents among `names`; services
+/// independent of each other stop together. Names not in the stack (orphans) stop in the first
+/// wave. Within a wave, services keep `names`' order.
+pub fn stop_waves(compose: &ComposeFile, names: &[String]) -> Vec<Vec<String>> {
+    let mut depth: HashMap<&str, usize> = HashMap::new();
+    let mut waves: Vec<Vec<String>> = Vec::new();
+    for name in names {
+        let d = names
+            .iter()
+            .filter(|other| {
+                compose
+                    .services
+                    .get(other.as_str())
+                    .is_some_and(|o| o.depends_on.contains_key(name))
+            })
+            .filter_map(|dependent| depth.get(dependent.as_str()))
+            .map(|d| d + 1)
+            .max()
+            .unwrap_or(0);
+        depth.insert(name.as_str(), d);
+        if waves.len() <= d {
+            waves.resize_with(d + 1, Vec::new);
+        }
+        waves[d].push(name.clone());
+    }
+    waves
+}
+
 /// A cycle among `remaining` (every one of which has an unplaced dependency), as
 /// `[a, b, c, a]`.
 fn find_cycle(
@@ -277,6 +306,28 @@ services:
         let order = start_order(&c, &["api".into()]).unwrap();
         assert_eq!(waves(&c, &order), vec![vec!["db"], vec!["api"]]);
         assert!(waves(&c, &[]).is_empty());
+    }
+
+    #[test]
+    fn stop_waves_keep_dependents_before_their_dependencies() {
+        let c = compose(STACK);
+        let order = stop_order(&c, &[]).unwrap();
+        let w = stop_waves(&c, &order);
+        assert_eq!(
+            w,
+            vec![vec!["tools", "web"], vec!["api", "cache"], vec!["db"]]
+        );
+        // Every dependent is in an earlier wave than each of its dependencies.
+        let wave_of = |n: &str| w.iter().position(|x| x.iter().any(|y| y == n)).unwrap();
+        for (name, svc) in &c.services {
+            for dep in svc.depends_on.keys() {
+                assert!(wave_of(name) < wave_of(dep), "{name} before {dep}: {w:?}");
+            }
+        }
+        // Orphans (not in the stack) stop in the first wave; a selection keeps its order.
+        let w = stop_waves(&c, &["old".into(), "api".into(), "db".into()]);
+        assert_eq!(w, vec![vec!["old", "api"], vec!["db"]]);
+        assert!(stop_waves(&c, &[]).is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ```yaml
 //! x-nodus:
 //!   harden: true                 # false = pass the file through unchanged (testing/opt-out)
-//!   settle: 3s                   # wait after all services are healthy before the final census
+//!   settle: 3s                   # longest settle of app services before the final census
 //!   state_dir: .nodus-app        # state dir, relative to the stack file (default .nodus); for
 //!                                # several stacks in one directory
 //!   services:
@@ -36,7 +36,8 @@ pub struct XNodus {
     /// Global hardening switch (default true).
     #[serde(default = "yes")]
     pub harden: bool,
-    /// Compose duration to wait after everything is healthy before the settled census.
+    /// Compose duration: the longest settle after app services started (it ends as soon as two
+    /// consecutive censuses agree; see guard/settle.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settle: Option<String>,
     /// The state dir, relative to the stack file's directory (default `.nodus`); `--state-dir`

@@ -1,0 +1,190 @@
+//! Readiness probes and parallel stops over the in-memory engine, on paused (virtual) time.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::engine::fake::{FakeEngine, FakeHealth};
+use crate::engine::{ExecOutput, Health};
+use crate::stack::{ComposeFile, ServiceKind};
+
+fn hardened(yaml: &str, stateful: &[(&str, ServiceKind)]) -> Hardened {
+    let compose: ComposeFile = serde_yaml::from_str(yaml).unwrap();
+    Hardened {
+        compose,
+        stateful: stateful
+            .iter()
+            .map(|(s, kind)| StatefulService {
+                service: s.to_string(),
+                kind: *kind,
+                data_dir: "/data".into(),
+                volume_key: None,
+                volume_name: None,
+            })
+            .collect(),
+        findings: Vec::new(),
+    }
+}
+
+fn lc<'a>(engine: &'a FakeEngine, h: &'a Hardened, ui: &'a Ui) -> Lifecycle<'a> {
+    Lifecycle {
+        engine,
+        project: "np",
+        hardened: h,
+        ui,
+        working_dir: Path::new("/work/np"),
+        config_files: vec!["/work/np/compose.yaml".into()],
+        env: Box::leak(Box::default()),
+    }
+}
+
+fn opts() -> UpOptions {
+    UpOptions {
+        services: Vec::new(),
+        timeout: Duration::from_secs(60),
+        ..UpOptions::default()
+    }
+}
+
+/// Answers a readiness probe of `service` once virtual time reaches `at`; everything else exits 0.
+fn ready_at(e: &FakeEngine, at: Instant, probes: &'static [&'static str]) {
+    e.set_exec_handler(move |c, cmd| {
+        let is_probe = probes.iter().any(|p| cmd.join(" ").contains(p));
+        let ok = !is_probe || Instant::now() >= at;
+        ExecOutput {
+            exit_code: if ok { 0 } else { 2 },
+            stdout: if ok && cmd.first().map(String::as_str) == Some("redis-cli") {
+                b"PONG\n".to_vec()
+            } else {
+                Vec::new()
+            },
+            stderr: format!("{}: not yet", c.name).into_bytes(),
+        }
+    });
+}
+
+/// The engine's health check would report healthy only after its interval (here: never); the
+/// service itself answers at t = 3.33 s, and nodus sees it ready by t + 100 ms — postgres
+/// (pg_isready through exec: no published port), redis (PING) and an app whose health command
+/// nodus runs itself.
+#[tokio::test(start_paused = true)]
+async fn a_service_ready_at_t_is_seen_ready_by_t_plus_100ms() {
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [(&'static str, ServiceKind)],
+        &'static [&'static str],
+    );
+    let cases: [Case; 3] = [
+        (
+            "services:\n  db:\n    image: postgres:16\n    healthcheck: { test: pg_isready, interval: 30s }\n",
+            "postgres:16",
+            &[("db", ServiceKind::Postgres)],
+            &["pg_isready"],
+        ),
+        (
+            "services:\n  db:\n    image: redis:7\n    healthcheck: { test: [CMD, redis-cli, ping], interval: 30s }\n",
+            "redis:7",
+            &[("db", ServiceKind::Redis)],
+            &["redis-cli ping"],
+        ),
+        (
+            "services:\n  db:\n    image: api:1\n    healthcheck: { test: curl -f http://localhost/health, interval: 30s }\n",
+            "api:1",
+            &[],
+            &["curl -f"],
+        ),
+    ];
+    for (yaml, image, stateful, probes) in cases {
+        let e = FakeEngine::new().with_images(&[image]);
+        e.tweak(image, |b| b.health = FakeHealth::StaysStarting);
+        let t0 = Instant::now();
+        let t = t0 + Duration::from_millis(3330);
+        ready_at(&e, t, probes);
+        let h = hardened(yaml, stateful);
+        let ui = Ui::plain();
+        let report = lc(&e, &h, &ui).up(&opts(), &mut NoHooks).await.unwrap();
+        assert_eq!(report.created, ["db"]);
+        let seen = Instant::now();
+        assert!(
+            seen >= t && seen <= t + Duration::from_millis(100),
+            "{image}: ready at {:?}, seen at {:?}",
+            t - t0,
+            seen - t0
+        );
+        // The engine still says starting: readiness came from the service.
+        assert_eq!(e.container("np-db-1").unwrap().health, Health::Starting);
+    }
+}
+
+/// A probe that cannot tell (here: pg_isready missing from the image, exit 127) is dropped and
+/// the engine's health status decides, as before.
+#[tokio::test(start_paused = true)]
+async fn an_unusable_probe_falls_back_to_the_engine_status() {
+    let e = FakeEngine::new().with_images(&["postgres:16"]);
+    e.tweak("postgres:16", |b| b.polls = 4);
+    e.set_exec_handler(|_, _| ExecOutput {
+        exit_code: 127,
+        stdout: Vec::new(),
+        stderr: b"pg_isready: not found".to_vec(),
+    });
+    let h = hardened(
+        "services:\n  db:\n    image: postgres:16\n    healthcheck: { test: pg_isready }\n",
+        &[("db", ServiceKind::Postgres)],
+    );
+    let ui = Ui::plain();
+    lc(&e, &h, &ui).up(&opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(e.container("np-db-1").unwrap().health, Health::Healthy);
+}
+
+/// Stops go in waves like compose: the two apps (independent of each other) stop together, the
+/// database they depend on after both. Each stop takes 1 s: 2 s in all, not 3.
+#[tokio::test(start_paused = true)]
+async fn parallel_stops_keep_dependents_before_their_dependencies() {
+    let e = FakeEngine::new().with_images(&["postgres:16", "api:1"]);
+    for image in ["postgres:16", "api:1"] {
+        e.tweak(image, |b| b.stop_delay = Duration::from_secs(1));
+    }
+    let h = hardened(
+        "services:\n  db:\n    image: postgres:16\n  a:\n    image: api:1\n    depends_on: [db]\n  b:\n    image: api:1\n    depends_on: [db]\n",
+        &[("db", ServiceKind::Postgres)],
+    );
+    let ui = Ui::plain();
+    let l = lc(&e, &h, &ui);
+    l.up(&opts(), &mut NoHooks).await.unwrap();
+    e.clear_calls();
+    let t0 = Instant::now();
+    let report = l.stop(&[], None, &mut NoHooks).await.unwrap();
+    assert_eq!(Instant::now() - t0, Duration::from_secs(2));
+    assert_eq!(report.stopped, ["b", "a", "db"]);
+    let calls = e.calls();
+    assert!(
+        e.call_index("stop np-db-1") > e.call_index("stop np-a-1"),
+        "{calls:?}"
+    );
+    assert!(
+        e.call_index("stop np-db-1") > e.call_index("stop np-b-1"),
+        "{calls:?}"
+    );
+
+    // down: the same waves, and the app containers (no data) are removed too.
+    l.start(&opts(), &mut NoHooks).await.unwrap();
+    let t0 = Instant::now();
+    let report = l
+        .down(
+            &DownOptions {
+                remove_volumes: false,
+                timeout: None,
+            },
+            &mut NoHooks,
+        )
+        .await
+        .unwrap();
+    assert_eq!(Instant::now() - t0, Duration::from_secs(2));
+    assert_eq!(report.stopped, ["b", "a", "db"]);
+    let mut removed = report.removed.clone();
+    removed.sort();
+    assert_eq!(removed, ["a", "b", "db"]);
+}
