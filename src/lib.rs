@@ -12,6 +12,7 @@ pub mod project;
 pub mod snapshot;
 pub mod stack;
 pub mod state;
+pub mod watch;
 
 use std::process::ExitCode;
 

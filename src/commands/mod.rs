@@ -13,6 +13,7 @@ pub mod status;
 pub mod stop;
 pub mod up;
 pub mod verify;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,5 +145,6 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Snapshot(c) => snapshot::run(&ctx, c).await,
         Command::Backup(a) => backup::run(&ctx, a).await,
+        Command::Watch(a) => watch::run(&ctx, a).await,
     }
 }

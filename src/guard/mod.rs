@@ -12,6 +12,7 @@ pub mod census;
 pub mod diff;
 pub mod http;
 pub mod identity;
+pub mod live;
 pub mod ledger;
 pub mod pg;
 pub mod provision;

@@ -29,6 +29,9 @@ enum Mode {
     Converge,
     /// `start`/`restart`: only start existing containers.
     StartOnly,
+    /// [`Lifecycle::recreate`]: like `Converge`, and the selected services are recreated even
+    /// when their definition did not change.
+    Recreate,
 }
 
 /// Like compose on recreation: anonymous volumes of the old container are mounted into the new
@@ -111,7 +114,7 @@ impl<'a> Lifecycle<'a> {
 
         // 2. What exists, and what to do per service.
         let containers = self.project_containers().await?;
-        if mode == Mode::Converge {
+        if mode != Mode::StartOnly {
             self.note_orphans(&containers);
         }
         let mut existing = by_service(containers);
@@ -120,10 +123,16 @@ impl<'a> Lifecycle<'a> {
             let built = &specs[name];
             let action = match existing.remove(name) {
                 Some(c) => {
-                    let same = c.labels.get(labels::CONFIG_HASH) == Some(&built.config_hash);
+                    let same = c.labels.get(labels::CONFIG_HASH) == Some(&built.config_hash)
+                        && !(mode == Mode::Recreate && opts.services.contains(name));
+                    let mode = if mode == Mode::Recreate {
+                        Mode::Converge
+                    } else {
+                        mode
+                    };
                     match mode {
                         Mode::Converge if !same => Action::Recreate(c),
-                        Mode::Converge | Mode::StartOnly => {
+                        Mode::Converge | Mode::StartOnly | Mode::Recreate => {
                             if !same {
                                 self.ui.warn(format!(
                                     "service {name}: its definition changed since container {} was created; `nodus up` applies the change",
@@ -162,7 +171,7 @@ impl<'a> Lifecycle<'a> {
         }
 
         // 3. Networks and volumes: check everything before creating anything.
-        let (networks, volumes) = if mode == Mode::Converge {
+        let (networks, volumes) = if mode != Mode::StartOnly {
             self.check_resources(&order).await?
         } else {
             (Vec::new(), Vec::new())
@@ -284,6 +293,18 @@ impl<'a> Lifecycle<'a> {
             .await
             .map_err(LifecycleError::hook)?;
         Ok(report)
+    }
+
+    /// `up` of `opts.services` that recreates them (stop, remove, create, start) even when their
+    /// definition did not change (`nodus watch`'s `recreate` action); their dependencies are
+    /// only converged.
+    pub async fn recreate(
+        &self,
+        opts: &UpOptions,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
+        self.bring_up(opts, Transition::Up, Mode::Recreate, hooks)
+            .await
     }
 
     pub async fn start(

@@ -23,6 +23,11 @@
 //!   snapshots:
 //!     on_down: true
 //!     keep: { last: 3, hourly: 168, daily: 30, weekly: 12 }
+//!   watch:                       # `nodus watch` rules (beside compose's develop.watch)
+//!     - paths: [config/**/*.yaml, init/*.sql]   # globs relative to the stack file
+//!       services: [api, worker]
+//!       action: restart          # restart | recreate | rebuild | sync | sync+restart
+//!       target: /app/config      # in the container (sync actions)
 //! ```
 //! Unknown keys are rejected, listing the valid ones.
 
@@ -46,6 +51,9 @@ pub struct XNodus {
     pub services: IndexMap<String, ServiceOptions>,
     #[serde(default)]
     pub snapshots: SnapshotPolicy,
+    /// `nodus watch` rules for what compose's `develop.watch` cannot say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<WatchRule>,
 }
 
 impl Default for XNodus {
@@ -56,6 +64,7 @@ impl Default for XNodus {
             state_dir: None,
             services: IndexMap::new(),
             snapshots: SnapshotPolicy::default(),
+            watch: Vec::new(),
         }
     }
 }
@@ -152,4 +161,34 @@ pub struct Retention {
     pub daily: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weekly: Option<u32>,
+}
+
+/// One `x-nodus.watch` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRule {
+    /// Globs relative to the stack file's directory (gitignore-style `**` allowed).
+    pub paths: Vec<String>,
+    /// Services the rule acts on.
+    pub services: Vec<String>,
+    pub action: WatchAction,
+    /// Where changed files go in the container (`sync`, `sync+restart`), relative to the glob's
+    /// fixed leading directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// What `nodus watch` does when a rule's paths change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchAction {
+    #[serde(rename = "restart")]
+    Restart,
+    #[serde(rename = "recreate")]
+    Recreate,
+    #[serde(rename = "rebuild")]
+    Rebuild,
+    #[serde(rename = "sync")]
+    Sync,
+    #[serde(rename = "sync+restart")]
+    SyncRestart,
 }
