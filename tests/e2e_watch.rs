@@ -193,12 +193,7 @@ fn editing_a_mapped_file_restarts_exactly_that_service_with_a_census() {
     assert_eq!(container_id(&s, "db"), dbid);
     assert_eq!(container_id(&s, "web"), webid);
     // The census before and after the restart is in the ledger.
-    let ledger = std::fs::read_to_string(
-        s.path()
-            .join(".nodus/ledger")
-            .join(format!("{}.json", s.project)),
-    )
-    .unwrap();
+    let ledger = std::fs::read_to_string(s.path().join(".nodus/ledger.json")).unwrap();
     let doc: serde_json::Value = serde_json::from_str(&ledger).unwrap();
     let restart: Vec<&serde_json::Value> = doc["entries"]
         .as_array()
@@ -277,7 +272,11 @@ fn a_stack_edit_recreates_only_the_changed_service_and_an_invalid_edit_changes_n
     assert!(changed.find("MODE: two").unwrap() < changed.find("  web:").unwrap());
     std::fs::write(s.stack_file(), changed).unwrap();
     w.wait_until("app to be recreated", |_| {
-        container_id(&s, "app") != app0 && is_running(&s, "app")
+        // The container is briefly absent while it is recreated.
+        let id = docker(&["inspect", "-f", "{{.Id}}", &s.container("app")]);
+        id.status.success()
+            && String::from_utf8_lossy(&id.stdout).trim() != app0
+            && is_running(&s, "app")
     });
     w.wait_err("reload: ok", "the reload to finish");
     assert_eq!(container_id(&s, "web"), web0, "web was recreated too");

@@ -314,7 +314,7 @@ impl Watch<'_> {
             Op::Down => Vec::new(),
         };
         let started = Instant::now();
-        let action = op.name();
+        let action = if event == "reload" { "reload" } else { op.name() };
         let r = self.d.transition(&self.project, op).await;
         let took = started.elapsed();
         // Whatever happened, the live guard starts over: this was a transition.
