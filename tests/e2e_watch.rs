@@ -49,7 +49,13 @@ impl Watcher {
             .env("NO_COLOR", "1")
             .env_remove("NODUS_STACK")
             .env_remove("COMPOSE_PROJECT_NAME")
-            .args(["-f", s.stack_file().to_str().unwrap(), "-p", &s.project, "watch"])
+            .args([
+                "-f",
+                s.stack_file().to_str().unwrap(),
+                "-p",
+                &s.project,
+                "watch",
+            ])
             .args(args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
@@ -114,7 +120,10 @@ impl Watcher {
             }
             if start.elapsed() > WAIT {
                 let _ = child.kill();
-                panic!("nodus watch did not stop after SIGINT\nstderr:\n{}", self.stderr());
+                panic!(
+                    "nodus watch did not stop after SIGINT\nstderr:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -160,7 +169,8 @@ fn count_events(w: &Watcher, event: &str, action: &str) -> usize {
 
 #[test]
 fn editing_a_mapped_file_restarts_exactly_that_service_with_a_census() {
-    let x = "  watch:\n    - paths: [\"init/*.conf\"]\n      services: [db]\n      action: restart\n";
+    let x =
+        "  watch:\n    - paths: [\"init/*.conf\"]\n      services: [db]\n      action: restart\n";
     let yaml = format!(
         "{}{}",
         pg_stack(
@@ -177,7 +187,9 @@ fn editing_a_mapped_file_restarts_exactly_that_service_with_a_census() {
     let (dbid, webid) = (container_id(&s, "db"), container_id(&s, "web"));
 
     write(s.path(), "init/pg.conf", "b\n");
-    w.wait_until("the restart of db", |w| count_events(w, "change", "restart") == 1);
+    w.wait_until("the restart of db", |w| {
+        count_events(w, "change", "restart") == 1
+    });
     let ev = w
         .events()
         .into_iter()
@@ -206,9 +218,9 @@ fn editing_a_mapped_file_restarts_exactly_that_service_with_a_census() {
         restart.iter().any(|e| e["phase"] == "post-settled"),
         "{ledger}"
     );
-    assert!(restart.iter().all(|e| e["census"]["services"]["db"]["databases"]["app"]["tables"]
-        ["public.t1"]["rows"]
-        == 10));
+    assert!(restart.iter().all(
+        |e| e["census"]["services"]["db"]["databases"]["app"]["tables"]["public.t1"]["rows"] == 10
+    ));
     assert_eq!(w.interrupt(), 0);
     // Every line of stdout is one JSON object.
     assert!(w.events().iter().all(|e| e.is_object()));
@@ -219,7 +231,10 @@ fn a_burst_of_twenty_writes_is_one_restart() {
     let x = "  watch:\n    - paths: [conf]\n      services: [app]\n      action: restart\n";
     let s = TestStack::new("watch-burst", &apps(&["app"], "", x));
     write(s.path(), "conf/a.txt", "0");
-    let mut w = Watcher::start(&s, &["--json", "--verify-every", "off", "--debounce", "500ms"]);
+    let mut w = Watcher::start(
+        &s,
+        &["--json", "--verify-every", "off", "--debounce", "500ms"],
+    );
     let start = Instant::now();
     for i in 0..20 {
         write(s.path(), &format!("conf/f{}.txt", i % 5), &i.to_string());
@@ -234,7 +249,11 @@ fn a_burst_of_twenty_writes_is_one_restart() {
         "the burst took {burst:?}: the machine is too slow for this test to mean anything"
     );
     assert_eq!(count_events(&w, "change", "restart"), 1, "{}", w.stdout());
-    let ev = w.events().into_iter().find(|e| e["event"] == "change").unwrap();
+    let ev = w
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "change")
+        .unwrap();
     assert_eq!(ev["paths"].as_array().unwrap().len(), 5, "{ev}");
     assert_eq!(w.interrupt(), 0);
 }
@@ -247,7 +266,14 @@ fn a_stack_edit_recreates_only_the_changed_service_and_an_invalid_edit_changes_n
 
     // Invalid: a tab-indented key. Reported with file:line:col; nothing touched.
     let good = std::fs::read_to_string(s.stack_file()).unwrap();
-    std::fs::write(s.stack_file(), good.replace("    environment:\n      MODE: one\n", "    environment:\n\tMODE: two\n")).unwrap();
+    std::fs::write(
+        s.stack_file(),
+        good.replace(
+            "    environment:\n      MODE: one\n",
+            "    environment:\n\tMODE: two\n",
+        ),
+    )
+    .unwrap();
     w.wait_err("reload: invalid", "the invalid edit to be reported");
     let err = w.stderr();
     let re_line = err
@@ -256,11 +282,14 @@ fn a_stack_edit_recreates_only_the_changed_service_and_an_invalid_edit_changes_n
         .unwrap()
         .to_string();
     assert!(
-        re_line.contains("stack.yaml:") && re_line.split("stack.yaml:").nth(1).is_some_and(|r| {
-            let mut parts = r.split(':');
-            parts.next().is_some_and(|l| l.parse::<u32>().is_ok())
-                && parts.next().is_some_and(|c| c.chars().take_while(|c| c.is_ascii_digit()).count() > 0)
-        }),
+        re_line.contains("stack.yaml:")
+            && re_line.split("stack.yaml:").nth(1).is_some_and(|r| {
+                let mut parts = r.split(':');
+                parts.next().is_some_and(|l| l.parse::<u32>().is_ok())
+                    && parts
+                        .next()
+                        .is_some_and(|c| c.chars().take_while(|c| c.is_ascii_digit()).count() > 0)
+            }),
         "no file:line:col in: {re_line}"
     );
     assert!(is_running(&s, "app") && is_running(&s, "web"));
@@ -313,14 +342,23 @@ fn compose_develop_watch_restart_is_honoured() {
         "    develop:\n      watch:\n        - path: ./src\n          action: restart\n          ignore: [\"*.md\"]\n";
     let s = TestStack::new("watch-develop", &apps(&["app", "web"], develop, ""));
     write(s.path(), "src/main.sh", "echo 1\n");
-    let mut w = Watcher::start(&s, &["--json", "--verify-every", "off", "--debounce", "200ms"]);
+    let mut w = Watcher::start(
+        &s,
+        &["--json", "--verify-every", "off", "--debounce", "200ms"],
+    );
     let (app0, web0) = (started_at(&s, "app"), started_at(&s, "web"));
     // Ignored by the rule, then an editor temporary: nothing happens for those.
     write(s.path(), "src/README.md", "x");
     write(s.path(), "src/.main.sh.swp", "x");
     write(s.path(), "src/main.sh", "echo 2\n");
-    w.wait_until("the restart of app", |w| count_events(w, "change", "restart") == 1);
-    let ev = w.events().into_iter().find(|e| e["event"] == "change").unwrap();
+    w.wait_until("the restart of app", |w| {
+        count_events(w, "change", "restart") == 1
+    });
+    let ev = w
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "change")
+        .unwrap();
     assert_eq!(ev["paths"], serde_json::json!(["src/main.sh"]), "{ev}");
     assert_ne!(started_at(&s, "app"), app0);
     assert_eq!(started_at(&s, "web"), web0);
@@ -329,10 +367,7 @@ fn compose_develop_watch_restart_is_honoured() {
 
 #[test]
 fn the_live_guard_alerts_a_dropped_table_naming_it() {
-    let s = TestStack::new(
-        "watch-live",
-        &pg_stack("", "x-nodus:\n  settle: 1s\n"),
-    );
+    let s = TestStack::new("watch-live", &pg_stack("", "x-nodus:\n  settle: 1s\n"));
     s.nodus(&["up"]).ok();
     s.create_tables("db", "app", 3, 10);
     s.nodus(&["verify", "--accept"]).ok();
@@ -344,7 +379,11 @@ fn the_live_guard_alerts_a_dropped_table_naming_it() {
     w.wait_until("the loss alert", |w| {
         w.events().iter().any(|e| e["event"] == "loss")
     });
-    let ev = w.events().into_iter().find(|e| e["event"] == "loss").unwrap();
+    let ev = w
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "loss")
+        .unwrap();
     let msg = ev["message"].as_str().unwrap();
     assert!(msg.contains("public.t2"), "{msg}");
     assert!(msg.contains("database app"), "{msg}");
@@ -375,7 +414,10 @@ fn sigint_leaves_the_stack_running_and_down_on_exit_brings_it_down() {
         "--filter",
         &format!("label=com.docker.compose.project={}", s.project),
     ]);
-    assert!(left.is_empty(), "containers left after --down-on-exit: {left}");
+    assert!(
+        left.is_empty(),
+        "containers left after --down-on-exit: {left}"
+    );
 }
 
 #[test]
@@ -391,4 +433,37 @@ fn a_manual_down_while_watching_is_noticed_and_changes_wait() {
     s.nodus(&["up"]).ok();
     w.wait_err("stack-up: info", "the watch to notice the up");
     assert_eq!(w.interrupt(), 0);
+}
+
+#[test]
+fn unknown_x_nodus_watch_keys_and_rebuild_rules_are_refused_at_start_up() {
+    let x = "  watch:\n    - paths: [conf]\n      services: [app]\n      action: restart\n      delay: 1s\n";
+    let s = TestStack::new("watch-refuse", &apps(&["app"], "", x));
+    let r = s.nodus(&["watch"]);
+    r.code(1);
+    assert!(r.stderr.contains("unknown field `delay`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`paths`, `services`, `action`, `target`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("stack.yaml:"), "{}", r.stderr);
+
+    let develop = "    develop:\n      watch:\n        - path: ./src\n          action: rebuild\n";
+    s.write_stack(&apps(&["app"], develop, ""));
+    let r = s.nodus(&["watch"]);
+    r.code(1);
+    assert!(
+        r.stderr.contains("services.app.develop.watch[0]") && r.stderr.contains("rebuild"),
+        "{}",
+        r.stderr
+    );
+    // Refused before anything was started.
+    assert!(docker_ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", s.project)
+    ])
+    .is_empty());
 }

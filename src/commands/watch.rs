@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::hooks::SessionOptions;
-use super::{parse_duration_arg, Ctx};
+use super::hooks::{Session, SessionOptions};
+use super::{parse_duration_arg, Ctx, Guarded};
 use crate::engine::Engine;
 use crate::lifecycle::{DownOptions, Lifecycle, Transition, UpOptions};
 use crate::output::Ui;
@@ -36,6 +36,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::WatchArgs) -> anyhow::Result<()> {
     let driver = CommandDriver {
         ctx,
         timeout: parse_duration_arg("--timeout", &args.timeout)?,
+        engine: std::cell::RefCell::new(None),
     };
     crate::watch::run(&driver, opts).await
 }
@@ -43,6 +44,8 @@ pub async fn run(ctx: &Ctx, args: crate::cli::WatchArgs) -> anyhow::Result<()> {
 struct CommandDriver<'a> {
     ctx: &'a Ctx,
     timeout: Duration,
+    /// One engine connection for the whole watch (connecting negotiates the API version).
+    engine: std::cell::RefCell<Option<Arc<dyn Engine>>>,
 }
 
 #[async_trait(?Send)]
@@ -56,7 +59,12 @@ impl Driver for CommandDriver<'_> {
     }
 
     async fn engine(&self) -> anyhow::Result<Arc<dyn Engine>> {
-        self.ctx.engine().await
+        if let Some(e) = self.engine.borrow().as_ref() {
+            return Ok(e.clone());
+        }
+        let e = self.ctx.engine().await?;
+        *self.engine.borrow_mut() = Some(e.clone());
+        Ok(e)
     }
 
     async fn transition(&self, project: &Project, op: Op) -> anyhow::Result<Done> {
@@ -65,15 +73,23 @@ impl Driver for CommandDriver<'_> {
             Op::Restart(s) => (Transition::Restart, s.clone()),
             Op::Down => (Transition::Down, Vec::new()),
         };
-        let mut g = self
-            .ctx
-            .guarded(
-                project.clone(),
-                &services,
-                transition,
-                SessionOptions::default(),
-            )
-            .await?;
+        // What `Ctx::guarded` does, on the watch's engine connection.
+        project.stack.check_services(&services)?;
+        let lock = self.ctx.lock(project)?;
+        let engine = self.engine().await?;
+        let session = Session::new(
+            self.ctx,
+            project,
+            engine.clone(),
+            transition,
+            SessionOptions::default(),
+        )?;
+        let mut g = Guarded {
+            project: project.clone(),
+            engine,
+            session,
+            lock,
+        };
         let ui = &self.ctx.ui;
         let lc = Lifecycle::for_project(&*g.engine, &g.project, ui);
         let up = UpOptions {

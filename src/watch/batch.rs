@@ -253,7 +253,10 @@ mod tests {
         });
         b.next_batch(&mut rx).await.unwrap();
         let at = start.elapsed();
-        assert!(at >= Duration::from_secs(5) && at < Duration::from_millis(5200), "{at:?}");
+        assert!(
+            at >= Duration::from_secs(5) && at < Duration::from_millis(5200),
+            "{at:?}"
+        );
     }
 
     #[test]

@@ -74,7 +74,11 @@ impl Event {
     /// The stderr line: time, what changed, services, action, result, time taken.
     pub fn line(&self) -> String {
         let time = chrono::DateTime::parse_from_rfc3339(&self.time)
-            .map(|t| t.with_timezone(&chrono::Local).format("%H:%M:%S").to_string())
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%H:%M:%S")
+                    .to_string()
+            })
             .unwrap_or_default();
         let mut s = format!("{time} ");
         match self.paths.len() {
@@ -148,7 +152,10 @@ mod tests {
             .took(Duration::from_millis(1234));
         e.paths = vec!["src/a.py".into(), "src/b.py".into(), "src/c.py".into()];
         let l = e.line();
-        assert!(l.contains("src/a.py and 2 more → api restart: ok (1.2s)"), "{l}");
+        assert!(
+            l.contains("src/a.py and 2 more → api restart: ok (1.2s)"),
+            "{l}"
+        );
         let j = serde_json::to_value(&e).unwrap();
         assert_eq!(j["event"], "change");
         assert_eq!(j["duration_ms"], 1234);

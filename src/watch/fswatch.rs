@@ -13,12 +13,17 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// How long notify-debouncer-full holds events to stitch them (small: the user's quiet period
 /// comes after it).
-const STITCH: Duration = Duration::from_millis(30);
-const TICK: Duration = Duration::from_millis(10);
+const STITCH: Duration = Duration::from_millis(20);
+const TICK: Duration = Duration::from_millis(5);
+/// How late an event reaches the batcher after it happened (at least): the quiet period is
+/// shortened by it, so `--debounce` counts from the last change itself.
+pub const DELAY: Duration = STITCH;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("the inotify watch limit is reached while watching {path} (fs.inotify.max_user_watches)")]
+    #[error(
+        "the inotify watch limit is reached while watching {path} (fs.inotify.max_user_watches)"
+    )]
     TooManyWatches { path: String },
     #[error("too many inotify instances are open (fs.inotify.max_user_instances)")]
     TooManyInstances,

@@ -120,7 +120,11 @@ mod tests {
         ] {
             assert!(a.ignores(Path::new(p), false), "{p} should be ignored");
         }
-        for p in ["/stack/app/main.py", "/stack/conf/nginx.conf", "/elsewhere/.git/x"] {
+        for p in [
+            "/stack/app/main.py",
+            "/stack/conf/nginx.conf",
+            "/elsewhere/.git/x",
+        ] {
             assert!(!a.ignores(Path::new(p), false), "{p} should not be ignored");
         }
     }

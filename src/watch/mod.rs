@@ -221,7 +221,8 @@ pub async fn run(d: &dyn Driver, o: Options) -> anyhow::Result<()> {
     watching.paths = w.rules.roots().iter().map(|(p, _)| w.out.rel(p)).collect();
     w.out.emit(&watching);
 
-    let mut batcher = Batcher::new(w.o.debounce);
+    // The quiet period counts from the last change, which reaches us `fswatch::DELAY` late.
+    let mut batcher = Batcher::new(w.o.debounce.saturating_sub(fswatch::DELAY));
     let verify_every = w.o.verify_every.unwrap_or(Duration::from_secs(86400 * 365));
     let mut live = tokio::time::interval(verify_every);
     live.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -255,11 +256,12 @@ pub async fn run(d: &dyn Driver, o: Options) -> anyhow::Result<()> {
     if w.o.down_on_exit {
         w.transition(Op::Down, &[], "down").await?;
     }
-    w.out.emit(&Event::new("exit", "ok").message(if w.losses.is_empty() {
-        "stopped watching".to_string()
-    } else {
-        format!("stopped watching; {} loss(es) found", w.losses.len())
-    }));
+    w.out
+        .emit(&Event::new("exit", "ok").message(if w.losses.is_empty() {
+            "stopped watching".to_string()
+        } else {
+            format!("stopped watching; {} loss(es) found", w.losses.len())
+        }));
     match w.losses.len() {
         0 => Ok(()),
         _ => {
@@ -314,7 +316,11 @@ impl Watch<'_> {
             Op::Down => Vec::new(),
         };
         let started = Instant::now();
-        let action = if event == "reload" { "reload" } else { op.name() };
+        let action = if event == "reload" {
+            "reload"
+        } else {
+            op.name()
+        };
         let r = self.d.transition(&self.project, op).await;
         let took = started.elapsed();
         // Whatever happened, the live guard starts over: this was a transition.
@@ -597,7 +603,9 @@ impl Watch<'_> {
             self.out.emit(
                 &Event::new("resumed", "info")
                     .services([s.clone()])
-                    .message(format!("the loss of {s} was accepted or restored; watching it again")),
+                    .message(format!(
+                        "the loss of {s} was accepted or restored; watching it again"
+                    )),
             );
         }
     }
@@ -687,18 +695,14 @@ impl Watch<'_> {
                         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
                     matches!((t, window_start), (Some(t), Some(w)) if t > w)
                 })
-                .map(|c| {
-                    format!(
-                        "{} ({})",
-                        c.name,
-                        Self::service_of(&c).unwrap_or("?")
-                    )
-                })
+                .map(|c| format!("{} ({})", c.name, Self::service_of(&c).unwrap_or("?")))
                 .collect(),
             Err(_) => Vec::new(),
         };
         if let Err(e) = crate::guard::live::record(&cfg, &self.out.ui, &prev.census, &losses) {
-            self.out.ui.warn(format!("could not record the loss in the ledger: {e:#}"));
+            self.out
+                .ui
+                .warn(format!("could not record the loss in the ledger: {e:#}"));
         }
         for (svc, diff) in &losses {
             let mut what: Vec<String> = diff

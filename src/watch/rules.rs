@@ -235,12 +235,11 @@ impl RuleSet {
             let Some(dev) = svc.extra.get("develop") else {
                 continue;
             };
-            let dev: Develop = serde_yaml::from_value(dev.clone()).map_err(|e| {
-                RuleError::Invalid {
+            let dev: Develop =
+                serde_yaml::from_value(dev.clone()).map_err(|e| RuleError::Invalid {
                     origin: format!("services.{name}.develop"),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
             if !wanted(name) {
                 continue;
             }
@@ -311,7 +310,12 @@ impl RuleSet {
                         origin,
                         message: format!(
                             "no service {s:?} in the stack (services: {})",
-                            i.compose.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                            i.compose
+                                .services
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     });
                 }
@@ -581,9 +585,15 @@ mod tests {
         // The rule's own ignore, editor temporaries, unrelated files.
         assert_eq!(s.classify(&dir.join("src/README.md")), Match::Ignored);
         assert_eq!(s.classify(&dir.join("src/.a.py.swp")), Match::Ignored);
-        assert_eq!(s.classify(&dir.join("src/node_modules/x.js")), Match::Ignored);
+        assert_eq!(
+            s.classify(&dir.join("src/node_modules/x.js")),
+            Match::Ignored
+        );
         assert_eq!(s.classify(&dir.join("other/a.py")), Match::Ignored);
-        assert_eq!(s.classify(&dir.join(".nodus/ledger/x.json")), Match::Ignored);
+        assert_eq!(
+            s.classify(&dir.join(".nodus/ledger/x.json")),
+            Match::Ignored
+        );
         // Stack files and .env reload, even when .gitignore lists .env.
         std::fs::write(dir.join(".gitignore"), ".env\n*.log\n").unwrap();
         let s = set(dir, &c, &[], &[]);
@@ -610,7 +620,11 @@ mod tests {
         std::fs::create_dir_all(dir.join("conf/sub")).unwrap();
         let c = compose(TWO);
         let x = vec![
-            xrule(&["conf/**/*.yaml"], &["api", "worker"], WatchAction::Restart),
+            xrule(
+                &["conf/**/*.yaml"],
+                &["api", "worker"],
+                WatchAction::Restart,
+            ),
             xrule(&["init/*.sql"], &["db"], WatchAction::Recreate),
         ];
         let s = set(dir, &c, &x, &[]);
@@ -622,9 +636,15 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert_eq!(s.rules[h[0].rule].services, vec!["api", "worker"]);
         assert_eq!(h[0].rel, PathBuf::from("sub/a.yaml"));
-        assert!(matches!(s.classify(&dir.join("conf/a.yaml")), Match::Rules(_)));
+        assert!(matches!(
+            s.classify(&dir.join("conf/a.yaml")),
+            Match::Rules(_)
+        ));
         assert_eq!(s.classify(&dir.join("conf/a.json")), Match::Ignored);
-        assert_eq!(s.rules[hits("init/001.sql")[0].rule].action, Action::Recreate);
+        assert_eq!(
+            s.rules[hits("init/001.sql")[0].rule].action,
+            Action::Recreate
+        );
         // `*` does not cross directories.
         assert_eq!(s.classify(&dir.join("init/old/001.sql")), Match::Ignored);
         // Only the named services' rules.
@@ -663,7 +683,10 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("rebuild"), "{e}");
-        assert!(e.to_string().contains("services.api.develop.watch[0]"), "{e}");
+        assert!(
+            e.to_string().contains("services.api.develop.watch[0]"),
+            "{e}"
+        );
         let mut r = xrule(&["x/*"], &["api"], WatchAction::Sync);
         r.target = None;
         let c = compose("services:\n  api:\n    image: a\n");

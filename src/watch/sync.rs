@@ -145,9 +145,6 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert!(names.contains(&"app/conf/a.txt".to_string()), "{names:?}");
-        assert!(
-            names.iter().any(|n| n == "app/dir/sub/b.txt"),
-            "{names:?}"
-        );
+        assert!(names.iter().any(|n| n == "app/dir/sub/b.txt"), "{names:?}");
     }
 }
