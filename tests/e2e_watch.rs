@@ -467,3 +467,27 @@ fn unknown_x_nodus_watch_keys_and_rebuild_rules_are_refused_at_start_up() {
     ])
     .is_empty());
 }
+
+#[test]
+fn a_new_database_in_x_nodus_is_provisioned_without_a_restart() {
+    let base = pg_stack("", "x-nodus:\n  settle: 1s\n");
+    let s = TestStack::new("watch-provision", &base);
+    let mut w = Watcher::start(&s, &["--verify-every", "off", "--debounce", "200ms"]);
+    let started = started_at(&s, "db");
+    let exists = |s: &TestStack| {
+        s.psql(
+            "db",
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'reports_db'",
+        ) == "1"
+    };
+    assert!(!exists(&s));
+    s.write_stack(&pg_stack(
+        "",
+        "x-nodus:\n  settle: 1s\n  services:\n    db:\n      databases:\n        - name: reports_db\n",
+    ));
+    w.wait_err("reload: ok", "the reload");
+    w.wait_until("reports_db to exist", |_| exists(&s));
+    assert_eq!(started_at(&s, "db"), started, "db was restarted");
+    assert_eq!(w.interrupt(), 0);
+}

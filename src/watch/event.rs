@@ -112,10 +112,16 @@ pub struct Out {
 
 impl Out {
     pub fn rel(&self, p: &Path) -> String {
-        p.strip_prefix(&self.base)
+        let r = p
+            .strip_prefix(&self.base)
             .unwrap_or(p)
             .display()
-            .to_string()
+            .to_string();
+        if r.is_empty() {
+            ".".into()
+        } else {
+            r
+        }
     }
 
     pub fn paths<'a>(&self, e: Event, paths: impl IntoIterator<Item = &'a PathBuf>) -> Event {

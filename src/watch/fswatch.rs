@@ -175,3 +175,34 @@ impl FsWatcher {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inotify_limits_name_the_sysctl_and_suggest_poll() {
+        let e = classify(notify::Error::new(notify::ErrorKind::MaxFilesWatch), "/s");
+        assert!(matches!(e, WatchError::TooManyWatches { .. }));
+        let h = e.hint().unwrap();
+        assert!(
+            h.contains("fs.inotify.max_user_watches") && h.contains("--poll"),
+            "{h}"
+        );
+        let e = classify(
+            notify::Error::io(std::io::Error::from_raw_os_error(24)),
+            "/s",
+        );
+        assert!(matches!(e, WatchError::TooManyInstances));
+        let h = e.hint().unwrap();
+        assert!(
+            h.contains("fs.inotify.max_user_instances") && h.contains("--poll"),
+            "{h}"
+        );
+        let e = classify(
+            notify::Error::io(std::io::Error::from_raw_os_error(28)),
+            "/s",
+        );
+        assert!(matches!(e, WatchError::TooManyWatches { .. }));
+    }
+}

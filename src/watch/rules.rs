@@ -277,6 +277,12 @@ impl RuleSet {
                     (_, None) => None,
                 };
                 let path = clean(&i.stack_dir.join(&w.path));
+                if !path.exists() {
+                    warnings.push(format!(
+                        "{origin}: {} does not exist; it is not watched (restart the watch once it does)",
+                        path.display()
+                    ));
+                }
                 let root = if path.is_dir() {
                     path.clone()
                 } else {
