@@ -102,6 +102,9 @@ pub enum Command {
     Snapshot(SnapshotCommand),
     /// Logical backups (pg_dumpall)
     Backup(BackupArgs),
+    /// Bring the stack up, then restart/recreate/sync services when their files change (guarded),
+    /// with a live census between transitions
+    Watch(WatchArgs),
     /// Name the persistence hazards of the stack (exit 1 when one is an error)
     Doctor(DoctorArgs),
     /// Write a nodus stack file from a compose file, hardening made explicit (never edits it)
@@ -594,4 +597,27 @@ pub struct ImportArgs {
     /// service is stopped; a census before and after must match)
     #[arg(long)]
     pub migrate_data: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Services to watch (default: all)
+    pub services: Vec<String>,
+    /// Quiet period that batches a burst of changes into one action per service, e.g. 500ms
+    #[arg(long, default_value = "500ms")]
+    pub debounce: String,
+    /// Poll for changes (for file systems without events: VM shares, network mounts) every
+    /// INTERVAL [default when given without a value: 1s]
+    #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "1s")]
+    pub poll: Option<String>,
+    /// Census of the running stack this often; a table or database that vanishes between two
+    /// censuses is alerted at once (`off` disables it)
+    #[arg(long, value_name = "DURATION|off", default_value = "30s")]
+    pub verify_every: String,
+    /// On Ctrl-C / SIGTERM run a guarded `down` instead of leaving the stack running
+    #[arg(long)]
+    pub down_on_exit: bool,
+    /// How long to wait for each service to become healthy, e.g. 120s
+    #[arg(long, default_value = "120s")]
+    pub timeout: String,
 }

@@ -19,6 +19,7 @@ pub mod stack;
 pub mod state;
 pub mod table;
 pub mod timing;
+pub mod watch;
 
 use std::process::ExitCode;
 

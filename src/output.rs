@@ -133,6 +133,14 @@ impl Ui {
     pub fn red(&self, s: &str) -> String {
         self.paint("31;1", s)
     }
+    /// One compact JSON object as a line on stdout, for commands that stream NDJSON (`watch
+    /// --json`); counts as the command's JSON output.
+    pub fn json_line<T: Serialize + ?Sized>(&self, value: &T) {
+        let s = serde_json::to_string(value)
+            .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string());
+        self.json_printed.store(true, Ordering::SeqCst);
+        self.data(s);
+    }
 
     /// A spinner on stderr; hidden when stderr is not a TTY, or with -q / --json.
     pub fn spinner(&self, msg: impl Into<String>) -> ProgressBar {

@@ -26,6 +26,7 @@ pub mod psql;
 pub mod pull;
 pub mod run;
 pub mod top;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,5 +228,6 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<()> {
         Command::Man => completion::man(&ctx),
         Command::Doctor(a) => doctor::run(&ctx, a).await,
         Command::Import(a) => import::run(&ctx, a).await,
+        Command::Watch(a) => watch::run(&ctx, a).await,
     }
 }

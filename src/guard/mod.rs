@@ -14,6 +14,7 @@ pub mod diff;
 pub mod http;
 pub mod identity;
 pub mod ledger;
+pub mod live;
 pub mod pg;
 pub mod provision;
 pub mod verdict;

@@ -29,6 +29,9 @@ enum Mode {
     Converge,
     /// `start`/`restart`: only start existing containers.
     StartOnly,
+    /// [`Lifecycle::recreate`]: like `Converge`, and the selected services are recreated even
+    /// when their definition did not change.
+    Recreate,
 }
 
 /// Like compose on recreation: anonymous volumes of the old container are mounted into the new
@@ -116,7 +119,7 @@ impl<'a> Lifecycle<'a> {
 
         // 2. What exists, and what to do per service.
         let containers = self.project_containers().await?;
-        if mode == Mode::Converge && !opts.remove_orphans {
+        if mode != Mode::StartOnly && !opts.remove_orphans {
             self.note_orphans(&containers);
         }
         let orphans = if mode == Mode::Converge && opts.remove_orphans {
@@ -136,11 +139,17 @@ impl<'a> Lifecycle<'a> {
             let built = &specs[name];
             let action = match existing.remove(name) {
                 Some(c) => {
-                    let same = c.labels.get(labels::CONFIG_HASH) == Some(&built.config_hash);
+                    let same = c.labels.get(labels::CONFIG_HASH) == Some(&built.config_hash)
+                        && !(mode == Mode::Recreate && opts.services.contains(name));
+                    let mode = if mode == Mode::Recreate {
+                        Mode::Converge
+                    } else {
+                        mode
+                    };
                     match mode {
                         Mode::Converge if opts.force_recreate => Action::Recreate(c),
                         Mode::Converge if !same && !opts.no_recreate => Action::Recreate(c),
-                        Mode::Converge | Mode::StartOnly => {
+                        Mode::Converge | Mode::StartOnly | Mode::Recreate => {
                             if !same && opts.no_recreate {
                                 self.ui.detail(format!(
                                     "service {name}: its definition changed; kept as it is (--no-recreate)"
@@ -191,7 +200,7 @@ impl<'a> Lifecycle<'a> {
         }
 
         // 3. Networks and volumes: check everything before creating anything.
-        let (networks, volumes) = if mode == Mode::Converge {
+        let (networks, volumes) = if mode != Mode::StartOnly {
             self.check_resources(&order).await?
         } else {
             (Vec::new(), Vec::new())
@@ -339,6 +348,18 @@ impl<'a> Lifecycle<'a> {
             .await
             .map_err(LifecycleError::hook)?;
         Ok(report)
+    }
+
+    /// `up` of `opts.services` that recreates them (stop, remove, create, start) even when their
+    /// definition did not change (`nodus watch`'s `recreate` action); their dependencies are
+    /// only converged.
+    pub async fn recreate(
+        &self,
+        opts: &UpOptions,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
+        self.bring_up(opts, Transition::Up, Mode::Recreate, hooks)
+            .await
     }
 
     pub async fn start(

@@ -23,7 +23,7 @@ use serde::Serialize;
 pub use harden::{render_plain, render_yaml, render_yaml_for, Finding, FindingLevel, Hardened};
 pub use load::resolve_paths;
 pub use model::{ComposeFile, Service};
-pub use xnodus::{ServiceKind, XNodus};
+pub use xnodus::{ServiceKind, WatchAction, WatchRule, XNodus};
 
 /// One stack file as read from disk.
 #[derive(Debug, Clone)]

@@ -24,6 +24,11 @@
 //!   snapshots:
 //!     on_down: true
 //!     keep: { last: 3, hourly: 168, daily: 30, weekly: 12 }
+//!   watch:                       # `nodus watch` rules (beside compose's develop.watch)
+//!     - paths: [config/**/*.yaml, init/*.sql]   # globs relative to the stack file
+//!       services: [api, worker]
+//!       action: restart          # restart | recreate | rebuild | sync | sync+restart
+//!       target: /app/config      # in the container (sync actions)
 //! ```
 //! Unknown keys are rejected, every one of them with its place and the valid keys there
 //! ([`parse`]; the types themselves accept unknown keys so that all of them can be collected).
@@ -48,6 +53,9 @@ pub struct XNodus {
     pub services: IndexMap<String, ServiceOptions>,
     #[serde(default)]
     pub snapshots: SnapshotPolicy,
+    /// `nodus watch` rules for what compose's `develop.watch` cannot say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<WatchRule>,
 }
 
 impl Default for XNodus {
@@ -58,6 +66,7 @@ impl Default for XNodus {
             state_dir: None,
             services: IndexMap::new(),
             snapshots: SnapshotPolicy::default(),
+            watch: Vec::new(),
         }
     }
 }
@@ -156,6 +165,35 @@ pub struct Retention {
     pub weekly: Option<u32>,
 }
 
+/// One `x-nodus.watch` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchRule {
+    /// Globs relative to the stack file's directory (gitignore-style `**` allowed).
+    pub paths: Vec<String>,
+    /// Services the rule acts on.
+    pub services: Vec<String>,
+    pub action: WatchAction,
+    /// Where changed files go in the container (`sync`, `sync+restart`), relative to the glob's
+    /// fixed leading directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// What `nodus watch` does when a rule's paths change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchAction {
+    #[serde(rename = "restart")]
+    Restart,
+    #[serde(rename = "recreate")]
+    Recreate,
+    #[serde(rename = "rebuild")]
+    Rebuild,
+    #[serde(rename = "sync")]
+    Sync,
+    #[serde(rename = "sync+restart")]
+    SyncRestart,
+}
+
 /// A key of `x-nodus` that nodus does not know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownKey {
@@ -201,6 +239,7 @@ fn valid_keys(parent: &[String]) -> &'static [&'static str] {
         ["services", _, "roles", _] => fields::<RoleSpec>(),
         ["snapshots"] => fields::<SnapshotPolicy>(),
         ["snapshots", "keep"] => fields::<Retention>(),
+        ["watch", _] => fields::<WatchRule>(),
         _ => &[],
     }
 }
