@@ -8,10 +8,12 @@ pub mod guard;
 pub mod labels;
 pub mod lifecycle;
 pub mod output;
+pub mod persistence;
 pub mod project;
 pub mod snapshot;
 pub mod stack;
 pub mod state;
+pub mod templates;
 
 use std::process::ExitCode;
 

@@ -13,6 +13,8 @@ pub mod status;
 pub mod stop;
 pub mod up;
 pub mod verify;
+pub mod test_persistence;
+pub mod init;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,5 +146,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(&ctx, a).await,
         Command::Snapshot(c) => snapshot::run(&ctx, c).await,
         Command::Backup(a) => backup::run(&ctx, a).await,
+        Command::TestPersistence(a) => test_persistence::run(&ctx, a).await,
+        Command::Init(a) => init::run(&ctx, a),
     }
 }

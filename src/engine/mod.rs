@@ -319,4 +319,15 @@ pub trait Engine: Send + Sync {
         aliases: &[String],
     ) -> Result<()>;
     async fn remove_network(&self, name: &str) -> Result<()>;
+
+    /// Sends `signal` (e.g. `SIGKILL`) to a running container. Only `test-persistence
+    /// --restart-kind kill` uses it (the lifecycle always stops with the stop signal).
+    /// (Default: unsupported, for test engines that do not need it.)
+    async fn kill_container(&self, id: &str, signal: &str) -> Result<()> {
+        Err(EngineError::api(
+            "kill",
+            id,
+            format!("{signal}: not supported by this engine"),
+        ))
+    }
 }

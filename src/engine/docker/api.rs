@@ -616,4 +616,14 @@ impl Engine for DockerEngine {
             .await
             .map_err(|e| self.err("remove", Obj::Network(name), e))
     }
+
+    async fn kill_container(&self, id: &str, signal: &str) -> Result<()> {
+        let opts = bollard::query_parameters::KillContainerOptionsBuilder::new()
+            .signal(signal)
+            .build();
+        self.docker
+            .kill_container(id, Some(opts))
+            .await
+            .map_err(|e| self.err("kill", Obj::Container(id), e))
+    }
 }
