@@ -165,7 +165,10 @@ fn seed_stacks_render_and_compose_accepts_them() {
             }
         }
     }
-    assert_eq!(seen, 4, "templates/stacks/ should hold the four seed stacks");
+    assert_eq!(
+        seen, 4,
+        "templates/stacks/ should hold the four seed stacks"
+    );
 }
 
 #[test]

@@ -5,16 +5,16 @@ pub mod backup;
 pub mod census;
 pub mod down;
 pub mod hooks;
+pub mod init;
 pub mod render;
 pub mod restart;
 pub mod snapshot;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod test_persistence;
 pub mod up;
 pub mod verify;
-pub mod test_persistence;
-pub mod init;
 
 use std::sync::Arc;
 use std::time::Duration;

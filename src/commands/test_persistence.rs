@@ -192,7 +192,8 @@ async fn remove_sentinels(
             serde_json::json!({"sentinels_removed": false, "failed": failed})
         }
         Err(e) => {
-            ctx.ui.warn(format!("could not remove the sentinels: {e:#}"));
+            ctx.ui
+                .warn(format!("could not remove the sentinels: {e:#}"));
             serde_json::json!({"sentinels_removed": false, "error": format!("{e:#}")})
         }
     }

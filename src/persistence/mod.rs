@@ -182,12 +182,19 @@ pub async fn run(
     let started = Instant::now();
     let at = crate::guard::census::now_rfc3339();
     let step = driver.up().await?;
-    let places =
-        sentinel::write(engine, &plan.project, &plan.stateful, token).await?;
+    let places = sentinel::write(engine, &plan.project, &plan.stateful, token).await?;
     *places_out = places.clone();
     out.sentinels = places.clone();
     let checked = sentinel::check(engine, &plan.project, &plan.stateful, &places, token).await;
-    let c0 = judge(0, "up", &at, vec![step], &checked, started.elapsed(), vec![]);
+    let c0 = judge(
+        0,
+        "up",
+        &at,
+        vec![step],
+        &checked,
+        started.elapsed(),
+        vec![],
+    );
     progress(ui, &c0, plan.cycles);
     let failed = !c0.ok;
     record(&mut out, c0);
@@ -348,7 +355,8 @@ pub fn judge(
                 }
             } else {
                 for (name, before, after) in &d.other_drops {
-                    case.problems.push(format!("{name}: {before} → {after} keys"));
+                    case.problems
+                        .push(format!("{name}: {before} → {after} keys"));
                     hit = true;
                 }
             }
@@ -356,7 +364,8 @@ pub fn judge(
                 if let Some(c) = &sv.cause {
                     case.cause = Some(c.summary.clone());
                 }
-                case.problems.push(format!("found by the guard after {}", step.transition));
+                case.problems
+                    .push(format!("found by the guard after {}", step.transition));
             }
         }
         case.ok = case.problems.is_empty() && case.missing_tables.is_empty();

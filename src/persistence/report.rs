@@ -35,7 +35,10 @@ fn suite(o: &Outcome, c: &Cycle) -> TestSuite {
         s.set_timestamp(t);
     }
     s.add_property(Property::new("transition", c.transition.as_str()));
-    s.add_property(Property::new("tables_checked", c.tables_checked.to_string()));
+    s.add_property(Property::new(
+        "tables_checked",
+        c.tables_checked.to_string(),
+    ));
     for case in &c.cases {
         let status = if case.ok {
             TestCaseStatus::success()
@@ -71,14 +74,20 @@ fn suite(o: &Outcome, c: &Cycle) -> TestSuite {
 }
 
 /// The `--json` document: the outcome plus every guarded command's own document.
-pub fn json(o: &Outcome, junit_path: Option<&str>, cleanup: &serde_json::Value) -> serde_json::Value {
+pub fn json(
+    o: &Outcome,
+    junit_path: Option<&str>,
+    cleanup: &serde_json::Value,
+) -> serde_json::Value {
     let mut v = serde_json::to_value(o).unwrap_or_default();
     if let Some(cycles) = v.get_mut("cycles").and_then(|c| c.as_array_mut()) {
         for (doc, c) in cycles.iter_mut().zip(&o.cycles) {
             doc["transitions"] = serde_json::Value::Array(c.steps.clone());
         }
     }
-    v["junit"] = junit_path.map(Into::into).unwrap_or(serde_json::Value::Null);
+    v["junit"] = junit_path
+        .map(Into::into)
+        .unwrap_or(serde_json::Value::Null);
     v["cleanup"] = cleanup.clone();
     v
 }

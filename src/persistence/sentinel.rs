@@ -137,7 +137,10 @@ pub async fn check(
     };
     for p in places {
         let Some(rs) = running.get(&p.service).cloned().flatten() else {
-            out.insert(p.clone(), Some(format!("service {} is not running", p.service)));
+            out.insert(
+                p.clone(),
+                Some(format!("service {} is not running", p.service)),
+            );
             continue;
         };
         let problem = if p.kind == "postgres" {
@@ -152,11 +155,12 @@ pub async fn check(
                         .and_then(|r| r.first().cloned().flatten())
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(-1);
-                    (n != ROWS).then(|| format!("sentinel table {NAME} holds {n} of its {ROWS} rows"))
+                    (n != ROWS)
+                        .then(|| format!("sentinel table {NAME} holds {n} of its {ROWS} rows"))
                 }
-                Err(e) if e.contains("does not exist") => Some(format!(
-                    "sentinel table {NAME} is missing ({e})"
-                )),
+                Err(e) if e.contains("does not exist") => {
+                    Some(format!("sentinel table {NAME} is missing ({e})"))
+                }
                 Err(e) => Some(format!("cannot read sentinel table {NAME}: {e}")),
             }
         } else {

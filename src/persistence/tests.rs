@@ -84,10 +84,15 @@ fn a_clean_cycle_passes_with_a_case_per_database_and_redis() {
 
 #[test]
 fn tables_the_guard_found_missing_fail_their_database_with_the_cause() {
-    let places = [place("db", "postgres", "app"), place("db", "postgres", "other")];
+    let places = [
+        place("db", "postgres", "app"),
+        place("db", "postgres", "other"),
+    ];
     let mut d = ServiceDiff::default();
-    d.missing_tables
-        .insert("app".into(), vec!["public.t2".into(), "public.users".into()]);
+    d.missing_tables.insert(
+        "app".into(),
+        vec!["public.t2".into(), "public.users".into()],
+    );
     let cause = Cause {
         code: CauseCode::DroppedDuringStartup,
         summary: "dropped by SQL while orm was starting".into(),
@@ -130,14 +135,26 @@ fn tables_the_guard_found_missing_fail_their_database_with_the_cause() {
     record(&mut out, c);
     assert!(!out.passed);
     let loss = out.loss.clone().unwrap();
-    assert!(loss.contains("public.t2") && loss.contains("db/app"), "{loss}");
+    assert!(
+        loss.contains("public.t2") && loss.contains("db/app"),
+        "{loss}"
+    );
 
     let xml = report::junit(&out).unwrap();
-    assert!(xml.contains("<testsuite name=\"p: cycle 2/3 (down-up)\""), "{xml}");
-    assert!(xml.contains("<testcase name=\"db/app\" classname=\"p.db\""), "{xml}");
+    assert!(
+        xml.contains("<testsuite name=\"p: cycle 2/3 (down-up)\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<testcase name=\"db/app\" classname=\"p.db\""),
+        "{xml}"
+    );
     assert!(xml.contains("<failure"), "{xml}");
     assert!(xml.contains("public.t2, public.users"), "{xml}");
-    assert!(xml.contains("dropped by SQL while orm was starting"), "{xml}");
+    assert!(
+        xml.contains("dropped by SQL while orm was starting"),
+        "{xml}"
+    );
     assert!(xml.contains("time=\""), "{xml}");
     assert!(xml.contains("failures=\"1\""), "{xml}");
 }
