@@ -2,10 +2,14 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use super::status::health_str;
+use super::up::carry_anonymous_volumes;
 use super::*;
 use crate::engine::fake::{FakeEngine, FakeHealth, ImageBehavior};
-use crate::stack::ComposeFile;
+use crate::engine::{ContainerSpec, Health, Labels, MountKind, MountSpec};
+use crate::stack::{ComposeFile, ServiceKind};
 
 const STACK: &str = r#"
 services:

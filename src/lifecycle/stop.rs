@@ -1,0 +1,348 @@
+//! Stopping services: stop, down, stop evidence (clean postgres shutdown), volume removal.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::spec;
+use super::wait::Spin;
+use super::{
+    by_service, is_running, DownOptions, Hooks, Lifecycle, LifecycleError, Report, RunningService,
+    StopEvidence, StoppedService, Transition,
+};
+use crate::engine::{ContainerInfo, EngineError, MountKind};
+use crate::labels;
+use crate::stack::{plan, ServiceKind};
+
+const POSTGRES_SHUTDOWN: &str = "database system is shut down";
+const POSTGRES_STARTUP: [&str; 2] = [
+    "database system is ready to accept connections",
+    "starting PostgreSQL",
+];
+const SHUTDOWN_LOG_LINES: usize = 50;
+
+/// Whether the postgres log (tail) shows a clean shutdown after the last start; with the line.
+pub fn postgres_shutdown(logs: &str) -> (bool, Option<String>) {
+    let mut last_stop: Option<(usize, &str)> = None;
+    let mut last_start: Option<usize> = None;
+    for (i, line) in logs.lines().enumerate() {
+        if line.contains(POSTGRES_SHUTDOWN) {
+            last_stop = Some((i, line));
+        } else if POSTGRES_STARTUP.iter().any(|m| line.contains(m)) {
+            last_start = Some(i);
+        }
+    }
+    match last_stop {
+        Some((i, line)) if last_start.is_none_or(|s| s < i) => {
+            (true, Some(line.trim().to_string()))
+        }
+        _ => (false, None),
+    }
+}
+
+fn secs_ceil(d: Duration) -> i64 {
+    d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0)
+}
+
+impl<'a> Lifecycle<'a> {
+    /// Stops the running containers among `targets` in the given order, collecting evidence;
+    /// calls `before_stop`/`after_stop` around it when `with_hooks`.
+    pub(super) async fn stop_services(
+        &self,
+        targets: &[(String, ContainerInfo)],
+        timeout: Option<Duration>,
+        transition: Transition,
+        hooks: &mut dyn Hooks,
+        with_hooks: bool,
+        report: &mut Report,
+    ) -> Result<Vec<StoppedService>, LifecycleError> {
+        let mut running = Vec::new();
+        for (service, c) in targets.iter().filter(|(_, c)| is_running(c)) {
+            // Fresh, complete information (a listing may lack env and mounts).
+            let container = self.engine.inspect_container(&c.id).await?;
+            running.push(RunningService {
+                service: service.clone(),
+                container,
+                stateful: self.stateful(service),
+            });
+        }
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pre = if with_hooks {
+            hooks
+                .before_stop(transition, &running)
+                .await
+                .map_err(LifecycleError::hook)?
+        } else {
+            BTreeMap::new()
+        };
+        let width = self.width(
+            &running
+                .iter()
+                .map(|r| r.service.clone())
+                .collect::<Vec<_>>(),
+        );
+        let mut stopped = Vec::new();
+        for rs in running {
+            let secs = timeout.map(secs_ceil).or(rs.container.stop_timeout_secs);
+            {
+                let _spin = Spin(self.ui.spinner(format!(
+                    "stopping {} (grace period {}s)",
+                    rs.service,
+                    secs.unwrap_or(10)
+                )));
+                self.engine.stop_container(&rs.container.id, secs).await?;
+            }
+            let (container, evidence) = self.evidence(&rs).await?;
+            let clean = match evidence.clean_shutdown {
+                Some(true) if !evidence.killed => ", postgres shut down cleanly",
+                _ => "",
+            };
+            self.ui.success(format!(
+                "{:<width$}  stopped (exit {}{clean})",
+                rs.service,
+                evidence
+                    .exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "?".into())
+            ));
+            report.stopped.push(rs.service.clone());
+            report.evidence.insert(rs.service.clone(), evidence.clone());
+            stopped.push(StoppedService {
+                pre_stop: pre.get(&rs.service).cloned(),
+                service: rs.service,
+                container,
+                stateful: rs.stateful,
+                evidence,
+            });
+        }
+        if with_hooks {
+            hooks
+                .after_stop(transition, &stopped)
+                .await
+                .map_err(LifecycleError::hook)?;
+        }
+        Ok(stopped)
+    }
+
+    /// How a container stopped (and a warning when it was not clean).
+    async fn evidence(
+        &self,
+        rs: &RunningService,
+    ) -> Result<(ContainerInfo, StopEvidence), LifecycleError> {
+        let info = self.engine.inspect_container(&rs.container.id).await?;
+        let mut ev = StopEvidence {
+            exit_code: info.exit_code,
+            oom_killed: info.oom_killed,
+            killed: info.exit_code == Some(137) || info.oom_killed,
+            ..StopEvidence::default()
+        };
+        let postgres = rs
+            .stateful
+            .as_ref()
+            .is_some_and(|s| s.kind == ServiceKind::Postgres);
+        let reason = if info.oom_killed {
+            "OOM-killed".to_string()
+        } else if ev.killed {
+            "exit 137: killed after the grace period".to_string()
+        } else {
+            format!("exit {}", info.exit_code.unwrap_or(-1))
+        };
+        if postgres {
+            match self.engine.logs(&info.id, SHUTDOWN_LOG_LINES).await {
+                Ok(logs) => {
+                    let (clean, line) = postgres_shutdown(&logs);
+                    ev.clean_shutdown = Some(clean);
+                    ev.log_line = line;
+                }
+                Err(e) => self
+                    .ui
+                    .warn(format!("cannot read the log of {}: {e}", info.name)),
+            }
+            if ev.killed || ev.clean_shutdown == Some(false) {
+                let why = if ev.killed {
+                    reason
+                } else {
+                    format!("{reason}, and its log does not say \"{POSTGRES_SHUTDOWN}\"")
+                };
+                self.ui.warn(format!(
+                    "postgres in {} did not shut down cleanly ({why}); it will run crash recovery on next start; committed data is safe, UNLOGGED tables will be emptied",
+                    info.name
+                ));
+            }
+        } else if ev.killed {
+            self.ui.warn(format!(
+                "{} ({}) did not stop within its grace period or was killed ({reason}); a larger stop_grace_period may be needed",
+                rs.service, info.name
+            ));
+        }
+        Ok((info, ev))
+    }
+
+    /// Containers in stop order: orphans first, then the stack's services in reverse dependency
+    /// order.
+    fn in_stop_order(
+        &self,
+        containers: Vec<ContainerInfo>,
+        order: &[String],
+    ) -> Vec<(String, ContainerInfo)> {
+        let mut by = by_service(containers);
+        let mut out: Vec<(String, ContainerInfo)> = Vec::new();
+        let orphans: Vec<String> = by
+            .keys()
+            .filter(|s| !self.compose().services.contains_key(*s))
+            .cloned()
+            .collect();
+        for s in orphans {
+            if let Some(c) = by.remove(&s) {
+                self.ui.status(format!(
+                    "container {} belongs to service {s}, which is no longer in the stack (orphan); removing it too",
+                    c.name
+                ));
+                out.push((s, c));
+            }
+        }
+        for s in order {
+            if let Some(c) = by.remove(s) {
+                out.push((s.clone(), c));
+            }
+        }
+        out
+    }
+
+    pub async fn down(
+        &self,
+        opts: &DownOptions,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
+        let mut report = Report::default();
+        let order = plan::stop_order(self.compose(), &[])?;
+        let containers = self.project_containers().await?;
+        let targets = self.in_stop_order(containers, &order);
+        self.stop_services(
+            &targets,
+            opts.timeout,
+            Transition::Down,
+            hooks,
+            true,
+            &mut report,
+        )
+        .await?;
+        let width = self.width(&targets.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>());
+        let declared: Vec<String> = spec::stack_volumes(self.project, self.compose())
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        let mut anonymous = Vec::new();
+        for (service, c) in &targets {
+            self.engine.remove_container(&c.id, false).await?;
+            self.ui
+                .success(format!("{service:<width$}  removed ({})", c.name));
+            report.removed.push(service.clone());
+            // Anonymous volumes outlive their container and are never mounted again: say so, and
+            // remove them with --volumes (as `docker compose down -v` does).
+            for m in &c.mounts {
+                if m.kind != MountKind::Volume || declared.contains(&m.name_or_source) {
+                    continue;
+                }
+                let Some(info) = self.engine.inspect_volume(&m.name_or_source).await? else {
+                    continue;
+                };
+                if !info.labels.is_empty() {
+                    continue;
+                }
+                if opts.remove_volumes {
+                    anonymous.push(info.name);
+                } else if self.hardened.stateful_service(service).is_some_and(|st| {
+                    st.data_dir.trim_end_matches('/') == m.target.trim_end_matches('/')
+                }) {
+                    self.ui.warn(format!(
+                        "{service}: its data dir {} was on anonymous volume {}, which no container will mount again: the next `up` starts with an EMPTY data dir. Put it on a named volume (remove `harden: false`) and copy the data over.",
+                        m.target, info.name
+                    ));
+                }
+            }
+        }
+        for v in anonymous {
+            self.engine.remove_volume(&v).await?;
+            self.ui.success(format!("removed anonymous volume {v}"));
+            report.volumes_removed.push(v);
+        }
+        for n in self
+            .engine
+            .list_networks(&labels::project_filter(self.project))
+            .await?
+        {
+            match self.engine.remove_network(&n.name).await {
+                Ok(()) => self.ui.detail(format!("removed network {}", n.name)),
+                // Something else is still attached: leave the network, the stack is down.
+                Err(e @ EngineError::Api { .. }) => self
+                    .ui
+                    .warn(format!("network {} was left in place: {e}", n.name)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if opts.remove_volumes {
+            for v in self.removable_volumes().await? {
+                self.engine.remove_volume(&v).await?;
+                self.ui.success(format!("removed volume {v}"));
+                report.volumes_removed.push(v);
+            }
+        }
+        Ok(report)
+    }
+
+    /// The stack's volumes `down --volumes` removes: declared, not external, existing, and
+    /// carrying the project's label. Others are left alone (with a warning for foreign ones).
+    pub async fn removable_volumes(&self) -> Result<Vec<String>, LifecycleError> {
+        let mut out = Vec::new();
+        for v in spec::stack_volumes(self.project, self.compose()) {
+            if v.external {
+                continue;
+            }
+            match self.engine.inspect_volume(&v.name).await? {
+                Some(info)
+                    if info.labels.get(labels::PROJECT).map(String::as_str)
+                        == Some(self.project) =>
+                {
+                    out.push(v.name)
+                }
+                Some(_) => self.ui.warn(format!(
+                    "volume {} does not carry the labels of project {}; not removing it",
+                    v.name, self.project
+                )),
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn stop(
+        &self,
+        services: &[String],
+        timeout: Option<Duration>,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
+        let mut report = Report::default();
+        let order = plan::stop_order(self.compose(), services)?;
+        let mut by = by_service(self.project_containers().await?);
+        let targets: Vec<(String, ContainerInfo)> = order
+            .iter()
+            .filter_map(|s| by.remove(s).map(|c| (s.clone(), c)))
+            .collect();
+        let stopped = self
+            .stop_services(
+                &targets,
+                timeout,
+                Transition::Stop,
+                hooks,
+                true,
+                &mut report,
+            )
+            .await?;
+        if stopped.is_empty() {
+            self.ui.status("nothing to stop: no service is running");
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,510 @@
+//! Bringing services up: up, start, restart; resources, images, (re)creation.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::spec::{self, BuiltSpec, SpecError};
+use super::status::describe;
+use super::wait::{Spin, Want};
+use super::{
+    by_service, is_running, service_label, Hooks, Lifecycle, LifecycleError, Report,
+    RunningService, Transition, UpOptions,
+};
+use crate::engine::{
+    ContainerInfo, ContainerSpec, EngineError, Labels, MountKind, MountSpec, PullProgress,
+};
+use crate::labels;
+use crate::stack::model::DependsCondition;
+use crate::stack::plan;
+
+enum Action {
+    Unchanged(ContainerInfo),
+    Start(ContainerInfo),
+    Recreate(ContainerInfo),
+    Create,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `up`: create what is missing, recreate what changed.
+    Converge,
+    /// `start`/`restart`: only start existing containers.
+    StartOnly,
+}
+
+/// Like compose on recreation: anonymous volumes of the old container are mounted into the new
+/// one at the same path (where the new spec has an anonymous volume there, or nothing: a VOLUME
+/// of the image), so their data is not silently left behind. Returns (volume, target) carried.
+pub(super) fn carry_anonymous_volumes(
+    spec: &mut ContainerSpec,
+    old: &ContainerInfo,
+) -> Vec<(String, String)> {
+    let anonymous = |name: &str| name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit());
+    let mut carried = Vec::new();
+    for m in old
+        .mounts
+        .iter()
+        .filter(|m| m.kind == MountKind::Volume && anonymous(&m.name_or_source))
+    {
+        match spec.mounts.iter_mut().find(|n| n.target == m.target) {
+            Some(n) if n.kind == MountKind::Volume && n.source.is_empty() => {
+                n.source = m.name_or_source.clone();
+            }
+            Some(_) => continue,
+            None => spec.mounts.push(MountSpec {
+                kind: MountKind::Volume,
+                source: m.name_or_source.clone(),
+                target: m.target.clone(),
+                read_only: false,
+            }),
+        }
+        carried.push((m.name_or_source.clone(), m.target.clone()));
+    }
+    carried
+}
+
+impl<'a> Lifecycle<'a> {
+    fn note_orphans(&self, containers: &[ContainerInfo]) {
+        for c in containers {
+            if let Some(svc) = service_label(c) {
+                if !self.compose().services.contains_key(svc) {
+                    self.ui.status(format!(
+                        "container {} belongs to service {svc}, which is no longer in the stack (orphan); `nodus down` removes it",
+                        c.name
+                    ));
+                }
+            }
+        }
+    }
+
+    pub async fn up(
+        &self,
+        opts: &UpOptions,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
+        self.bring_up(opts, Transition::Up, Mode::Converge, hooks)
+            .await
+    }
+
+    async fn bring_up(
+        &self,
+        opts: &UpOptions,
+        transition: Transition,
+        mode: Mode,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
+        let compose = self.compose();
+        let order = plan::start_order(compose, &opts.services)?;
+        let mut report = Report::default();
+
+        // 1. Specs: every error about the stack comes before anything is touched.
+        let mut specs: BTreeMap<String, BuiltSpec> = BTreeMap::new();
+        let mut warned = BTreeSet::new();
+        for name in &order {
+            let built = self.build_spec(name)?;
+            for w in &built.warnings {
+                if warned.insert(w.clone()) {
+                    self.ui.warn(w);
+                }
+            }
+            specs.insert(name.clone(), built);
+        }
+
+        // 2. What exists, and what to do per service.
+        let containers = self.project_containers().await?;
+        if mode == Mode::Converge {
+            self.note_orphans(&containers);
+        }
+        let mut existing = by_service(containers);
+        let mut actions: BTreeMap<String, Action> = BTreeMap::new();
+        for name in &order {
+            let built = &specs[name];
+            let action = match existing.remove(name) {
+                Some(c) => {
+                    let same = c.labels.get(labels::CONFIG_HASH) == Some(&built.config_hash);
+                    match mode {
+                        Mode::Converge if !same => Action::Recreate(c),
+                        Mode::Converge | Mode::StartOnly => {
+                            if !same {
+                                self.ui.warn(format!(
+                                    "service {name}: its definition changed since container {} was created; `nodus up` applies the change",
+                                    c.name
+                                ));
+                            }
+                            if is_running(&c) {
+                                Action::Unchanged(c)
+                            } else {
+                                Action::Start(c)
+                            }
+                        }
+                    }
+                }
+                None if mode == Mode::StartOnly => {
+                    return Err(LifecycleError::NoContainer {
+                        service: name.clone(),
+                    });
+                }
+                None => {
+                    match self.engine.inspect_container(&built.spec.name).await {
+                        Ok(c) => {
+                            return Err(LifecycleError::Foreign {
+                                kind: "container",
+                                name: c.name,
+                                project: self.project.to_string(),
+                            })
+                        }
+                        Err(EngineError::ContainerNotFound(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    Action::Create
+                }
+            };
+            actions.insert(name.clone(), action);
+        }
+
+        // 3. Networks and volumes: check everything before creating anything.
+        let (networks, volumes) = if mode == Mode::Converge {
+            self.check_resources(&order).await?
+        } else {
+            (Vec::new(), Vec::new())
+        };
+
+        // 4. Images of the containers to create.
+        let mut checked = BTreeSet::new();
+        for name in &order {
+            if matches!(actions[name], Action::Create | Action::Recreate(_)) {
+                let image = &specs[name].spec.image;
+                if checked.insert(image.clone()) {
+                    self.ensure_image(image).await?;
+                }
+            }
+        }
+
+        // 5. Create networks and volumes.
+        for (name, labels) in &networks {
+            self.engine.create_network(name, labels).await?;
+            self.ui.detail(format!("created network {name}"));
+        }
+        for (name, labels) in &volumes {
+            self.engine.create_volume(name, labels).await?;
+            self.ui.status(format!("created volume {name}"));
+            report.volumes_created.push(name.clone());
+        }
+
+        // 6. Services in waves, like compose: a wave is every service whose dependencies are all
+        //    in earlier waves. A wave's containers are started one after the other (quick engine
+        //    calls), then waited for together; each is ready (and has had its `service_ready`
+        //    census) before any of its dependents starts.
+        let must_complete: BTreeSet<&str> = order
+            .iter()
+            .flat_map(|n| compose.services[n].depends_on.iter())
+            .filter(|(_, d)| d.condition == DependsCondition::ServiceCompletedSuccessfully)
+            .map(|(dep, _)| dep.as_str())
+            .collect();
+        let width = self.width(&order);
+        let mut ids: BTreeMap<String, String> = BTreeMap::new();
+        let mut ready = Vec::new();
+        for wave in plan::waves(compose, &order) {
+            let mut started: Vec<(String, String, &'static str, Want)> = Vec::new();
+            for name in &wave {
+                let svc = &compose.services[name];
+                for (dep, d) in &svc.depends_on {
+                    if let Some(id) = ids.get(dep) {
+                        let want = match d.condition {
+                            DependsCondition::ServiceStarted => Want::Started,
+                            DependsCondition::ServiceHealthy => Want::Healthy,
+                            DependsCondition::ServiceCompletedSuccessfully => Want::Completed,
+                        };
+                        self.wait_until(dep, id, want, opts.timeout).await?;
+                    }
+                }
+                let built = &specs[name];
+                let action = actions.remove(name).expect("an action per service");
+                let (id, verb) = match action {
+                    Action::Unchanged(c) => {
+                        report.unchanged.push(name.clone());
+                        (c.id, "running")
+                    }
+                    Action::Start(c) => {
+                        self.engine.start_container(&c.id).await?;
+                        report.started.push(name.clone());
+                        (c.id, "started")
+                    }
+                    Action::Recreate(c) => {
+                        let old = self.engine.inspect_container(&c.id).await?;
+                        let mut spec = built.spec.clone();
+                        let carried = carry_anonymous_volumes(&mut spec, &old);
+                        self.retire(name, old, transition, hooks, &mut report)
+                            .await?;
+                        for (vol, target) in carried {
+                            self.ui.detail(format!(
+                                "{name}: keeping anonymous volume {vol} at {target}"
+                            ));
+                        }
+                        let id = self.create_from(&spec).await?;
+                        self.engine.start_container(&id).await?;
+                        report.recreated.push(name.clone());
+                        (id, "recreated")
+                    }
+                    Action::Create => {
+                        let id = self.create(built).await?;
+                        self.engine.start_container(&id).await?;
+                        report.created.push(name.clone());
+                        (id, "created")
+                    }
+                };
+                let want = if must_complete.contains(name.as_str()) {
+                    Want::Completed
+                } else {
+                    Want::Ready
+                };
+                started.push((name.clone(), id, verb, want));
+            }
+
+            let infos = self.wait_all(&started, opts.timeout).await?;
+            for ((name, id, verb, _), info) in started.into_iter().zip(infos) {
+                let rs = RunningService {
+                    service: name.clone(),
+                    container: info,
+                    stateful: self.stateful(&name),
+                };
+                hooks
+                    .service_ready(transition, &rs)
+                    .await
+                    .map_err(LifecycleError::hook)?;
+                self.ui.success(format!(
+                    "{name:<width$}  {verb} ({})",
+                    describe(&rs.container)
+                ));
+                ids.insert(name, id);
+                ready.push(rs);
+            }
+        }
+        hooks
+            .all_ready(transition, &ready)
+            .await
+            .map_err(LifecycleError::hook)?;
+        Ok(report)
+    }
+
+    pub async fn start(
+        &self,
+        opts: &UpOptions,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
+        self.bring_up(opts, Transition::Start, Mode::StartOnly, hooks)
+            .await
+    }
+
+    pub async fn restart(
+        &self,
+        opts: &UpOptions,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Report, LifecycleError> {
+        let compose = self.compose();
+        let start = plan::start_order(compose, &opts.services)?;
+        let stop = plan::stop_order(compose, &opts.services)?;
+        let mut by = by_service(self.project_containers().await?);
+        if let Some(missing) = start.iter().find(|s| !by.contains_key(*s)) {
+            return Err(LifecycleError::NoContainer {
+                service: missing.clone(),
+            });
+        }
+        let targets: Vec<(String, ContainerInfo)> = stop
+            .iter()
+            .filter_map(|s| by.remove(s).map(|c| (s.clone(), c)))
+            .collect();
+        let mut report = Report::default();
+        self.stop_services(
+            &targets,
+            None,
+            Transition::Restart,
+            hooks,
+            true,
+            &mut report,
+        )
+        .await?;
+        let started = self
+            .bring_up(opts, Transition::Restart, Mode::StartOnly, hooks)
+            .await?;
+        report.started = started.started;
+        report.unchanged = started.unchanged;
+        Ok(report)
+    }
+
+    /// Networks and volumes the services in `order` need: errors for foreign or missing external
+    /// ones; returns those to create (name, labels).
+    #[allow(clippy::type_complexity)]
+    async fn check_resources(
+        &self,
+        order: &[String],
+    ) -> Result<(Vec<(String, Labels)>, Vec<(String, Labels)>), LifecycleError> {
+        let compose = self.compose();
+        let project = self.project;
+        let foreign = |kind: &'static str, name: &str| LifecycleError::Foreign {
+            kind,
+            name: name.to_string(),
+            project: project.to_string(),
+        };
+        let compose_made = |l: &Labels| l.get(labels::PROJECT).map(String::as_str) == Some(project);
+
+        let mut keys: Vec<String> = Vec::new();
+        for name in order {
+            for k in spec::service_network_keys(&compose.services[name]) {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        let mut networks = Vec::new();
+        for key in keys {
+            let net = spec::network(project, compose, &key).ok_or_else(|| {
+                LifecycleError::Spec(SpecError::Invalid {
+                    service: order.join(","),
+                    field: "networks".into(),
+                    message: format!("network `{key}` is not declared"),
+                })
+            })?;
+            match self.engine.inspect_network(&net.name).await? {
+                Some(info) => {
+                    if net.external || labels::owned_by(&info.labels, project) {
+                        continue;
+                    }
+                    if compose_made(&info.labels) {
+                        self.ui.detail(format!(
+                            "network {} was created by docker compose for project {project}; using it",
+                            net.name
+                        ));
+                        continue;
+                    }
+                    return Err(foreign("network", &net.name));
+                }
+                None if net.external => {
+                    return Err(LifecycleError::ExternalMissing {
+                        kind: "network",
+                        name: net.name,
+                    })
+                }
+                None => {
+                    let declared = compose
+                        .networks
+                        .get(&key)
+                        .map(|d| d.labels.clone())
+                        .unwrap_or_default();
+                    networks.push((net.name, spec::network_labels(project, &key, &declared)));
+                }
+            }
+        }
+
+        let used: BTreeSet<String> = order
+            .iter()
+            .flat_map(|n| spec::service_volume_keys(&compose.services[n]))
+            .collect();
+        let mut volumes = Vec::new();
+        for v in spec::stack_volumes(project, compose) {
+            if !used.contains(&v.key) {
+                continue;
+            }
+            match self.engine.inspect_volume(&v.name).await? {
+                Some(info) => {
+                    if v.external || labels::owned_by(&info.labels, project) {
+                        continue;
+                    }
+                    if compose_made(&info.labels) {
+                        self.ui.detail(format!(
+                            "volume {} was created by docker compose for project {project}; nodus adopts it (its data is kept)",
+                            v.name
+                        ));
+                        continue;
+                    }
+                    return Err(foreign("volume", &v.name));
+                }
+                None if v.external => {
+                    return Err(LifecycleError::ExternalMissing {
+                        kind: "volume",
+                        name: v.name,
+                    })
+                }
+                None => {
+                    let declared = compose
+                        .volumes
+                        .get(&v.key)
+                        .map(|d| d.labels.clone())
+                        .unwrap_or_default();
+                    volumes.push((v.name, spec::volume_labels(project, &v.key, &declared)));
+                }
+            }
+        }
+        Ok((networks, volumes))
+    }
+
+    /// Makes `image` present locally, pulling it with a progress line.
+    async fn ensure_image(&self, image: &str) -> Result<(), LifecycleError> {
+        if self.engine.image_exists(image).await? {
+            return Ok(());
+        }
+        self.ui.status(format!("pulling {image}..."));
+        let spin = Spin(self.ui.spinner(format!("pulling {image}")));
+        let pb = spin.0.clone();
+        let img = image.to_string();
+        let progress = move |p: PullProgress| {
+            let msg = match (p.current, p.total) {
+                (Some(c), Some(t)) if t > 0 => {
+                    format!("pulling {img}: {} {}%", p.status, c.saturating_mul(100) / t)
+                }
+                _ => format!("pulling {img}: {}", p.status),
+            };
+            pb.set_message(msg);
+        };
+        let res = self.engine.pull_image(image, &progress).await;
+        drop(spin);
+        match res {
+            Ok(()) => {
+                self.ui.success(format!("pulled {image}"));
+                Ok(())
+            }
+            Err(e @ (EngineError::Unreachable { .. } | EngineError::ImageUnavailable { .. })) => {
+                Err(e.into())
+            }
+            Err(e) => Err(EngineError::ImageUnavailable {
+                image: image.to_string(),
+                reason: e.to_string(),
+            }
+            .into()),
+        }
+    }
+
+    async fn create(&self, built: &BuiltSpec) -> Result<String, LifecycleError> {
+        self.create_from(&built.spec).await
+    }
+
+    async fn create_from(&self, spec: &ContainerSpec) -> Result<String, LifecycleError> {
+        let id = self.engine.create_container(spec).await?;
+        for att in spec.networks.iter().skip(1) {
+            self.engine
+                .connect_network(&att.network, &id, &att.aliases)
+                .await?;
+        }
+        Ok(id)
+    }
+
+    /// Stops (with hooks, for stateful services) and removes a container that is replaced.
+    async fn retire(
+        &self,
+        name: &str,
+        c: ContainerInfo,
+        transition: Transition,
+        hooks: &mut dyn Hooks,
+        report: &mut Report,
+    ) -> Result<(), LifecycleError> {
+        self.ui.status(format!(
+            "{name}: its definition changed; recreating container {}",
+            c.name
+        ));
+        let with_hooks = self.stateful(name).is_some();
+        let targets = vec![(name.to_string(), c.clone())];
+        self.stop_services(&targets, None, transition, hooks, with_hooks, report)
+            .await?;
+        self.engine.remove_container(&c.id, false).await?;
+        Ok(())
+    }
+}
