@@ -3,6 +3,7 @@
 //! Plans come from `stack::plan` (pure); this module executes them and calls [`Hooks`] at the
 //! points the guard and snapshots need. It never touches a resource without the stack's labels.
 
+mod crash;
 pub mod spec;
 mod status;
 mod stop;
@@ -10,6 +11,7 @@ mod stop;
 mod tests;
 mod up;
 mod wait;
+pub use crash::crash_recovery_ran;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -457,11 +457,7 @@ async fn recovery_note(
     })
 }
 
-/// Postgres' log lines of a start after an unclean shutdown.
-pub fn crash_recovery_ran(logs: &str) -> bool {
-    logs.contains("database system was interrupted")
-        || logs.contains("was not properly shut down; automatic recovery in progress")
-}
+pub use crate::lifecycle::crash_recovery_ran;
 
 #[cfg(test)]
 mod tests;
