@@ -38,14 +38,16 @@ fn commit_rows(s: &TestStack, n: usize) -> usize {
 }
 
 fn ledger_rows(s: &TestStack) -> usize {
-    s.psql("db", "app", "SELECT count(*) FROM ledger").parse().unwrap()
+    s.psql("db", "app", "SELECT count(*) FROM ledger")
+        .parse()
+        .unwrap()
 }
 
 /// `n` guarded down/up cycles; between them a writer commits rows. Every committed row must be
 /// there after each up, and nodus must neither report a loss nor warn about one.
 fn guarded_cycles(name: &str, n: usize) {
     let s = TestStack::new(name, &pg_stack("", "x-nodus:\n  settle: 1s\n"));
-    s.nodus(&["up"]).ok();
+    s.nodus(&["up", "--timeout", "300s"]).ok();
     s.psql(
         "db",
         "app",
@@ -58,10 +60,13 @@ fn guarded_cycles(name: &str, n: usize) {
         committed += commit_rows(&s, 5);
         let d = s.nodus(&["down", "--no-snapshot"]);
         d.ok();
-        let u = s.nodus(&["up"]);
+        let u = s.nodus(&["up", "--timeout", "300s"]);
         u.ok();
         for r in [&d, &u] {
-            if r.stderr.contains("loss") || r.stderr.contains("missing") || r.stderr.contains("warning") {
+            if r.stderr.contains("loss")
+                || r.stderr.contains("missing")
+                || r.stderr.contains("warning")
+            {
                 false_alarms += 1;
                 eprintln!("cycle {i}: unexpected warning:\n{}", r.stderr);
             }
@@ -92,7 +97,7 @@ fn hundred_guarded_cycles_with_a_writer_lose_nothing() {
 #[test]
 fn docker_kill_during_committed_writes_then_up_reports_crash_recovery_and_keeps_every_row() {
     let s = TestStack::new("kill", &pg_stack("", "x-nodus:\n  settle: 1s\n"));
-    s.nodus(&["up"]).ok();
+    s.nodus(&["up", "--timeout", "300s"]).ok();
     s.psql(
         "db",
         "app",
@@ -127,7 +132,7 @@ fn docker_kill_during_committed_writes_then_up_reports_crash_recovery_and_keeps_
     let acked = writer.join().unwrap();
     assert!(acked > 0, "the writer committed nothing before the kill");
 
-    let u = s.nodus(&["up"]);
+    let u = s.nodus(&["up", "--timeout", "300s"]);
     u.ok();
     assert!(
         u.stderr.contains("did not shut down cleanly"),
@@ -140,14 +145,17 @@ fn docker_kill_during_committed_writes_then_up_reports_crash_recovery_and_keeps_
         u.stderr
     );
     let rows = ledger_rows(&s);
-    assert!(rows >= acked, "{acked} commits acknowledged, {rows} rows after recovery");
+    assert!(
+        rows >= acked,
+        "{acked} commits acknowledged, {rows} rows after recovery"
+    );
     s.nodus(&["verify"]).ok();
 }
 
 #[test]
 fn unlogged_table_emptied_by_crash_recovery_is_named_as_such() {
     let s = TestStack::new("unlogged", &pg_stack("", "x-nodus:\n  settle: 1s\n"));
-    s.nodus(&["up"]).ok();
+    s.nodus(&["up", "--timeout", "300s"]).ok();
     s.psql(
         "db",
         "app",
@@ -157,11 +165,19 @@ fn unlogged_table_emptied_by_crash_recovery_is_named_as_such() {
     // A grace period of 0: the engine kills postgres right after the stop signal.
     let d = s.nodus(&["down", "--no-snapshot", "--timeout", "0s"]);
     d.ok();
-    assert!(d.stderr.contains("did not shut down cleanly"), "{}", d.stderr);
-    let u = s.nodus(&["up"]);
+    assert!(
+        d.stderr.contains("did not shut down cleanly"),
+        "{}",
+        d.stderr
+    );
+    let u = s.nodus(&["up", "--timeout", "300s"]);
     u.code(3);
     let text = u.stderr.to_lowercase();
-    assert!(text.contains("unlogged"), "cause does not say UNLOGGED:\n{}", u.stderr);
+    assert!(
+        text.contains("unlogged"),
+        "cause does not say UNLOGGED:\n{}",
+        u.stderr
+    );
     assert!(
         text.contains("shut down cleanly") || text.contains("unclean"),
         "cause does not say unclean shutdown:\n{}",
@@ -206,7 +222,8 @@ impl CuttableProxy {
                     let upstream = UnixStream::connect("/var/run/docker.sock").unwrap();
                     o.lock().unwrap().push(client.try_clone().unwrap());
                     o.lock().unwrap().push(upstream.try_clone().unwrap());
-                    let (mut cr, mut uw) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                    let (mut cr, mut uw) =
+                        (client.try_clone().unwrap(), upstream.try_clone().unwrap());
                     let (mut ur, mut cw) = (upstream, client);
                     let (c2, r2, t2) = (c.clone(), r.clone(), trigger.clone());
                     std::thread::spawn(move || {
@@ -244,11 +261,7 @@ impl CuttableProxy {
                 Err(_) => return,
             }
         });
-        CuttableProxy {
-            dir,
-            cut,
-            requests,
-        }
+        CuttableProxy { dir, cut, requests }
     }
 
     fn docker_host(&self) -> String {
@@ -263,7 +276,7 @@ fn engine_unreachable_in_the_middle_of_up_exits_4_and_the_next_up_finishes_the_j
     );
     let s = TestStack::new("cut", &pg_stack(&cache, "x-nodus:\n  settle: 1s\n"));
     // Data first, so "nothing is lost" means something.
-    s.nodus(&["up", "db"]).ok();
+    s.nodus(&["up", "db", "--timeout", "300s"]).ok();
     s.create_tables("db", "app", 3, 10);
     s.nodus(&["down", "--no-snapshot"]).ok();
 
@@ -273,14 +286,23 @@ fn engine_unreachable_in_the_middle_of_up_exits_4_and_the_next_up_finishes_the_j
     let proxy = CuttableProxy::start(move |line| {
         let is_start = line.starts_with("POST ")
             && line.contains("/containers/")
-            && line.split_whitespace().nth(1).is_some_and(|p| {
-                p.split('?').next().unwrap_or_default().ends_with("/start")
-            });
+            && line
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|p| p.split('?').next().unwrap_or_default().ends_with("/start"));
         is_start && st.fetch_add(1, Ordering::SeqCst) + 1 == 2
     });
     let host = proxy.docker_host();
-    let r = s.nodus_env(&s.project.clone(), &[("DOCKER_HOST", host.as_str())], &["up"]);
-    assert!(proxy.cut.load(Ordering::SeqCst), "the proxy never cut ({} requests)", proxy.requests.load(Ordering::SeqCst));
+    let r = s.nodus_env(
+        &s.project.clone(),
+        &[("DOCKER_HOST", host.as_str())],
+        &["up", "--timeout", "300s"],
+    );
+    assert!(
+        proxy.cut.load(Ordering::SeqCst),
+        "the proxy never cut ({} requests)",
+        proxy.requests.load(Ordering::SeqCst)
+    );
     r.code(4);
     assert!(
         r.stderr.contains("hint:") && r.stderr.to_lowercase().contains("engine"),
@@ -290,7 +312,7 @@ fn engine_unreachable_in_the_middle_of_up_exits_4_and_the_next_up_finishes_the_j
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
 
     // The next run (engine reachable again) finishes what was left half-done; nothing is lost.
-    let again = s.nodus(&["up"]);
+    let again = s.nodus(&["up", "--timeout", "300s"]);
     again.ok();
     assert!(again.stderr.contains("cache"), "{}", again.stderr);
     assert!(again.stderr.contains("nothing lost"), "{}", again.stderr);

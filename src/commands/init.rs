@@ -56,9 +56,9 @@ pub fn run(ctx: &Ctx, args: InitArgs) -> anyhow::Result<()> {
             "files": written,
         }));
     } else {
-        ctx.ui.status(format!(
-            "next: `nodus up` to start the stack, `nodus test-persistence` to check that its data survives restarts"
-        ));
+        ctx.ui.status(
+            "next: `nodus up` to start the stack, `nodus test-persistence` to check that its data survives restarts",
+        );
     }
     Ok(())
 }

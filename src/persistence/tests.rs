@@ -195,16 +195,3 @@ fn a_loss_in_a_service_without_sentinel_still_fails_the_cycle() {
     assert!(!c.ok);
     assert_eq!(c.cases[0].service, "qdrant");
 }
-
-#[test]
-fn crash_recovery_is_recognised_in_the_postgres_log() {
-    assert!(crash_recovery_ran(
-        "LOG:  database system was interrupted; last known up at 2026-01-01\nLOG:  redo starts at 0/1"
-    ));
-    assert!(crash_recovery_ran(
-        "LOG:  database system was not properly shut down; automatic recovery in progress"
-    ));
-    assert!(!crash_recovery_ran(
-        "LOG:  database system was shut down at 2026-01-01"
-    ));
-}
