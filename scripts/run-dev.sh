@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job: build nodus and bring up stacks/dev.yaml (postgres + redis), guarded, then show
+# The main job: build nodus and bring up templates/stacks/dev.yaml (postgres + redis), guarded, then show
 # status and census. Uses the real images when present or pullable; otherwise builds registry-free
-# stand-ins and says so. Leaves the stack running: `target/release/nodus -f stacks/dev.yaml down`.
+# stand-ins and says so. Leaves the stack running: `target/release/nodus -f templates/stacks/dev.yaml down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-env.sh
@@ -19,8 +19,8 @@ if ! image_available postgres:15-alpine || ! image_available redis:7-alpine; the
   export NODUS_POSTGRES_IMAGE=nodus/postgres-standin:15
   export NODUS_REDIS_IMAGE=nodus/redis-standin:7
 fi
-$NODUS -f stacks/dev.yaml up
-$NODUS -f stacks/dev.yaml status
-$NODUS -f stacks/dev.yaml census
-$NODUS -f stacks/dev.yaml verify
-echo "run-dev: the dev stack is up. Stop it with: $NODUS -f stacks/dev.yaml down" >&2
+$NODUS -f templates/stacks/dev.yaml up
+$NODUS -f templates/stacks/dev.yaml status
+$NODUS -f templates/stacks/dev.yaml census
+$NODUS -f templates/stacks/dev.yaml verify
+echo "run-dev: the dev stack is up. Stop it with: $NODUS -f templates/stacks/dev.yaml down" >&2

@@ -102,6 +102,11 @@ pub enum Command {
     Snapshot(SnapshotCommand),
     /// Logical backups (pg_dumpall)
     Backup(BackupArgs),
+    /// Assert that the data survives restarts: sentinels, N guarded cycles, JUnit/JSON reports;
+    /// exit 3 on any loss
+    TestPersistence(TestPersistenceArgs),
+    /// Write a starter nodus.yaml (and a CI workflow) from the built-in templates
+    Init(InitArgs),
     /// Bring the stack up, then restart/recreate/sync services when their files change (guarded),
     /// with a live census between transitions
     Watch(WatchArgs),
@@ -620,4 +625,78 @@ pub struct WatchArgs {
     /// How long to wait for each service to become healthy, e.g. 120s
     #[arg(long, default_value = "120s")]
     pub timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TestPersistenceArgs {
+    /// Number of restart cycles after the initial up
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub cycles: u32,
+    /// Start the whole stack each cycle (app services' start-up is part of the test); by default
+    /// only stateful services are cycled
+    #[arg(long)]
+    pub with_services: bool,
+    /// The transition of each cycle: guarded down then up, guarded restart, or SIGKILL of the
+    /// database containers then up
+    #[arg(long, value_enum, default_value_t = RestartKindArg::DownUp)]
+    pub restart_kind: RestartKindArg,
+    /// Write a JUnit XML report to FILE (a testsuite per cycle, a testcase per database and redis)
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Run on a throwaway project (name printed); its containers, network and volumes are removed
+    /// at the end, also on failure or Ctrl-C
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// Do not snapshot volumes at each down
+    #[arg(long)]
+    pub no_snapshot: bool,
+    /// How long to wait for each service to become healthy, e.g. 120s, 2m
+    #[arg(long, default_value = "120s")]
+    pub timeout: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestartKindArg {
+    /// Guarded down (snapshot unless --no-snapshot), then up
+    DownUp,
+    /// Guarded restart
+    Restart,
+    /// SIGKILL the database containers, then up (must report the unclean shutdown)
+    Kill,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The stack template to start from
+    #[arg(long, value_enum, default_value_t = TemplateArg::Dev)]
+    pub template: TemplateArg,
+    /// Also write a CI job running `nodus test-persistence`
+    #[arg(long, value_enum)]
+    pub ci: Option<CiArg>,
+    /// Overwrite existing files
+    #[arg(long)]
+    pub force: bool,
+    /// Directory to write into [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TemplateArg {
+    /// PostgreSQL and Redis for development
+    Dev,
+    /// The nodus-adk stack
+    NodusAdk,
+    /// The zentoria stack
+    Zentoria,
+    /// The orquix stack
+    Orquix,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CiArg {
+    /// .github/workflows/nodus-persistence.yml
+    Github,
+    /// .gitlab-ci.yml (JUnit under artifacts:reports:junit)
+    Gitlab,
 }

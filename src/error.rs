@@ -52,7 +52,16 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                 }),
             );
         }
-        if let Some(e) = cause.downcast_ref::<EngineError>() {
+        // `LifecycleError::Engine` is transparent: its source is the engine error's source, so
+        // the engine error itself is only reachable through it.
+        let engine =
+            cause.downcast_ref::<EngineError>().or_else(|| match cause
+                .downcast_ref::<crate::lifecycle::LifecycleError>(
+            ) {
+                Some(crate::lifecycle::LifecycleError::Engine(e)) => Some(e),
+                _ => None,
+            });
+        if let Some(e) = engine {
             if let EngineError::Unreachable { endpoint, .. } = e {
                 return (
                     EXIT_ENGINE,
@@ -150,5 +159,15 @@ mod tests {
             cycle: vec!["a".into(), "b".into()],
         });
         assert_eq!(classify(&e).0, EXIT_ERROR);
+    }
+
+    #[test]
+    fn engine_unreachable_inside_a_lifecycle_error_is_exit_4() {
+        let e = crate::lifecycle::LifecycleError::Engine(EngineError::Unreachable {
+            endpoint: "unix:///tmp/x.sock".into(),
+            reason: "connection closed before message completed".into(),
+        });
+        let any = anyhow::Error::new(e).context("nodus up");
+        assert_eq!(classify(&any).0, EXIT_ENGINE);
     }
 }

@@ -12,12 +12,14 @@ pub mod interrupt;
 pub mod labels;
 pub mod lifecycle;
 pub mod output;
+pub mod persistence;
 pub mod project;
 pub mod session;
 pub mod snapshot;
 pub mod stack;
 pub mod state;
 pub mod table;
+pub mod templates;
 pub mod timing;
 pub mod watch;
 

@@ -98,7 +98,7 @@ fn yaml(text: &str) -> serde_yaml::Value {
 fn seed_stacks_render_and_compose_accepts_them() {
     let tmp = tempfile::tempdir().unwrap();
     let mut seen = 0;
-    for entry in std::fs::read_dir(repo().join("stacks")).unwrap() {
+    for entry in std::fs::read_dir(repo().join("templates/stacks")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
@@ -165,7 +165,10 @@ fn seed_stacks_render_and_compose_accepts_them() {
             }
         }
     }
-    assert_eq!(seen, 4, "stacks/ should hold the four seed stacks");
+    assert_eq!(
+        seen, 4,
+        "templates/stacks/ should hold the four seed stacks"
+    );
 }
 
 #[test]
@@ -175,7 +178,7 @@ fn seed_stacks_render_with_standin_images() {
         ("NODUS_POSTGRES_IMAGE", "nodus/postgres-standin:15"),
         ("NODUS_REDIS_IMAGE", "nodus/redis-standin:7"),
     ];
-    let path = repo().join("stacks/dev.yaml");
+    let path = repo().join("templates/stacks/dev.yaml");
     let o = nodus(
         tmp.path(),
         &[

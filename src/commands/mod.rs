@@ -7,12 +7,14 @@ pub mod doctor;
 pub mod down;
 pub mod hooks;
 pub mod import;
+pub mod init;
 pub mod render;
 pub mod restart;
 pub mod snapshot;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod test_persistence;
 pub mod up;
 pub mod verify;
 // compose habits
@@ -229,5 +231,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<()> {
         Command::Doctor(a) => doctor::run(&ctx, a).await,
         Command::Import(a) => import::run(&ctx, a).await,
         Command::Watch(a) => watch::run(&ctx, a).await,
+        Command::TestPersistence(a) => test_persistence::run(&ctx, a).await,
+        Command::Init(a) => init::run(&ctx, a),
     }
 }

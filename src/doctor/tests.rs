@@ -1,5 +1,5 @@
 //! Static checks over the fixtures in tests/fixtures/doctor (one per id, plus a clean one) and
-//! over every stack in stacks/.
+//! over every stack in templates/stacks/.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -81,7 +81,7 @@ fn clean_fixture_has_no_findings() {
 #[test]
 fn shipped_stacks_have_no_errors() {
     let mut n = 0;
-    for e in std::fs::read_dir(root().join("stacks")).unwrap() {
+    for e in std::fs::read_dir(root().join("templates/stacks")).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
             n += 1;

@@ -1030,6 +1030,20 @@ impl Engine for FakeEngine {
             .map(|n| (n.clone(), format!("172.18.0.{}", i + 2)))
             .collect())
     }
+
+    async fn kill_container(&self, id: &str, signal: &str) -> Result<()> {
+        let mut st = self.st();
+        let now = st.now();
+        let c = st.container(id)?;
+        let name = c.info.name.clone();
+        if c.info.state == RunState::Running {
+            c.info.state = RunState::Exited;
+            c.info.finished_at = Some(now);
+            c.info.exit_code = Some(137);
+        }
+        st.calls.push(format!("kill {name} {signal}"));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

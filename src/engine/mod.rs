@@ -440,4 +440,14 @@ pub trait Engine: Send + Sync {
     /// The container's IP addresses on its networks (network name, address); empty when it is
     /// not running.
     async fn container_addresses(&self, id: &str) -> Result<Vec<(String, String)>>;
+    /// Sends `signal` (e.g. `SIGKILL`) to a running container. Only `test-persistence
+    /// --restart-kind kill` uses it (the lifecycle always stops with the stop signal).
+    /// (Default: unsupported, for test engines that do not need it.)
+    async fn kill_container(&self, id: &str, signal: &str) -> Result<()> {
+        Err(EngineError::api(
+            "kill",
+            id,
+            format!("{signal}: not supported by this engine"),
+        ))
+    }
 }

@@ -3,9 +3,10 @@
 //! Plans come from `stack::plan` (pure); this module executes them and calls [`Hooks`] at the
 //! points the guard and snapshots need. It never touches a resource without the stack's labels.
 
+pub mod adopt;
+mod crash;
 mod orphans;
 mod ports;
-pub mod adopt;
 mod probe;
 pub mod spec;
 mod status;
@@ -16,6 +17,7 @@ mod tests;
 mod tests_perf;
 mod up;
 mod wait;
+pub use crash::crash_recovery_ran;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -250,6 +250,7 @@ impl<'a> Lifecycle<'a> {
         let width = self.width(&order);
         let mut ids: BTreeMap<String, String> = BTreeMap::new();
         let mut ready = Vec::new();
+        let mut recovering: Vec<String> = Vec::new();
         for wave in plan::waves(compose, &order) {
             let mut started: Vec<(String, String, &'static str, Want)> = Vec::new();
             for name in &wave {
@@ -274,6 +275,9 @@ impl<'a> Lifecycle<'a> {
                     }
                     Action::Start(c) => {
                         let _t = crate::timing::span("start");
+                        if self.unclean_before_start(name, &c).await {
+                            recovering.push(name.clone());
+                        }
                         self.start_service(name, &c.id).await?;
                         report.started.push(name.clone());
                         (c.id, "started")
@@ -338,6 +342,9 @@ impl<'a> Lifecycle<'a> {
                     "{name:<width$}  {verb} ({})",
                     describe(&rs.container)
                 ));
+                if recovering.contains(&name) {
+                    self.note_crash_recovery(&name, &id).await;
+                }
                 ids.insert(name, id);
                 ready.push(rs);
             }

@@ -8,9 +8,9 @@ use serde_yaml::{Mapping, Value};
 
 use super::duration::parse_duration;
 use super::interpolate::{key_display, Interpolator};
-use super::position::{key_position, unclosed_quote};
 use super::merge::merge_documents;
 use super::model::{ComposeFile, NetworkDef, Service, StringOrList, VolumeDef, VolumeType};
+use super::position::{key_position, unclosed_quote};
 use super::xnodus::{self, XNodus};
 use super::{normalize_project_name, Env, ProjectSource, SourceFile, Stack, StackError};
 

@@ -9,10 +9,10 @@ pub mod harden;
 pub mod interpolate;
 mod load;
 pub mod locate;
-pub mod position;
 pub mod merge;
 pub mod model;
 pub mod plan;
+pub mod position;
 pub mod xnodus;
 
 use std::path::PathBuf;

@@ -690,4 +690,14 @@ impl Engine for DockerEngine {
         out.sort();
         Ok(out)
     }
+
+    async fn kill_container(&self, id: &str, signal: &str) -> Result<()> {
+        let opts = bollard::query_parameters::KillContainerOptionsBuilder::new()
+            .signal(signal)
+            .build();
+        self.docker
+            .kill_container(id, Some(opts))
+            .await
+            .map_err(|e| self.err("kill", Obj::Container(id), e))
+    }
 }

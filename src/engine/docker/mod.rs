@@ -449,7 +449,9 @@ fn server_message(e: &BollardError) -> Option<&str> {
 fn is_connection_error(e: &BollardError) -> bool {
     match e {
         BollardError::SocketNotFoundError(_) | BollardError::RequestTimeoutError => true,
-        BollardError::HyperLegacyError { err } => err.is_connect(),
+        // The engine went away in the middle of a request (socket closed, daemon stopped):
+        // as unreachable as a refused connection.
+        BollardError::HyperLegacyError { err } => err.is_connect() || connection_lost(err),
         BollardError::IOError { err } => matches!(
             err.kind(),
             std::io::ErrorKind::ConnectionRefused
@@ -459,6 +461,32 @@ fn is_connection_error(e: &BollardError) -> bool {
         ),
         _ => false,
     }
+}
+
+/// A hyper error in `e`'s sources saying the connection closed before the answer was complete,
+/// or an I/O error of a broken connection.
+fn connection_lost(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = src {
+        if let Some(h) = cause.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        src = cause.source();
+    }
+    false
 }
 
 /// A readable description of a bollard error, including its sources.

@@ -1,0 +1,151 @@
+//! A postgres container that stopped without nodus (killed, crashed, host reboot) and is started
+//! again: `up`/`start` say that it did not shut down cleanly before starting it, and once it is
+//! ready whether it ran crash recovery (committed data is kept; UNLOGGED tables are emptied).
+
+use crate::engine::ContainerInfo;
+use crate::stack::ServiceKind;
+
+use super::stop::postgres_shutdown;
+use super::Lifecycle;
+
+/// Log lines read to judge the last shutdown / the recovery.
+const LOG_LINES: usize = 80;
+
+/// Postgres' log lines of a start after an unclean shutdown.
+pub fn crash_recovery_ran(logs: &str) -> bool {
+    logs.contains("database system was interrupted")
+        || logs.contains("was not properly shut down; automatic recovery in progress")
+}
+
+impl Lifecycle<'_> {
+    /// Before starting the stopped container `c` of `service`: true (and a warning) when it is a
+    /// postgres that did not shut down cleanly.
+    pub(super) async fn unclean_before_start(&self, service: &str, c: &ContainerInfo) -> bool {
+        if self.stateful(service).map(|s| s.kind) != Some(ServiceKind::Postgres) {
+            return false;
+        }
+        let killed = c.exit_code == Some(137) || c.oom_killed;
+        let logs = self.engine.logs(&c.id, LOG_LINES).await.unwrap_or_default();
+        let (clean, _) = postgres_shutdown(&logs);
+        if !killed && clean {
+            return false;
+        }
+        let why = if c.oom_killed {
+            "it was OOM-killed".to_string()
+        } else if killed {
+            "it was killed (exit 137)".to_string()
+        } else {
+            format!(
+                "it exited with {} and its log does not show a clean shutdown",
+                c.exit_code.unwrap_or(-1)
+            )
+        };
+        self.ui.warn(format!(
+            "postgres in {} did not shut down cleanly ({why}): it runs crash recovery now; committed data is kept, UNLOGGED tables are emptied",
+            c.name
+        ));
+        true
+    }
+
+    /// After a container that [`Self::unclean_before_start`] warned about is ready: says whether
+    /// postgres ran its crash recovery.
+    pub(super) async fn note_crash_recovery(&self, service: &str, id: &str) {
+        let logs = self.engine.logs(id, LOG_LINES).await.unwrap_or_default();
+        if crash_recovery_ran(&logs) {
+            self.ui.warn(format!(
+                "{service}: postgres ran crash recovery after the unclean shutdown (the census below shows whether anything is missing)"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::fake::FakeEngine;
+    use crate::engine::Engine;
+    use crate::lifecycle::{NoHooks, UpOptions};
+    use crate::output::Ui;
+    use crate::stack::{ComposeFile, Hardened, StatefulService};
+
+    const STACK: &str = "services:\n  db:\n    image: postgres:16\n    volumes: [data:/var/lib/postgresql/data]\n  cache:\n    image: redis:7\nvolumes:\n  data:\n";
+
+    fn hardened() -> Hardened {
+        let compose: ComposeFile = serde_yaml::from_str(STACK).unwrap();
+        Hardened {
+            compose,
+            stateful: vec![StatefulService {
+                service: "db".into(),
+                kind: ServiceKind::Postgres,
+                data_dir: "/var/lib/postgresql/data".into(),
+                volume_key: Some("data".into()),
+                volume_name: Some("nt_data".into()),
+            }],
+            findings: Vec::new(),
+        }
+    }
+
+    fn lc<'a>(engine: &'a FakeEngine, h: &'a Hardened, ui: &'a Ui) -> Lifecycle<'a> {
+        Lifecycle {
+            engine,
+            project: "nt",
+            hardened: h,
+            ui,
+            working_dir: Path::new("/work/nt"),
+            config_files: vec!["/work/nt/compose.yaml".into()],
+            env: Box::leak(Box::default()),
+        }
+    }
+
+    fn opts() -> UpOptions {
+        UpOptions {
+            services: Vec::new(),
+            timeout: Duration::from_secs(5),
+            ..UpOptions::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_killed_postgres_is_unclean_a_stopped_one_is_not() {
+        let e = FakeEngine::new().with_images(&["postgres:16", "redis:7"]);
+        let h = hardened();
+        let ui = Ui::plain();
+        let l = lc(&e, &h, &ui);
+        l.up(&opts(), &mut NoHooks).await.unwrap();
+
+        // stopped by nodus: its log ends with the clean shutdown
+        l.stop(&["db".into()], None, &mut NoHooks).await.unwrap();
+        let c = l.any_container_of("db").await.unwrap().unwrap();
+        assert!(!l.unclean_before_start("db", &c).await);
+        l.up(&opts(), &mut NoHooks).await.unwrap();
+
+        // SIGKILLed outside nodus
+        let c = l.any_container_of("db").await.unwrap().unwrap();
+        e.kill_container(&c.id, "SIGKILL").await.unwrap();
+        let c = l.any_container_of("db").await.unwrap().unwrap();
+        assert_eq!(c.exit_code, Some(137));
+        assert!(l.unclean_before_start("db", &c).await);
+        // up starts it again (not recreated)
+        let r = l.up(&opts(), &mut NoHooks).await.unwrap();
+        assert_eq!(r.started, ["db"]);
+
+        // not postgres: nothing to say
+        let cache = l.any_container_of("cache").await.unwrap().unwrap();
+        e.kill_container(&cache.id, "SIGKILL").await.unwrap();
+        let cache = l.any_container_of("cache").await.unwrap().unwrap();
+        assert!(!l.unclean_before_start("cache", &cache).await);
+    }
+
+    #[test]
+    fn crash_recovery_lines() {
+        assert!(crash_recovery_ran(
+            "LOG:  database system was interrupted; last known up at 2026-01-01"
+        ));
+        assert!(!crash_recovery_ran(
+            "LOG:  database system was shut down at 2026-01-01"
+        ));
+    }
+}
