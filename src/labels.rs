@@ -19,6 +19,10 @@ pub const CONFIG_FILES: &str = "com.docker.compose.project.config_files";
 pub const MANAGED: &str = "io.nodus.managed";
 /// The nodus project (same value as [`PROJECT`]).
 pub const NODUS_PROJECT: &str = "io.nodus.project";
+/// On a data volume `nodus import --migrate-data` filled: where the data was copied from (the old
+/// container's volume name or bind-mount source). `up` then knows that volume already holds that
+/// data and does not offer to move it again.
+pub const MIGRATED_FROM: &str = "io.nodus.migrated-from";
 /// A container nodus created for its own use (snapshot/restore helper, probe): not a service.
 pub const HELPER: &str = "io.nodus.helper";
 

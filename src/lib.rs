@@ -58,9 +58,24 @@ pub fn run() -> ExitCode {
             return ExitCode::from(error::EXIT_ERROR);
         }
     };
-    // The command races SIGINT/SIGTERM: when a signal wins, the command's future is dropped
-    // (its destructors remove unfinished snapshots) and the user is told what was left.
+    // A command races SIGINT/SIGTERM: when a signal wins, the command's future is dropped (its
+    // destructors remove unfinished snapshots) and the user is told what was left. Commands that
+    // handle Ctrl-C themselves (`watch` leaves the stack running, `test-persistence
+    // --ephemeral` cleans up, `logs -f` ends cleanly, interactive sessions pass it on) are not raced.
+    let own_signals = matches!(
+        cli.command,
+        cli::Command::Watch(_)
+            | cli::Command::TestPersistence(_)
+            | cli::Command::Logs(_)
+            | cli::Command::Exec(_)
+            | cli::Command::Run(_)
+            | cli::Command::Psql(_)
+            | cli::Command::RedisCli(_)
+    );
     let outcome = runtime.block_on(async {
+        if own_signals {
+            return Ok(commands::dispatch(cli, ui.clone()).await);
+        }
         let outcome = tokio::select! {
             r = commands::dispatch(cli, ui.clone()) => Ok(r),
             sig = interrupt::wait(ui.clone()) => Err(sig),

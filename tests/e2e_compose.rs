@@ -118,7 +118,8 @@ fn up_detached_then_ps_port_logs_exec_run_psql_config() {
         "echo $GREETING $(pwd)",
     ]);
     assert_eq!(env.stdout.trim(), "hi /tmp", "{}", env.all());
-    s.nodus(&["exec", "nope", "true"]).code(1);
+    // An unknown service on the command line is a usage error.
+    s.nodus(&["exec", "nope", "true"]).code(2);
 
     // psql -c and psql -- ARGS, as the configured user, in the configured database.
     let q = s.nodus(&["psql", "-c", "select 1"]);

@@ -297,11 +297,21 @@ fn failed_import_leaves_the_original_running_and_writes_nothing() {
 
 #[test]
 fn up_prints_the_static_findings_first_unless_told_not_to() {
-    let s = TestStack::new("doc-up", &pg_stack("", ""));
+    // fsync=off is a hazard nodus cannot fix; the short grace period and the anonymous PGDATA of
+    // the file as written are fixed by the hardening, so `up` does not repeat them.
+    let yaml = format!(
+        "services:\n  db:\n    image: {PG_IMAGE}\n    command: [\"postgres\", \"-c\", \"fsync=off\"]\n    environment:\n      POSTGRES_PASSWORD: secret-pw\n      POSTGRES_DB: app\n"
+    );
+    let s = TestStack::new("doc-up", &yaml);
     let u = s.nodus(&["up"]);
     u.ok();
     assert!(u.stderr.contains("nodus doctor:"), "{}", u.stderr);
-    assert!(u.stderr.contains("stop-grace-short"), "{}", u.stderr);
+    assert!(u.stderr.contains("unsafe-durability"), "{}", u.stderr);
+    assert!(!u.stderr.contains("stop-grace-short"), "{}", u.stderr);
+    assert!(!u.stderr.contains("pgdata-anonymous"), "{}", u.stderr);
+    // `nodus doctor` still names them: the file as written has them.
+    let d = s.nodus(&["doctor", "--no-live"]);
+    assert!(d.stdout.contains("stop-grace-short"), "{}", d.all());
     let u = s.nodus(&["up", "--no-doctor"]);
     u.ok();
     assert!(!u.stderr.contains("nodus doctor:"), "{}", u.stderr);

@@ -441,7 +441,7 @@ fn unknown_x_nodus_watch_keys_and_rebuild_rules_are_refused_at_start_up() {
     let s = TestStack::new("watch-refuse", &apps(&["app"], "", x));
     let r = s.nodus(&["watch"]);
     r.code(1);
-    assert!(r.stderr.contains("unknown field `delay`"), "{}", r.stderr);
+    assert!(r.stderr.contains("unknown key `delay`"), "{}", r.stderr);
     assert!(
         r.stderr.contains("`paths`, `services`, `action`, `target`"),
         "{}",

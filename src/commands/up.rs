@@ -212,9 +212,22 @@ pub(super) async fn doctor_block(ctx: &Ctx) {
     let Ok((project, sources)) = crate::project::read_only(&ctx.global) else {
         return;
     };
-    let engine = crate::engine::DockerEngine::connect().await.ok();
-    let engine = engine.as_ref().map(|e| e as &dyn crate::engine::Engine);
-    let report = crate::doctor::static_report(engine, &project.stack, &sources).await;
+    // The engine the command uses (`--context`, `-H`), for the images' facts; none is fine.
+    let engine = ctx.engine().await.ok();
+    let mut report =
+        crate::doctor::static_report(engine.as_deref(), &project.stack, &sources).await;
+    let x = &project.stack.nodus;
+    let fixed = report.without_hardened(|svc| {
+        x.services
+            .get(svc)
+            .and_then(|o| o.harden)
+            .unwrap_or(x.harden)
+    });
+    if fixed > 0 {
+        ctx.ui.detail(format!(
+            "nodus doctor: {fixed} hazard(s) of the stack as written are fixed by nodus' hardening (`nodus doctor` lists them)"
+        ));
+    }
     let lines = report.short_block();
     if lines.is_empty() {
         return;

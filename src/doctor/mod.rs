@@ -136,6 +136,16 @@ pub struct Report {
     pub findings: Vec<Finding>,
 }
 
+/// Finding ids that nodus' hardening (`x-nodus.harden: true`, the default) fixes in the generated
+/// compose file it runs.
+pub const FIXED_BY_HARDENING: &[&str] = &[
+    "pgdata-anonymous",
+    "pgdata-container-layer",
+    "pgdata-parent-mount",
+    "stop-grace-short",
+    "stop-signal",
+];
+
 impl Report {
     pub fn push_all(&mut self, f: impl IntoIterator<Item = Finding>) {
         self.findings.extend(f);
@@ -196,6 +206,17 @@ impl Report {
             self.count(Severity::Info)
         ));
         out
+    }
+
+    /// Drops the findings nodus' own hardening fixes in what it runs (a named volume at the data
+    /// directory, SIGINT and a 60 s grace for postgres): `nodus up` on a hardened stack only needs
+    /// to hear about the hazards it cannot fix. `nodus doctor` still reports them all (the file as
+    /// written has them, and plain `docker compose` would meet them). Returns how many were dropped.
+    pub fn without_hardened(&mut self, hardened: impl Fn(&str) -> bool) -> usize {
+        let before = self.findings.len();
+        self.findings
+            .retain(|f| !(FIXED_BY_HARDENING.contains(&f.id) && hardened(&f.service)));
+        before - self.findings.len()
     }
 
     /// The short block `nodus up` prints: errors and warnings, one line each.

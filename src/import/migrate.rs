@@ -222,7 +222,19 @@ async fn copy_and_verify(
         service: m.service.clone(),
         message,
     };
-    let labels = crate::lifecycle::spec::volume_labels(project, &m.volume_key, &IndexMap::new());
+    let mut labels =
+        crate::lifecycle::spec::volume_labels(project, &m.volume_key, &IndexMap::new());
+    let target = m.path.trim_end_matches('/');
+    if let Some(src) = c
+        .mounts
+        .iter()
+        .find(|mt| mt.target.trim_end_matches('/') == target)
+    {
+        labels.insert(
+            crate::labels::MIGRATED_FROM.to_string(),
+            src.name_or_source.clone(),
+        );
+    }
     engine
         .create_volume(&m.volume_name, &labels)
         .await

@@ -256,11 +256,14 @@ impl<'a> Lifecycle<'a> {
             if !self.holds_data(&c.id, &old_dir).await? {
                 continue;
             }
-            let to_exists = self
-                .engine
-                .inspect_volume(&new_mount.source)
-                .await?
-                .is_some();
+            let to_volume = self.engine.inspect_volume(&new_mount.source).await?;
+            // `nodus import --migrate-data` already copied this very data there (census-checked).
+            if to_volume.as_ref().is_some_and(|v| {
+                !from.source.is_empty() && v.labels.get(labels::MIGRATED_FROM) == Some(&from.source)
+            }) {
+                continue;
+            }
+            let to_exists = to_volume.is_some();
             if to_exists && self.volume_holds_data(&new_mount.source, &c.image).await? {
                 out.conflicts.push(MoveConflict {
                     service: name.clone(),
