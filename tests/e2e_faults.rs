@@ -153,6 +153,11 @@ fn docker_kill_during_committed_writes_then_up_reports_crash_recovery_and_keeps_
 }
 
 #[test]
+// Racy, so not in the default run: `down --timeout 0s` sends SIGKILL right after SIGINT, and when
+// postgres finishes its shutdown checkpoint first the control file says "shut down", no crash
+// recovery runs and the UNLOGGED table keeps its rows (seen once in three full runs). A
+// deterministic version needs the guard to act on an outside `docker kill` (issue 11, open).
+#[ignore = "racy kill timing; see the comment"]
 fn unlogged_table_emptied_by_crash_recovery_is_named_as_such() {
     let s = TestStack::new("unlogged", &pg_stack("", "x-nodus:\n  settle: 1s\n"));
     s.nodus(&["up", "--timeout", "300s"]).ok();
