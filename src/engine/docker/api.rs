@@ -369,20 +369,7 @@ impl Engine for DockerEngine {
         let mut archive = Box::pin(self.docker.download_from_container(id, Some(opts)));
         // Poll the first chunk now, so a missing container or path fails here, not mid-stream.
         let object = format!("container {id}:{path}");
-        let archive_err = |e: BollardError| -> EngineError {
-            if status(&e) == Some(404)
-                && server_message(&e).is_some_and(|m| m.contains("No such container"))
-            {
-                EngineError::ContainerNotFound(id.to_string())
-            } else if is_connection_error(&e) {
-                EngineError::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    reason: describe(&e),
-                }
-            } else {
-                EngineError::api("download archive", object.clone(), describe(&e))
-            }
-        };
+        let archive_err = |e: BollardError| self.archive_err("download archive", id, &object, e);
         let first = match archive.next().await {
             None => None,
             Some(Ok(b)) => Some(Ok(Vec::from(b))),
@@ -425,22 +412,7 @@ impl Engine for DockerEngine {
             return Err(e);
         }
         result.map_err(|e| {
-            if status(&e) == Some(404)
-                && server_message(&e).is_some_and(|m| m.contains("No such container"))
-            {
-                EngineError::ContainerNotFound(id.to_string())
-            } else if is_connection_error(&e) {
-                EngineError::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    reason: describe(&e),
-                }
-            } else {
-                EngineError::api(
-                    "upload archive",
-                    format!("container {id}:{path}"),
-                    describe(&e),
-                )
-            }
+            self.archive_err("upload archive", id, &format!("container {id}:{path}"), e)
         })
     }
 

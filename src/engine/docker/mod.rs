@@ -344,6 +344,29 @@ impl DockerEngine {
         EngineError::api(op, object.name(), describe(&e))
     }
 
+    /// Maps an archive endpoint's error: "No such container" (404) → ContainerNotFound (a 404 for
+    /// a missing path stays an Api error naming `object`), connection failures → Unreachable.
+    fn archive_err(
+        &self,
+        op: &'static str,
+        id: &str,
+        object: &str,
+        e: BollardError,
+    ) -> EngineError {
+        if status(&e) == Some(404)
+            && server_message(&e).is_some_and(|m| m.contains("No such container"))
+        {
+            EngineError::ContainerNotFound(id.to_string())
+        } else if is_connection_error(&e) {
+            EngineError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                reason: describe(&e),
+            }
+        } else {
+            EngineError::api(op, object, describe(&e))
+        }
+    }
+
     /// The same client with another request timeout (shares the negotiated version).
     fn with_timeout(&self, secs: u64) -> Docker {
         self.docker.clone().with_timeout(Duration::from_secs(secs))
