@@ -400,38 +400,11 @@ mod tests {
 
     use crate::engine::fake::FakeEngine;
     use crate::engine::{Labels, RunState};
-    use crate::lifecycle::{LifecycleError, NoHooks, UpOptions};
+    use crate::lifecycle::tests::{hardened, lc, up_opts};
+    use crate::lifecycle::{LifecycleError, NoHooks};
     use crate::output::Ui;
-    use crate::stack::{ComposeFile, Hardened, ServiceKind};
 
     const STACK: &str = "services:\n  db:\n    image: postgres:16\n    volumes: [data:/var/lib/postgresql/data]\n  cache:\n    image: redis:7\nvolumes:\n  data:\n";
-
-    fn hardened() -> Hardened {
-        let compose: ComposeFile = serde_yaml::from_str(STACK).unwrap();
-        Hardened {
-            compose,
-            stateful: vec![StatefulService {
-                service: "db".into(),
-                kind: ServiceKind::Postgres,
-                data_dir: "/var/lib/postgresql/data".into(),
-                volume_key: Some("data".into()),
-                volume_name: Some("nt_data".into()),
-            }],
-            findings: Vec::new(),
-        }
-    }
-
-    fn lifecycle<'a>(e: &'a FakeEngine, h: &'a Hardened, ui: &'a Ui) -> Lifecycle<'a> {
-        Lifecycle {
-            engine: e,
-            project: "nt",
-            hardened: h,
-            ui,
-            working_dir: std::path::Path::new("/work/nt"),
-            config_files: vec!["/work/nt/compose.yaml".into()],
-            env: Box::leak(Box::default()),
-        }
-    }
 
     fn compose_labels(project: &str, service: &str) -> Labels {
         let mut l = Labels::new();
@@ -440,14 +413,6 @@ mod tests {
         l.insert(labels::CONTAINER_NUMBER.into(), "1".into());
         l.insert(labels::ONEOFF.into(), "False".into());
         l
-    }
-
-    fn opts() -> UpOptions {
-        UpOptions {
-            services: Vec::new(),
-            timeout: std::time::Duration::from_secs(5),
-            ..UpOptions::default()
-        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -466,11 +431,8 @@ mod tests {
             &compose_labels("nt", "cache"),
             RunState::Running,
         );
-        let (h, ui) = (hardened(), Ui::plain());
-        let report = lifecycle(&e, &h, &ui)
-            .up(&opts(), &mut NoHooks)
-            .await
-            .unwrap();
+        let (h, ui) = (hardened(STACK), Ui::plain());
+        let report = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
         assert_eq!(report.recreated.len(), 2, "{report:?}");
         assert!(e.container("nt_cache_1").is_none(), "v1 container replaced");
         for name in ["nt-db-1", "nt-cache-1"] {
@@ -492,9 +454,9 @@ mod tests {
             &compose_labels("other", "db"),
             RunState::Running,
         );
-        let (h, ui) = (hardened(), Ui::plain());
-        let err = lifecycle(&e, &h, &ui)
-            .up(&opts(), &mut NoHooks)
+        let (h, ui) = (hardened(STACK), Ui::plain());
+        let err = lc(&e, &h, &ui)
+            .up(&up_opts(), &mut NoHooks)
             .await
             .unwrap_err();
         assert!(matches!(err, LifecycleError::Foreign { .. }), "{err:?}");
@@ -511,9 +473,9 @@ mod tests {
             &compose_labels("nt", "db"),
             RunState::Running,
         );
-        let (h, ui) = (hardened(), Ui::plain());
+        let (h, ui) = (hardened(STACK), Ui::plain());
         // an empty data dir: nothing to move
-        let plan = lifecycle(&e, &h, &ui).data_moves(&[]).await.unwrap();
+        let plan = lc(&e, &h, &ui).data_moves(&[]).await.unwrap();
         assert!(plan.moves.is_empty() && plan.conflicts.is_empty());
         // data in the container's own filesystem: it must move to nt_data
         e.set_archive(
@@ -521,7 +483,7 @@ mod tests {
             "/var/lib/postgresql/data",
             tar_of(&["data/", "data/PG_VERSION"]),
         );
-        let plan = lifecycle(&e, &h, &ui).data_moves(&[]).await.unwrap();
+        let plan = lc(&e, &h, &ui).data_moves(&[]).await.unwrap();
         assert_eq!(plan.moves.len(), 1);
         let m = &plan.moves[0];
         assert_eq!(

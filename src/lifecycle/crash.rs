@@ -61,66 +61,29 @@ impl Lifecycle<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::time::Duration;
 
     use super::*;
     use crate::engine::fake::FakeEngine;
     use crate::engine::Engine;
-    use crate::lifecycle::{NoHooks, UpOptions};
+    use crate::lifecycle::tests::{hardened, lc, up_opts};
+    use crate::lifecycle::NoHooks;
     use crate::output::Ui;
-    use crate::stack::{ComposeFile, Hardened, StatefulService};
 
     const STACK: &str = "services:\n  db:\n    image: postgres:16\n    volumes: [data:/var/lib/postgresql/data]\n  cache:\n    image: redis:7\nvolumes:\n  data:\n";
-
-    fn hardened() -> Hardened {
-        let compose: ComposeFile = serde_yaml::from_str(STACK).unwrap();
-        Hardened {
-            compose,
-            stateful: vec![StatefulService {
-                service: "db".into(),
-                kind: ServiceKind::Postgres,
-                data_dir: "/var/lib/postgresql/data".into(),
-                volume_key: Some("data".into()),
-                volume_name: Some("nt_data".into()),
-            }],
-            findings: Vec::new(),
-        }
-    }
-
-    fn lc<'a>(engine: &'a FakeEngine, h: &'a Hardened, ui: &'a Ui) -> Lifecycle<'a> {
-        Lifecycle {
-            engine,
-            project: "nt",
-            hardened: h,
-            ui,
-            working_dir: Path::new("/work/nt"),
-            config_files: vec!["/work/nt/compose.yaml".into()],
-            env: Box::leak(Box::default()),
-        }
-    }
-
-    fn opts() -> UpOptions {
-        UpOptions {
-            services: Vec::new(),
-            timeout: Duration::from_secs(5),
-            ..UpOptions::default()
-        }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn a_killed_postgres_is_unclean_a_stopped_one_is_not() {
         let e = FakeEngine::new().with_images(&["postgres:16", "redis:7"]);
-        let h = hardened();
+        let h = hardened(STACK);
         let ui = Ui::plain();
         let l = lc(&e, &h, &ui);
-        l.up(&opts(), &mut NoHooks).await.unwrap();
+        l.up(&up_opts(), &mut NoHooks).await.unwrap();
 
         // stopped by nodus: its log ends with the clean shutdown
         l.stop(&["db".into()], None, &mut NoHooks).await.unwrap();
         let c = l.any_container_of("db").await.unwrap().unwrap();
         assert!(!l.unclean_before_start("db", &c).await);
-        l.up(&opts(), &mut NoHooks).await.unwrap();
+        l.up(&up_opts(), &mut NoHooks).await.unwrap();
 
         // SIGKILLed outside nodus
         let c = l.any_container_of("db").await.unwrap().unwrap();
@@ -129,7 +92,7 @@ mod tests {
         assert_eq!(c.exit_code, Some(137));
         assert!(l.unclean_before_start("db", &c).await);
         // up starts it again (not recreated)
-        let r = l.up(&opts(), &mut NoHooks).await.unwrap();
+        let r = l.up(&up_opts(), &mut NoHooks).await.unwrap();
         assert_eq!(r.started, ["db"]);
 
         // not postgres: nothing to say

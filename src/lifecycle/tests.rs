@@ -33,7 +33,7 @@ volumes:
 
 const IMAGES: &[&str] = &["postgres:16", "redis:7", "api:1", "migrate:1"];
 
-fn hardened(yaml: &str) -> Hardened {
+pub(super) fn hardened(yaml: &str) -> Hardened {
     let compose: ComposeFile = serde_yaml::from_str(yaml).unwrap();
     let stateful = compose
         .services
@@ -62,7 +62,7 @@ fn ui() -> Ui {
     Ui::plain()
 }
 
-fn lc<'a>(engine: &'a FakeEngine, h: &'a Hardened, ui: &'a Ui) -> Lifecycle<'a> {
+pub(super) fn lc<'a>(engine: &'a FakeEngine, h: &'a Hardened, ui: &'a Ui) -> Lifecycle<'a> {
     Lifecycle {
         engine,
         project: "nt",
@@ -74,7 +74,7 @@ fn lc<'a>(engine: &'a FakeEngine, h: &'a Hardened, ui: &'a Ui) -> Lifecycle<'a> 
     }
 }
 
-fn up_opts() -> UpOptions {
+pub(super) fn up_opts() -> UpOptions {
     UpOptions {
         services: Vec::new(),
         timeout: Duration::from_secs(5),
