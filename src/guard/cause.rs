@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::census::{Persistence, ServiceCensus};
 use super::diff::ServiceDiff;
 use super::ledger::{Phase, ServiceIdentity};
+use crate::lifecycle::StopEvidence;
 use crate::stack::ServiceKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +80,8 @@ pub struct CauseInput<'a> {
     /// The current census was taken while the stack still ran (before a stop, `verify`): its
     /// time, the end of the window in which the data went missing.
     pub running_until: Option<&'a str>,
+    /// Postgres was found stopped without a clean shutdown and started in this transition.
+    pub unclean_start: Option<&'a StopEvidence>,
 }
 
 fn newer(a: Option<&str>, b: Option<&str>) -> bool {
@@ -250,10 +253,20 @@ pub fn infer(input: &CauseInput) -> Cause {
 
     // 2. Same cluster, same volume: when did it go?
     if input.kind == ServiceKind::Postgres && unlogged_crash(input) {
+        if let Some(ev) = input.unclean_start {
+            details.push(format!(
+                "{} was found stopped without a clean shutdown before this start ({}), so postgres ran crash recovery",
+                input.service,
+                describe_unclean(ev)
+            ));
+        }
         return Cause {
             code: CauseCode::UnloggedCrashRecovery,
-            summary: "the lost rows were in UNLOGGED tables, which crash recovery empties: postgres did not shut down cleanly".into(),
-            details,
+            summary: "the lost rows were in UNLOGGED tables, which crash recovery empties: postgres did not shut down cleanly (unclean shutdown)".into(),
+            details: {
+                details.push("UNLOGGED tables never survive a crash: `ALTER TABLE … SET LOGGED` if their rows matter, and stop postgres with nodus (SIGINT, a long enough grace period) rather than `docker kill`".into());
+                details
+            },
             volume: None,
             fix: None,
         };
@@ -320,7 +333,29 @@ pub fn infer(input: &CauseInput) -> Cause {
     }
 }
 
-/// All postgres losses are row drops in tables that were UNLOGGED, and the last stop was not clean.
+/// How an unclean stop showed itself, for a cause's details.
+fn describe_unclean(ev: &StopEvidence) -> String {
+    if ev.oom_killed {
+        "OOM-killed".into()
+    } else if ev.killed {
+        format!(
+            "killed, exit {}",
+            ev.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "?".into())
+        )
+    } else {
+        format!(
+            "exit {}, no clean shutdown in its log",
+            ev.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "?".into())
+        )
+    }
+}
+
+/// All postgres losses are row drops in tables that were UNLOGGED, and the last stop was not
+/// clean (by the baseline's stop evidence, or found so before this start).
 fn unlogged_crash(input: &CauseInput) -> bool {
     let Some(ServiceCensus::Postgres(pg)) = input.baseline.census else {
         return false;
@@ -341,7 +376,8 @@ fn unlogged_crash(input: &CauseInput) -> bool {
         .baseline
         .identity
         .and_then(|i| i.stop_evidence.as_ref())
-        .is_some_and(|e| e.killed || e.oom_killed || e.clean_shutdown == Some(false));
+        .is_some_and(|e| e.killed || e.oom_killed || e.clean_shutdown == Some(false))
+        || input.unclean_start.is_some();
     all_unlogged && unclean
 }
 
@@ -403,6 +439,7 @@ mod tests {
         kind: ServiceKind,
         started: Vec<String>,
         running_until: Option<&'static str>,
+        unclean_start: Option<StopEvidence>,
     }
 
     impl Case {
@@ -418,6 +455,7 @@ mod tests {
                 kind: ServiceKind::Postgres,
                 started: vec![],
                 running_until: None,
+                unclean_start: None,
             }
         }
         fn run(&self) -> Cause {
@@ -438,6 +476,7 @@ mod tests {
                 current_project: "p",
                 started_after_early: &self.started,
                 running_until: self.running_until,
+                unclean_start: self.unclean_start.as_ref(),
             })
         }
     }
@@ -631,6 +670,49 @@ mod tests {
                 .details
                 .iter()
                 .any(|d| d.contains("killed (exit 137)")),
+            "{:?}",
+            cause.details
+        );
+
+        // killed outside nodus: the baseline (a census after the last start) has no stop
+        // evidence; the unclean shutdown was found before this start
+        let mut c = Case::new(c.diff.clone());
+        c.census = Some(ServiceCensus::Postgres(PgCensus {
+            system_identifier: "1".into(),
+            databases: [("app".to_string(), {
+                let mut db = DbCensus::default();
+                db.tables.insert(
+                    "public.cache".into(),
+                    TableCensus {
+                        persistence: Persistence::Unlogged,
+                        rows: 10,
+                        estimated: false,
+                    },
+                );
+                db
+            })]
+            .into(),
+        }));
+        c.phase = Phase::PostSettled;
+        assert_eq!(c.run().code, CauseCode::ChangedSinceCensus);
+        c.unclean_start = Some(StopEvidence {
+            exit_code: Some(137),
+            killed: true,
+            ..Default::default()
+        });
+        let cause = c.run();
+        assert_eq!(cause.code, CauseCode::UnloggedCrashRecovery);
+        assert!(
+            cause.summary.contains("unclean shutdown"),
+            "{}",
+            cause.summary
+        );
+        assert!(
+            cause
+                .details
+                .iter()
+                .any(|d| d.contains("found stopped without a clean shutdown")
+                    && d.contains("killed, exit 137")),
             "{:?}",
             cause.details
         );

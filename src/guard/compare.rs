@@ -86,6 +86,7 @@ pub fn with_ledger(ledger: &Ledger, now: &Census, cx: &Context) -> LedgerCompari
             started_after_early: &[],
             strict,
             running_until,
+            unclean_start: None,
         });
         if let Some(base) = &entry {
             // The data was there at the baseline and until the services started after it: a

@@ -13,7 +13,7 @@ use super::verdict::{self, BaselineRef, Judge, Status, Verdict};
 use super::{
     compare, countable, diff, pg, provision, transition_name, Early, Guard, READY_CONNECT_RETRY,
 };
-use crate::lifecycle::{Hooks, RunningService, StoppedService, Transition};
+use crate::lifecycle::{Hooks, RunningService, StopEvidence, StoppedService, Transition};
 use crate::stack::ServiceKind;
 
 impl Guard {
@@ -366,6 +366,17 @@ impl Hooks for Guard {
         Ok(())
     }
 
+    async fn unclean_stop_found(
+        &mut self,
+        _t: Transition,
+        service: &str,
+        evidence: &StopEvidence,
+    ) -> anyhow::Result<()> {
+        self.unclean_start
+            .insert(service.to_string(), evidence.clone());
+        Ok(())
+    }
+
     async fn all_ready(&mut self, t: Transition, started: &[RunningService]) -> anyhow::Result<()> {
         let mut check: Vec<RunningService> = self.ready.clone();
         for s in started {
@@ -433,6 +444,7 @@ impl Hooks for Guard {
                 started_after_early: &after,
                 strict: false,
                 running_until: None,
+                unclean_start: self.unclean_start.get(&s.service),
             });
             v.services.insert(s.service.clone(), sv);
         }

@@ -132,6 +132,10 @@ pub struct Guard {
     /// Stateful services that kept running through this transition (same container, same start
     /// time as their baseline): nothing to compare.
     kept_running: std::collections::BTreeSet<String>,
+    /// Postgres services found stopped without a clean shutdown before this start (killed
+    /// outside nodus): their crash recovery empties UNLOGGED tables, a loss whatever ran since
+    /// the baseline.
+    unclean_start: BTreeMap<String, crate::lifecycle::StopEvidence>,
     notes: Vec<String>,
 }
 
@@ -182,6 +186,7 @@ impl Guard {
             ready_order: Vec::new(),
             ready: Vec::new(),
             early: BTreeMap::new(),
+            unclean_start: BTreeMap::new(),
             start_time: None,
             created: chrono::Utc::now(),
             kept_running: Default::default(),

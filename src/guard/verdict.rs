@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::cause::{self, Cause, CauseInput};
-use super::census::{plural, ServiceCensus, Totals};
+use super::census::{plural, Persistence, ServiceCensus, Totals};
 use super::diff::ServiceDiff;
 use super::ledger::{Phase, ServiceIdentity};
+use crate::lifecycle::StopEvidence;
 use crate::output::Ui;
 use crate::stack::ServiceKind;
 
@@ -124,6 +125,9 @@ pub struct Judge<'a> {
     /// guard), at this time: the services ran since the baseline, so vanished databases, tables
     /// and collections are a loss and fallen row counts are informational (unless `strict`).
     pub running_until: Option<&'a str>,
+    /// Postgres was found stopped without a clean shutdown (killed outside nodus, crashed) and
+    /// started again in this transition: crash recovery ran, which empties UNLOGGED tables.
+    pub unclean_start: Option<&'a StopEvidence>,
 }
 
 /// The data volume is another one than at the baseline (a renamed project, a replaced volume):
@@ -137,6 +141,33 @@ fn volume_changed(before: Option<&ServiceIdentity>, now: Option<&ServiceIdentity
         _ => false,
     }
 }
+
+/// The diff's row drops split into those in tables that were UNLOGGED at the baseline and the
+/// others (postgres only; everything is "other" for other kinds).
+fn split_unlogged_drops(d: &ServiceDiff, before: &ServiceCensus) -> (RowDrops, RowDrops) {
+    let (mut unlogged, mut other) = (RowDrops::new(), RowDrops::new());
+    for (db, drops) in &d.row_drops {
+        for drop in drops {
+            let was_unlogged = match before {
+                ServiceCensus::Postgres(pg) => pg
+                    .databases
+                    .get(db)
+                    .and_then(|x| x.tables.get(&drop.0))
+                    .is_some_and(|t| t.persistence == Persistence::Unlogged),
+                _ => false,
+            };
+            let side = if was_unlogged {
+                &mut unlogged
+            } else {
+                &mut other
+            };
+            side.entry(db.clone()).or_default().push(drop.clone());
+        }
+    }
+    (unlogged, other)
+}
+
+type RowDrops = BTreeMap<String, Vec<(String, i64, i64)>>;
 
 pub fn judge(j: Judge) -> ServiceVerdict {
     let kind = super::census::kind_str(j.kind).to_string();
@@ -161,9 +192,19 @@ pub fn judge(j: Judge) -> ServiceVerdict {
         }
         return v;
     };
-    let diff = super::diff::compare(bcensus, j.now);
+    let mut diff = super::diff::compare(bcensus, j.now);
     let mut warnings = Vec::new();
     let mut info = Vec::new();
+    // Rows gone from UNLOGGED tables after an unclean shutdown: crash recovery emptied them.
+    // That is a loss whatever ran since the baseline; the drops in other tables keep their
+    // usual judgement below.
+    let mut recovery_emptied = None;
+    if j.unclean_start.is_some() {
+        let (unlogged, other) = split_unlogged_drops(&diff, bcensus);
+        if !unlogged.is_empty() {
+            recovery_emptied = Some((unlogged, other));
+        }
+    }
     let moved = volume_changed(bident, j.current_identity);
     let guarded = bref.guarded && j.running_until.is_none();
     let counts_as_loss = |d: &ServiceDiff| {
@@ -174,10 +215,36 @@ pub fn judge(j: Judge) -> ServiceVerdict {
                 || d.is_structural_loss()
                 || d.system_identifier_changed.is_some())
     };
-    let loss = counts_as_loss(&diff)
+    let mut loss = counts_as_loss(&diff)
         || j.early
             .as_ref()
             .is_some_and(|e| counts_as_loss(e) && e.is_structural_loss());
+    if let Some((unlogged, other)) = recovery_emptied {
+        if !loss {
+            // Only the tables crash recovery emptied are the loss; other fallen counts may be
+            // the services' own deletes, as without the crash.
+            let mut rest = diff.clone();
+            rest.row_drops = other;
+            if rest.is_loss() {
+                let named: Vec<String> = rest
+                    .row_drops
+                    .iter()
+                    .flat_map(|(db, v)| {
+                        v.iter().map(move |(t, a, b)| format!("{db}.{t} {a} → {b}"))
+                    })
+                    .collect();
+                warnings.push(format!(
+                    "{} ({}) since the census {} at {}; the services ran after that census, so this may be their own doing",
+                    rest.summary(),
+                    named.join(", "),
+                    bref.phase.describe(),
+                    bref.time
+                ));
+            }
+            diff.row_drops = unlogged;
+            loss = true;
+        }
+    }
     let status = if loss {
         Status::Loss
     } else if let Some(r) = &diff.not_verified {
@@ -229,6 +296,7 @@ pub fn judge(j: Judge) -> ServiceVerdict {
             current_project: j.current_project,
             started_after_early: j.started_after_early,
             running_until: j.running_until,
+            unclean_start: j.unclean_start,
         })
     });
     ServiceVerdict {
@@ -660,6 +728,94 @@ mod tests {
         assert!(!loss_lines("db", &s, true).join("\n").contains("restore"));
     }
 
+    /// Issue 11: postgres killed outside nodus after the last census (no stop evidence in the
+    /// baseline): the UNLOGGED tables crash recovery emptied are a loss, the rows the services
+    /// deleted from logged tables stay a warning.
+    #[test]
+    fn unlogged_tables_emptied_after_an_unclean_start_are_a_loss() {
+        use crate::guard::census::{DbCensus, PgCensus, TableCensus};
+        let pg = |cache: i64, users: i64| {
+            let mut db = DbCensus::default();
+            for (t, rows, p) in [
+                ("public.cache", cache, Persistence::Unlogged),
+                ("public.users", users, Persistence::Permanent),
+            ] {
+                db.tables.insert(
+                    t.into(),
+                    TableCensus {
+                        persistence: p,
+                        rows,
+                        estimated: false,
+                    },
+                );
+            }
+            ServiceCensus::Postgres(PgCensus {
+                system_identifier: "1".into(),
+                databases: [("app".to_string(), db)].into(),
+            })
+        };
+        let (before, now) = (pg(50, 20), pg(0, 18));
+        let killed = StopEvidence {
+            exit_code: Some(137),
+            killed: true,
+            ..Default::default()
+        };
+        let judge_with = |now: &ServiceCensus, unclean: Option<&StopEvidence>| {
+            judge(Judge {
+                service: "db",
+                kind: ServiceKind::Postgres,
+                baseline: Some((
+                    BaselineRef {
+                        phase: Phase::PostSettled,
+                        time: "2025-01-01T00:00:00Z".into(),
+                        transition: "up".into(),
+                        guarded: false,
+                    },
+                    &before,
+                    None,
+                    "p",
+                )),
+                now,
+                early: None,
+                current_identity: None,
+                current_project: "p",
+                started_after_early: &[],
+                strict: false,
+                running_until: None,
+                unclean_start: unclean,
+            })
+        };
+        // without the unclean start: the services ran since the census, a warning
+        let sv = judge_with(&now, None);
+        assert_eq!(sv.status, Status::Ok);
+        assert_eq!(sv.warnings.len(), 1, "{:?}", sv.warnings);
+
+        let sv = judge_with(&now, Some(&killed));
+        assert_eq!(sv.status, Status::Loss);
+        assert_eq!(
+            sv.cause.as_ref().unwrap().code,
+            CauseCode::UnloggedCrashRecovery
+        );
+        let d = sv.diff.as_ref().unwrap();
+        assert_eq!(
+            d.row_drops["app"],
+            vec![("public.cache".to_string(), 50, 0)]
+        );
+        assert!(
+            sv.warnings.iter().any(|w| w.contains("public.users")),
+            "{:?}",
+            sv.warnings
+        );
+        let text = loss_lines("db", &sv, false).join("\n");
+        assert!(text.contains("public.cache 50 → 0"), "{text}");
+        assert!(!text.contains("public.users"), "{text}");
+
+        // only logged tables fell: the unclean start changes nothing
+        let sv = judge_with(&pg(50, 18), Some(&killed));
+        assert_eq!(sv.status, Status::Ok);
+        assert!(sv.cause.is_none());
+    }
+
     fn redis_ident(volume: &str) -> ServiceIdentity {
         ServiceIdentity {
             kind: ServiceKind::Redis,
@@ -721,6 +877,7 @@ mod tests {
                 started_after_early: &[],
                 strict: false,
                 running_until: None,
+                unclean_start: None,
             })
         };
         let sv = judge_with(&new, "new");

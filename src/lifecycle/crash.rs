@@ -6,7 +6,7 @@ use crate::engine::ContainerInfo;
 use crate::stack::ServiceKind;
 
 use super::stop::postgres_shutdown;
-use super::Lifecycle;
+use super::{Lifecycle, StopEvidence};
 
 /// Log lines read to judge the last shutdown / the recovery.
 const LOG_LINES: usize = 80;
@@ -18,17 +18,21 @@ pub fn crash_recovery_ran(logs: &str) -> bool {
 }
 
 impl Lifecycle<'_> {
-    /// Before starting the stopped container `c` of `service`: true (and a warning) when it is a
-    /// postgres that did not shut down cleanly.
-    pub(super) async fn unclean_before_start(&self, service: &str, c: &ContainerInfo) -> bool {
+    /// Before starting the stopped container `c` of `service`: the evidence (and a warning) when
+    /// it is a postgres that did not shut down cleanly.
+    pub(super) async fn unclean_before_start(
+        &self,
+        service: &str,
+        c: &ContainerInfo,
+    ) -> Option<StopEvidence> {
         if self.stateful(service).map(|s| s.kind) != Some(ServiceKind::Postgres) {
-            return false;
+            return None;
         }
         let killed = c.exit_code == Some(137) || c.oom_killed;
         let logs = self.engine.logs(&c.id, LOG_LINES).await.unwrap_or_default();
-        let (clean, _) = postgres_shutdown(&logs);
+        let (clean, line) = postgres_shutdown(&logs);
         if !killed && clean {
-            return false;
+            return None;
         }
         let why = if c.oom_killed {
             "it was OOM-killed".to_string()
@@ -44,7 +48,13 @@ impl Lifecycle<'_> {
             "postgres in {} did not shut down cleanly ({why}): it runs crash recovery now; committed data is kept, UNLOGGED tables are emptied",
             c.name
         ));
-        true
+        Some(StopEvidence {
+            exit_code: c.exit_code,
+            clean_shutdown: Some(clean),
+            log_line: line,
+            killed,
+            oom_killed: c.oom_killed,
+        })
     }
 
     /// After a container that [`Self::unclean_before_start`] warned about is ready: says whether
@@ -82,7 +92,7 @@ mod tests {
         // stopped by nodus: its log ends with the clean shutdown
         l.stop(&["db".into()], None, &mut NoHooks).await.unwrap();
         let c = l.any_container_of("db").await.unwrap().unwrap();
-        assert!(!l.unclean_before_start("db", &c).await);
+        assert!(l.unclean_before_start("db", &c).await.is_none());
         l.up(&up_opts(), &mut NoHooks).await.unwrap();
 
         // SIGKILLed outside nodus
@@ -90,7 +100,9 @@ mod tests {
         e.kill_container(&c.id, "SIGKILL").await.unwrap();
         let c = l.any_container_of("db").await.unwrap().unwrap();
         assert_eq!(c.exit_code, Some(137));
-        assert!(l.unclean_before_start("db", &c).await);
+        let ev = l.unclean_before_start("db", &c).await.unwrap();
+        assert!(ev.killed);
+        assert_eq!(ev.exit_code, Some(137));
         // up starts it again (not recreated)
         let r = l.up(&up_opts(), &mut NoHooks).await.unwrap();
         assert_eq!(r.started, ["db"]);
@@ -99,7 +111,7 @@ mod tests {
         let cache = l.any_container_of("cache").await.unwrap().unwrap();
         e.kill_container(&cache.id, "SIGKILL").await.unwrap();
         let cache = l.any_container_of("cache").await.unwrap().unwrap();
-        assert!(!l.unclean_before_start("cache", &cache).await);
+        assert!(l.unclean_before_start("cache", &cache).await.is_none());
     }
 
     #[test]

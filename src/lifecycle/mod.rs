@@ -166,6 +166,16 @@ pub trait Hooks: Send {
     ) -> anyhow::Result<()> {
         Ok(())
     }
+    /// A stopped postgres container about to be started did not shut down cleanly (killed
+    /// outside nodus, crashed, OOM): it will run crash recovery, which empties UNLOGGED tables.
+    async fn unclean_stop_found(
+        &mut self,
+        _transition: Transition,
+        _service: &str,
+        _evidence: &StopEvidence,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// A service became ready (healthy, or started when it has no healthcheck); services that
     /// depend on it have not been started yet (provisioning, first census).
     async fn service_ready(
@@ -212,6 +222,17 @@ impl Hooks for HookChain {
     ) -> anyhow::Result<()> {
         for h in &mut self.0 {
             h.after_stop(t, stopped).await?;
+        }
+        Ok(())
+    }
+    async fn unclean_stop_found(
+        &mut self,
+        t: Transition,
+        service: &str,
+        evidence: &StopEvidence,
+    ) -> anyhow::Result<()> {
+        for h in &mut self.0 {
+            h.unclean_stop_found(t, service, evidence).await?;
         }
         Ok(())
     }

@@ -275,7 +275,11 @@ impl<'a> Lifecycle<'a> {
                     }
                     Action::Start(c) => {
                         let _t = crate::timing::span("start");
-                        if self.unclean_before_start(name, &c).await {
+                        if let Some(ev) = self.unclean_before_start(name, &c).await {
+                            hooks
+                                .unclean_stop_found(transition, name, &ev)
+                                .await
+                                .map_err(LifecycleError::hook)?;
                             recovering.push(name.clone());
                         }
                         self.start_service(name, &c.id).await?;
