@@ -91,6 +91,11 @@ pub fn set_step(step: impl Into<String>) {
     state().step = Some(step.into());
 }
 
+/// What the command does now (the last [`set_step`]), if anything was said.
+pub fn current_step() -> Option<String> {
+    state().step.clone()
+}
+
 /// A safety copy this command made (snapshot id, backup file) that undoes its critical step.
 pub fn note_safety_copy(what: impl Into<String>) {
     state().safety.push(what.into());

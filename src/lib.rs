@@ -85,10 +85,34 @@ pub fn run() -> ExitCode {
             Err(sig) => Err(interrupt::report(sig, &ui, &interrupt::command_line()).await),
         }
     });
+    conclude_journal(&outcome, &ui);
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => error::report(&e, &ui),
         Err(code) => ExitCode::from(code),
+    }
+}
+
+/// Ends the record of an unfinished lifecycle command (`state/journal.rs`): removed when the
+/// command completed (a detected loss included: the transition finished), kept with the error or
+/// signal and the step otherwise.
+fn conclude_journal(outcome: &Result<anyhow::Result<()>, u8>, ui: &output::Ui) {
+    use state::journal::{conclude, Outcome};
+    let how = match outcome {
+        Ok(Ok(())) => Outcome::Completed,
+        Ok(Err(e)) if e.chain().any(|c| c.is::<error::DataLossDetected>()) => Outcome::Completed,
+        Ok(Err(e)) => Outcome::Failed {
+            error: format!("{e:#}"),
+        },
+        Err(code) => Outcome::Interrupted {
+            signal: if *code == 143 { "SIGTERM" } else { "SIGINT" }.into(),
+        },
+    };
+    if let Some(prev) = conclude(how, interrupt::current_step()) {
+        ui.status(format!(
+            "what the unfinished `{}` left is settled",
+            prev.command
+        ));
     }
 }
 

@@ -362,9 +362,32 @@ fn engine_unreachable_in_the_middle_of_up_exits_4_and_the_next_up_finishes_the_j
     );
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
 
-    // The next run (engine reachable again) finishes what was left half-done; nothing is lost.
+    // `status` says which command did not finish, where and why.
+    let st = s.nodus(&["status"]);
+    st.ok();
+    assert!(
+        st.stderr
+            .contains("did not finish: failed during starting cache"),
+        "{}",
+        st.stderr
+    );
+
+    // The next run (engine reachable again) reports what was left half-done, finishes it, and
+    // says so; nothing is lost.
     let again = s.nodus(&["up", "--timeout", "300s"]);
     again.ok();
+    assert!(
+        again.stderr.contains("up --timeout 300s` (started ")
+            && again
+                .stderr
+                .contains("did not finish: failed during starting cache"),
+        "the unfinished run is not reported:\n{}",
+        again.stderr
+    );
+    assert!(again.stderr.contains("left is settled"), "{}", again.stderr);
+    // and once settled, nothing is reported any more
+    let st = s.nodus(&["status"]);
+    assert!(!st.stderr.contains("did not finish"), "{}", st.stderr);
     // db kept running from the interrupted run; cache, created but never started, is started
     assert!(
         again

@@ -122,6 +122,18 @@ impl Ctx {
             check_environment(&project, services)?;
         }
         let lock = self.lock_async(&project).await?;
+        let earlier = crate::state::journal::begin(
+            &project.state,
+            crate::guard::transition_name(transition),
+            crate::interrupt::command_line(),
+        )?;
+        if let Some(r) = earlier {
+            self.ui.warn(format!(
+                "the last {}; this `{}` puts right what it left (the engine's state is read afresh)",
+                r.describe(),
+                crate::guard::transition_name(transition)
+            ));
+        }
         let engine = self.engine().await?;
         let session = Session::new(self, &project, engine.clone(), transition, opts)?;
         Ok(Guarded {

@@ -9,6 +9,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let lc = Lifecycle::for_project(&*engine, &project, &ctx.ui);
     let services = lc.status().await?;
     let info = engine.info().await?;
+    let unfinished =
+        crate::state::journal::read(&project.state.journal_path())?.filter(|r| !r.writer_alive());
     if ctx.ui.json {
         ctx.ui.json_out(&serde_json::json!({
             "project": project.name(),
@@ -20,10 +22,18 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
                 "operating_system": info.operating_system,
             },
             "services": services,
+            "unfinished": unfinished,
         }));
         return Ok(());
     }
     ctx.ui.status(engine_line(&engine.origin(), &info));
+    if let Some(r) = &unfinished {
+        ctx.ui.warn(format!(
+            "the last {}; run `{}` to finish it",
+            r.describe(),
+            r.command
+        ));
+    }
     for line in table(&services) {
         ctx.ui.data(line);
     }

@@ -131,6 +131,7 @@ impl<'a> Lifecycle<'a> {
                 .map(|rs| grace(rs).unwrap_or(10))
                 .max()
                 .unwrap_or(10);
+            crate::interrupt::set_step(format!("stopping {}", wave.join(", ")));
             let results = {
                 let _spin = Spin(self.ui.spinner(format!(
                     "stopping {} (grace period {longest}s)",
@@ -350,6 +351,14 @@ impl<'a> Lifecycle<'a> {
             .map(|v| v.name)
             .collect();
         let declared = &declared;
+        crate::interrupt::set_step(format!(
+            "removing the containers of {}",
+            targets
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         futures_util::future::try_join_all(targets.iter().map(|(service, c)| async move {
             self.engine.remove_container(&c.id, false).await?;
             self.ui

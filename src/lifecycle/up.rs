@@ -268,6 +268,12 @@ impl<'a> Lifecycle<'a> {
                 }
                 let built = &specs[name];
                 let action = actions.remove(name).expect("an action per service");
+                crate::interrupt::set_step(match &action {
+                    Action::Unchanged(_) => format!("checking {name}"),
+                    Action::Start(_) => format!("starting {name}"),
+                    Action::Recreate(_) => format!("recreating {name}"),
+                    Action::Create => format!("creating {name}"),
+                });
                 let (id, verb) = match action {
                     Action::Unchanged(c) => {
                         report.unchanged.push(name.clone());
@@ -302,6 +308,7 @@ impl<'a> Lifecycle<'a> {
                             self.create_from(&spec).await?
                         };
                         let _t = crate::timing::span("start");
+                        crate::interrupt::set_step(format!("starting {name}"));
                         self.start_service(name, &id).await?;
                         report.recreated.push(name.clone());
                         (id, "recreated")
@@ -312,6 +319,7 @@ impl<'a> Lifecycle<'a> {
                             self.create(built).await?
                         };
                         let _t = crate::timing::span("start");
+                        crate::interrupt::set_step(format!("starting {name}"));
                         self.start_service(name, &id).await?;
                         report.created.push(name.clone());
                         (id, "created")
@@ -325,6 +333,14 @@ impl<'a> Lifecycle<'a> {
                 started.push((name.clone(), id, verb, want));
             }
 
+            crate::interrupt::set_step(format!(
+                "waiting for {} to be ready",
+                started
+                    .iter()
+                    .map(|(n, ..)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
             let infos = {
                 let _t = crate::timing::span("ready");
                 self.wait_all(&started, opts.timeout).await?

@@ -2,6 +2,7 @@
 //! name memory, lock, ledger, snapshots, backups.
 
 pub mod atomic;
+pub mod journal;
 pub mod lock;
 
 use std::path::{Path, PathBuf};
