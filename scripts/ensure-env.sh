@@ -17,6 +17,8 @@ have redis-tools || need+=(redis-tools)
 have busybox-static || need+=(busybox-static)
 # ssh:// engine tests run an sshd on a loopback port and reach it with the system ssh.
 have openssh-server || need+=(openssh-server)
+# JUnit reports are validated against tests/fixtures/junit.xsd with xmllint.
+have libxml2-utils || need+=(libxml2-utils)
 have openssh-client || need+=(openssh-client)
 
 if [ ${#need[@]} -gt 0 ]; then

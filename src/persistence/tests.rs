@@ -160,6 +160,80 @@ fn tables_the_guard_found_missing_fail_their_database_with_the_cause() {
     );
     assert!(xml.contains("time=\""), "{xml}");
     assert!(xml.contains("failures=\"1\""), "{xml}");
+    schema_valid(&xml).unwrap();
+
+    // a passing run (initial up + a clean cycle, notes in system-out) is valid too
+    let places = [place("db", "postgres", "app")];
+    let v = verdict(
+        vec![("db", sv(Status::Ok, ServiceDiff::default(), None))],
+        3,
+    );
+    let mut pass = Outcome {
+        project: "p".into(),
+        restart_kind: RestartKind::Restart,
+        cycles_requested: 1,
+        passed: true,
+        cycles: vec![],
+        loss: None,
+        restore_command: None,
+        sentinels: places.to_vec(),
+    };
+    for i in 0..2 {
+        let c = judge(
+            i,
+            "restart",
+            "2026-01-01T00:00:00Z",
+            vec![step(v.clone())],
+            &all_intact(&places),
+            Duration::from_millis(1500),
+            vec!["a note <with> markup & quotes\"".into()],
+        );
+        record(&mut pass, c);
+    }
+    let xml = report::junit(&pass).unwrap();
+    assert!(pass.passed);
+    schema_valid(&xml).unwrap();
+}
+
+/// Validates `xml` against `tests/fixtures/junit.xsd` (the JUnit format CI report readers take)
+/// with `xmllint` (Debian `libxml2-utils`, installed by `scripts/ensure-env.sh`).
+fn schema_valid(xml: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("report.xml");
+    std::fs::write(&file, xml).unwrap();
+    let xsd = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/junit.xsd");
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(&xsd)
+        .arg(&file)
+        .output()
+        .expect("xmllint runs (apt-get install libxml2-utils; scripts/ensure-env.sh does)");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}\n{xml}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// The validator can fail: documents that CI readers would misread are rejected.
+#[test]
+fn the_junit_schema_rejects_what_readers_misread() {
+    let ok = r#"<testsuites><testsuite name="s" tests="1"><testcase name="c" classname="k" time="0.1"/></testsuite></testsuites>"#;
+    schema_valid(ok).unwrap();
+    for bad in [
+        // a testcase without its time
+        r#"<testsuites><testsuite name="s" tests="1"><testcase name="c" classname="k"/></testsuite></testsuites>"#,
+        // a count that is not a number
+        r#"<testsuites><testsuite name="s" tests="one"><testcase name="c" classname="k" time="1"/></testsuite></testsuites>"#,
+        // a failure without a type
+        r#"<testsuites><testsuite name="s" tests="1"><testcase name="c" classname="k" time="1"><failure message="m"/></testcase></testsuite></testsuites>"#,
+        // a testcase outside a testsuite
+        r#"<testsuites><testcase name="c" classname="k" time="1"/></testsuites>"#,
+        // a timestamp that is not a date
+        r#"<testsuites><testsuite name="s" tests="0" timestamp="yesterday"/></testsuites>"#,
+    ] {
+        assert!(schema_valid(bad).is_err(), "accepted: {bad}");
+    }
 }
 
 #[test]
