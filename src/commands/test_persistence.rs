@@ -139,8 +139,12 @@ pub async fn run(ctx: &Ctx, args: TestPersistenceArgs) -> anyhow::Result<()> {
     } else {
         Err(DataLossDetected {
             summary: outcome.loss.clone().unwrap_or_default(),
-            restore_command: outcome.restore_command.clone(),
-            fix: None,
+            // an ephemeral project is gone with its snapshots: nothing to restore there
+            restore_command: outcome
+                .restore_command
+                .clone()
+                .filter(|_| scratch.is_none()),
+            fix: outcome.fix.clone(),
         }
         .into())
     }

@@ -101,6 +101,9 @@ pub struct Cycle {
     /// The guarded commands' documents, in order.
     #[serde(skip)]
     pub steps: Vec<serde_json::Value>,
+    /// The first lossy step's restore command and fix (see [`Verdict::fix`]).
+    #[serde(skip)]
+    pub restore: (Option<String>, Option<String>),
 }
 
 /// The whole run.
@@ -117,6 +120,10 @@ pub struct Outcome {
     /// The restore command the guard suggested, when a snapshot exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_command: Option<String>,
+    /// What brings the data back without a restore (e.g. the old project name), when the guard
+    /// knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
     pub sentinels: Vec<Place>,
 }
 
@@ -176,6 +183,7 @@ pub async fn run(
         cycles: Vec::new(),
         loss: None,
         restore_command: None,
+        fix: None,
         sentinels: Vec::new(),
     };
     // Cycle 0: the initial up (a loss here is a loss against the stack's last census).
@@ -267,6 +275,7 @@ fn record(out: &mut Outcome, c: Cycle) {
             }
             parts.push(s);
         }
+        (out.restore_command, out.fix) = c.restore.clone();
         out.loss = Some(format!(
             "cycle {} ({}): {}",
             c.index,
@@ -392,6 +401,12 @@ pub fn judge(
         }
         notes.extend(v.notes.iter().cloned());
     }
+    let restore = steps
+        .iter()
+        .filter_map(|s| s.verdict.as_ref())
+        .find(|v| v.is_loss())
+        .map(|v| (v.restore_command.clone(), v.fix()))
+        .unwrap_or_default();
     let n = cases.len().max(1) as f64;
     for c in cases.iter_mut() {
         // The transition checks every database at once: each case gets its share of the time.
@@ -408,6 +423,7 @@ pub fn judge(
         cases,
         notes,
         steps: steps.into_iter().map(|s| s.doc).collect(),
+        restore,
     }
 }
 

@@ -102,7 +102,8 @@ fn tables_the_guard_found_missing_fail_their_database_with_the_cause() {
         volume: None,
         fix: None,
     };
-    let v = verdict(vec![("db", sv(Status::Loss, d, Some(cause)))], 5);
+    let mut v = verdict(vec![("db", sv(Status::Loss, d, Some(cause)))], 5);
+    v.restore_command = Some("nodus snapshot restore db --before T".into());
     let mut checked = all_intact(&places);
     checked.insert(
         places[0].clone(),
@@ -133,10 +134,17 @@ fn tables_the_guard_found_missing_fail_their_database_with_the_cause() {
         cycles: vec![],
         loss: None,
         restore_command: None,
+        fix: None,
         sentinels: places.to_vec(),
     };
     record(&mut out, c);
     assert!(!out.passed);
+    // the guard's restore command reaches the outcome (and so the exit's hint)
+    assert_eq!(
+        out.restore_command.as_deref(),
+        Some("nodus snapshot restore db --before T")
+    );
+    assert_eq!(out.fix, None);
     let loss = out.loss.clone().unwrap();
     assert!(
         loss.contains("public.t2") && loss.contains("db/app"),
@@ -176,6 +184,7 @@ fn tables_the_guard_found_missing_fail_their_database_with_the_cause() {
         cycles: vec![],
         loss: None,
         restore_command: None,
+        fix: None,
         sentinels: places.to_vec(),
     };
     for i in 0..2 {

@@ -264,22 +264,27 @@ pub async fn run(d: &dyn Driver, o: Options) -> anyhow::Result<()> {
         }));
     match w.losses.len() {
         0 => Ok(()),
-        _ => {
-            let first = w.losses.remove(0);
-            let mut summary = first.summary;
-            let mut cmds: Vec<String> = first.restore_command.into_iter().collect();
-            for l in w.losses {
-                summary.push_str(&format!("; {}", l.summary));
-                cmds.extend(l.restore_command);
+        _ => Err(merge_losses(std::mem::take(&mut w.losses)).into()),
+    }
+}
+
+/// The losses found while watching, as one: summaries joined, restore commands and fixes (the
+/// old project name, ...) each kept once.
+fn merge_losses(losses: Vec<DataLossDetected>) -> DataLossDetected {
+    let mut summary: Vec<String> = Vec::new();
+    let (mut cmds, mut fixes): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for l in losses {
+        summary.push(l.summary);
+        for (list, item) in [(&mut cmds, l.restore_command), (&mut fixes, l.fix)] {
+            if let Some(i) = item.filter(|i| !list.contains(i)) {
+                list.push(i);
             }
-            cmds.dedup();
-            Err(DataLossDetected {
-                summary,
-                restore_command: (!cmds.is_empty()).then(|| cmds.join(" && ")),
-                fix: None,
-            }
-            .into())
         }
+    }
+    DataLossDetected {
+        summary: summary.join("; "),
+        restore_command: (!cmds.is_empty()).then(|| cmds.join(" && ")),
+        fix: (!fixes.is_empty()).then(|| fixes.join("; ")),
     }
 }
 
@@ -775,5 +780,43 @@ fn summary(r: &Report) -> String {
         "nothing changed".into()
     } else {
         parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_losses_keep_every_restore_command_and_fix_once() {
+        let loss = |s: &str, cmd: Option<&str>, fix: Option<&str>| DataLossDetected {
+            summary: s.into(),
+            restore_command: cmd.map(Into::into),
+            fix: fix.map(Into::into),
+        };
+        let m = merge_losses(vec![
+            loss(
+                "db: 2 tables missing",
+                Some("nodus snapshot restore db"),
+                None,
+            ),
+            loss("cache: keys gone", None, Some("run with `-p old`")),
+            loss(
+                "db: 1 table missing",
+                Some("nodus snapshot restore db"),
+                Some("run with `-p old`"),
+            ),
+        ]);
+        assert_eq!(
+            m.summary,
+            "db: 2 tables missing; cache: keys gone; db: 1 table missing"
+        );
+        assert_eq!(
+            m.restore_command.as_deref(),
+            Some("nodus snapshot restore db")
+        );
+        assert_eq!(m.fix.as_deref(), Some("run with `-p old`"));
+        let none = merge_losses(vec![loss("x", None, None)]);
+        assert_eq!((none.restore_command, none.fix), (None, None));
     }
 }
