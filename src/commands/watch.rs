@@ -135,7 +135,13 @@ impl Driver for CommandDriver<'_> {
         StackLock::acquire(&project.state.lock_path(), Duration::ZERO, || {}).ok()
     }
 
-    fn restore_command(&self, project: &Project, service: &str, before: &str) -> Option<String> {
-        super::hooks::restore_lookup(self.ctx, project)(service, before, None).command
+    fn restore_command(
+        &self,
+        project: &Project,
+        service: &str,
+        before: &str,
+        missing: Option<&crate::guard::diff::ServiceDiff>,
+    ) -> Option<String> {
+        super::hooks::restore_lookup(self.ctx, project)(service, before, missing).command
     }
 }

@@ -92,7 +92,15 @@ pub trait Driver {
     /// The stack lock if it is free right now (None: another nodus command holds it).
     fn try_lock(&self, project: &Project) -> Option<StackLock>;
     /// The restore command for `service` from a snapshot taken before `before` (RFC 3339).
-    fn restore_command(&self, project: &Project, service: &str, before: &str) -> Option<String>;
+    /// The restore command for `service`: the newest snapshot from before `before` that holds
+    /// what `missing` lacks.
+    fn restore_command(
+        &self,
+        project: &Project,
+        service: &str,
+        before: &str,
+        missing: Option<&crate::guard::diff::ServiceDiff>,
+    ) -> Option<String>;
 }
 
 /// The services a plain `nodus up` would start (profiles honoured), or the named ones.
@@ -724,9 +732,9 @@ impl Watch<'_> {
             for c in &diff.missing_collections {
                 what.push(format!("collection {c}"));
             }
-            let restore = self
-                .d
-                .restore_command(&self.project, svc, &prev.census.taken_at);
+            let restore =
+                self.d
+                    .restore_command(&self.project, svc, &prev.census.taken_at, Some(&diff));
             let msg = format!(
                 "DATA LOSS in {svc} while the stack was running (no transition since the census at {}): {} vanished; containers started or restarted in that window: {}; watch stops acting on {svc} until `nodus verify --accept` or a restore{}",
                 prev.census.taken_at,
