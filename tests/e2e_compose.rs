@@ -251,30 +251,41 @@ fn logs_follow_streams_new_lines_and_ends_on_sigint() {
 
     // With --tail 0 only lines written after it started appear: write marker lines (a failing
     // query is logged by the server) until one comes through.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = None;
     let mut n = 0;
-    while seen.is_none() && Instant::now() < deadline {
-        n += 1;
-        let marker = format!("follow_marker_{n}");
-        let _ = docker(&[
-            "exec",
-            &s.container("db"),
-            "psql",
-            "-U",
-            "postgres",
-            "-c",
-            &format!("select {marker}"),
-        ]);
-        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
-            if line.contains("follow_marker_") {
-                assert!(line.starts_with("db-1 | "), "{line}");
-                seen = Some(line);
-                break;
+    let mut marker_seen = |tag: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            n += 1;
+            let marker = format!("{tag}_{n}");
+            let _ = docker(&[
+                "exec",
+                &s.container("db"),
+                "psql",
+                "-U",
+                "postgres",
+                "-c",
+                &format!("select {marker}"),
+            ]);
+            while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+                if line.contains(&format!("{tag}_")) {
+                    assert!(line.starts_with("db-1 | "), "{line}");
+                    return true;
+                }
             }
         }
-    }
-    assert!(seen.is_some(), "no marker line streamed by logs -f");
+        false
+    };
+    assert!(
+        marker_seen("follow_marker"),
+        "no marker line streamed by logs -f"
+    );
+    // The service is recreated (a new container, as `watch` or a changed stack does): logs -f
+    // picks the new container up, as compose does.
+    s.nodus(&["up", "--force-recreate", "db"]).ok();
+    assert!(
+        marker_seen("recreated_marker"),
+        "logs -f did not follow the recreated container"
+    );
     assert!(
         child.try_wait().unwrap().is_none(),
         "logs -f ended by itself"

@@ -39,5 +39,9 @@ pub async fn run(ctx: &Ctx, a: LogsArgs) -> anyhow::Result<()> {
         prefix: !a.no_log_prefix,
         colour: !a.no_color && !no_color && std::io::stdout().is_terminal(),
     };
-    logs::stream(&*engine, project.name(), &found, &opts, view).await
+    let follow = a.follow.then(|| logs::Follow {
+        services: a.services.clone(),
+        every: std::time::Duration::from_secs(1),
+    });
+    logs::stream(&*engine, project.name(), &found, &opts, view, follow).await
 }

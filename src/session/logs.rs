@@ -7,7 +7,11 @@ use std::io::Write;
 use futures_util::stream::{self, StreamExt};
 
 use super::ServiceContainer;
-use crate::engine::{Engine, LogOptions, OutputKind};
+use futures_util::stream::BoxStream;
+
+use crate::engine::{Engine, EngineError, LogOptions, OutputChunk, OutputKind, OutputStream};
+
+type LogItem = Result<OutputChunk, EngineError>;
 
 /// compose's prefix colours, in order.
 const COLOURS: &[&str] = &["36", "33", "32", "35", "34", "96", "93", "92", "95", "94"];
@@ -82,25 +86,50 @@ pub fn format_line(view: View, names: &[String], width: usize, idx: usize, line:
     }
 }
 
+/// Which containers `logs -f` follows beyond those it started with: containers of `services`
+/// (all when empty) that appear or start again later — a service recreated by `up` or `watch`,
+/// a container restarted — are picked up, as compose does.
+pub struct Follow {
+    pub services: Vec<String>,
+    /// How often the engine is asked for new or restarted containers.
+    pub every: std::time::Duration,
+}
+
+/// One log source: its container and whether its stream is open.
+struct Source {
+    id: String,
+    /// Unix seconds when its stream ended (the container stopped); None while open.
+    ended_at: Option<i64>,
+}
+
 /// Streams the logs of `containers` to stdout until they end (or, following, until Ctrl-C).
+/// With `follow`, containers that appear or start again are added as they do.
 pub async fn stream(
     engine: &dyn Engine,
     project: &str,
     containers: &[ServiceContainer],
     opts: &LogOptions,
     view: View,
+    follow: Option<Follow>,
 ) -> anyhow::Result<()> {
-    let names: Vec<String> = containers.iter().map(|c| short_name(project, c)).collect();
-    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
-    let mut streams = Vec::new();
+    let mut names: Vec<String> = containers.iter().map(|c| short_name(project, c)).collect();
+    let mut width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let mut sources: Vec<Source> = Vec::new();
+    let mut merged = stream::SelectAll::new();
     for (idx, c) in containers.iter().enumerate() {
         let s = engine.log_stream(&c.container.id, opts).await?;
-        streams.push(s.map(move |item| (idx, item)).boxed());
+        merged.push(tagged(idx, s));
+        sources.push(Source {
+            id: c.container.id.clone(),
+            ended_at: None,
+        });
     }
-    let mut merged = stream::select_all(streams);
     let mut splitter = LineSplitter::default();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut tick = follow
+        .as_ref()
+        .map(|f| tokio::time::interval_at(tokio::time::Instant::now() + f.every, f.every));
     let mut stdout = std::io::stdout();
     let write = |stdout: &mut std::io::Stdout, s: String| -> std::io::Result<()> {
         let mut o = stdout.lock();
@@ -108,11 +137,54 @@ pub async fn stream(
         o.flush()
     };
     loop {
+        if follow.is_none() && merged.is_empty() {
+            break;
+        }
         let next = tokio::select! {
-            next = merged.next() => next,
+            next = merged.next(), if !merged.is_empty() => next,
+            _ = async { tick.as_mut().expect("guarded").tick().await }, if tick.is_some() => {
+                let f = follow.as_ref().expect("follow when ticking");
+                let found = super::containers(engine, project, &f.services, false).await?;
+                for c in found.iter().filter(|c| c.container.state == crate::engine::RunState::Running) {
+                    let known = sources.iter().position(|s| s.id == c.container.id);
+                    let since = match known {
+                        // still streaming
+                        Some(i) if sources[i].ended_at.is_none() => continue,
+                        // restarted: only what it wrote since its stream ended
+                        Some(i) => sources[i].ended_at,
+                        // new: all of it
+                        None => None,
+                    };
+                    let o = LogOptions { follow: true, tail: None, since, until: opts.until, timestamps: opts.timestamps };
+                    let Ok(s) = engine.log_stream(&c.container.id, &o).await else { continue };
+                    let idx = match known {
+                        Some(i) => {
+                            sources[i].ended_at = None;
+                            i
+                        }
+                        None => {
+                            names.push(short_name(project, c));
+                            width = width.max(names.last().map(|n| n.chars().count()).unwrap_or(0));
+                            sources.push(Source { id: c.container.id.clone(), ended_at: None });
+                            sources.len() - 1
+                        }
+                    };
+                    merged.push(tagged(idx, s));
+                }
+                continue;
+            }
             _ = &mut ctrl_c => break,
         };
-        let Some((idx, item)) = next else { break };
+        let Some((idx, item)) = next else {
+            if follow.is_some() {
+                continue;
+            }
+            break;
+        };
+        let Some(item) = item else {
+            sources[idx].ended_at = Some(chrono::Utc::now().timestamp());
+            continue;
+        };
         let chunk = item?;
         let key = (idx, chunk.kind == OutputKind::Stderr);
         for line in splitter.push(key, &chunk.bytes) {
@@ -128,6 +200,14 @@ pub async fn stream(
         let _ = write(&mut stdout, format_line(view, &names, width, idx, &line));
     }
     Ok(())
+}
+
+/// A container's log stream tagged with its index, ending with a `None` item when it closes.
+fn tagged(idx: usize, s: OutputStream) -> BoxStream<'static, (usize, Option<LogItem>)> {
+    s.map(Some)
+        .chain(stream::once(async { None }))
+        .map(move |item| (idx, item))
+        .boxed()
 }
 
 /// A `--since`/`--until` value as unix seconds: a duration ago (`10m`), an RFC 3339 timestamp,
