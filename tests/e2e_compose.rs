@@ -166,6 +166,11 @@ fn up_detached_then_ps_port_logs_exec_run_psql_config() {
     assert!(left.is_empty(), "one-off containers left: {left}");
     // The service's own container is untouched and still has its data.
     assert_eq!(s.psql("db", "app", "select 1"), "1");
+    // stdin reaches a one-off without a TTY (`run -T db psql < dump.sql`), and its end ends
+    // the process' input.
+    let piped = s.nodus_stdin("a\nb\nc\n", &["run", "--rm", "-T", "cache", "wc", "-l"]);
+    piped.ok();
+    assert_eq!(piped.stdout.trim(), "3", "{}", piped.all());
     // Asking for the data volume while the database runs is refused.
     s.nodus(&["run", "--rm", "--with-data", "db", "true"])
         .code(1);

@@ -145,6 +145,8 @@ pub struct ContainerSpec {
     pub init: Option<bool>,
     pub tty: bool,
     pub stdin_open: bool,
+    /// Close the process' stdin when the first attached client closes its stdin (`docker run -i`).
+    pub stdin_once: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -416,6 +416,7 @@ pub fn container_spec(
         init: service.init,
         tty: service.tty.unwrap_or(false),
         stdin_open: service.stdin_open.unwrap_or(false),
+        stdin_once: false,
     };
     Ok(BuiltSpec {
         spec,

@@ -73,7 +73,11 @@ pub fn prepare(
     spec.restart = None;
     spec.hostname = None;
     spec.tty = o.tty;
-    spec.stdin_open = o.tty;
+    // compose's `run` is interactive by default (`-i`): local stdin goes to the process, with or
+    // without a TTY (`nodus run -T db psql -U app < dump.sql`), and its end closes the process'
+    // stdin.
+    spec.stdin_open = true;
+    spec.stdin_once = true;
     if let Some(st) = stateful {
         let data = st.data_dir.trim_end_matches('/');
         if o.with_data {

@@ -303,6 +303,7 @@ pub(super) fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, S
         stop_timeout: spec.stop_timeout_secs,
         tty: spec.tty.then_some(true),
         open_stdin: spec.stdin_open.then_some(true),
+        stdin_once: spec.stdin_once.then_some(true),
         host_config: Some(host_config),
         networking_config,
         ..Default::default()
