@@ -13,6 +13,7 @@ pub mod merge;
 pub mod model;
 pub mod plan;
 pub mod position;
+mod render;
 pub mod xnodus;
 
 use std::path::PathBuf;

@@ -734,7 +734,7 @@ impl Watch<'_> {
             }
             let restore =
                 self.d
-                    .restore_command(&self.project, svc, &prev.census.taken_at, Some(&diff));
+                    .restore_command(&self.project, svc, &prev.census.taken_at, Some(diff));
             let msg = format!(
                 "DATA LOSS in {svc} while the stack was running (no transition since the census at {}): {} vanished; containers started or restarted in that window: {}; watch stops acting on {svc} until `nodus verify --accept` or a restore{}",
                 prev.census.taken_at,
