@@ -39,26 +39,35 @@ fn main() {
     raw_tar(&dir);
 
     let (mut t_digest, mut t_stream, mut t_raw) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut c_digest, mut c_stream, mut c_raw) = (Vec::new(), Vec::new(), Vec::new());
     let mut raw_bytes = 0;
     for _ in 0..runs {
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu(libc::RUSAGE_SELF));
         let again = digest(&spec).expect("digest");
         t_digest.push(t.elapsed().as_secs_f64());
+        c_digest.push(cpu(libc::RUSAGE_SELF) - c);
         assert_eq!(again, d, "the digest is stable");
 
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu(libc::RUSAGE_SELF));
         let n = rt.block_on(drain(&spec));
         t_stream.push(t.elapsed().as_secs_f64());
+        c_stream.push(cpu(libc::RUSAGE_SELF) - c);
         assert_eq!(n, tar_bytes);
 
-        let t = Instant::now();
+        let (t, c) = (Instant::now(), cpu(libc::RUSAGE_CHILDREN));
         raw_bytes = raw_tar(&dir);
         t_raw.push(t.elapsed().as_secs_f64());
+        c_raw.push(cpu(libc::RUSAGE_CHILDREN) - c);
     }
     let (md, ms, mr) = (
         median(&mut t_digest),
         median(&mut t_stream),
         median(&mut t_raw),
+    );
+    let (cd, cs, cr) = (
+        median(&mut c_digest),
+        median(&mut c_stream),
+        median(&mut c_raw),
     );
     let mib = |b: u64, s: f64| b as f64 / 1048576.0 / s.max(1e-9);
     let out = std::io::stdout();
@@ -70,24 +79,31 @@ fn main() {
     let _ = writeln!(out, "stream_bytes={tar_bytes}");
     let _ = writeln!(out, "raw_tar_s={mr:.4}");
     let _ = writeln!(out, "raw_tar_bytes={raw_bytes}");
+    let _ = writeln!(out, "digest_cpu_s={cd:.4}");
+    let _ = writeln!(out, "stream_cpu_s={cs:.4}");
+    let _ = writeln!(out, "raw_tar_cpu_s={cr:.4}");
     eprintln!(
         "context: {} entries, {:.1} MiB of content; medians of {runs} warm runs\n  \
-         nodus digest:        {:>7.3} s  {:>7.1} MiB/s  {:>8.0} entries/s\n  \
-         nodus tar stream:    {:>7.3} s  {:>7.1} MiB/s  ({} bytes of tar)\n  \
-         tar -c . | wc -c:    {:>7.3} s  {:>7.1} MiB/s  ({} bytes of tar)\n  \
-         digest + stream / raw tar: {:.2}x",
+         nodus digest:        {:>7.3} s  {:>7.1} MiB/s  {:>8.0} entries/s  cpu {:.3} s\n  \
+         nodus tar stream:    {:>7.3} s  {:>7.1} MiB/s  cpu {:.3} s  ({} bytes of tar)\n  \
+         tar -c . | wc -c:    {:>7.3} s  {:>7.1} MiB/s  cpu {:.3} s  ({} bytes of tar)\n  \
+         wall time / raw tar: digest {:.2}x, stream {:.2}x",
         d.files,
         d.bytes as f64 / 1048576.0,
         md,
         mib(d.bytes, md),
         d.files as f64 / md.max(1e-9),
+        cd,
         ms,
         mib(tar_bytes, ms),
+        cs,
         tar_bytes,
         mr,
         mib(raw_bytes, mr),
+        cr,
         raw_bytes,
-        (md + ms) / mr.max(1e-9),
+        md / mr.max(1e-9),
+        ms / mr.max(1e-9),
     );
 }
 
@@ -133,6 +149,15 @@ fn make_context(dir: &Path, files: usize) {
             .collect();
         std::fs::write(sub.join(format!("mod{i:05}.py")), body).unwrap();
     }
+}
+
+/// User + system CPU seconds of this process (all threads) or of its waited-for children.
+fn cpu(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut u) };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(u.ru_utime) + s(u.ru_stime)
 }
 
 fn median(v: &mut [f64]) -> f64 {

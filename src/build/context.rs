@@ -477,31 +477,36 @@ impl Plan {
         parent: Option<&MatchInfo>,
         out: &mut Vec<Entry>,
     ) -> Result<(), ContextError> {
-        let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
+        let mut children: Vec<fs::DirEntry> = fs::read_dir(dir)
             .map_err(read_err(dir))?
-            .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
             .map_err(read_err(dir))?;
-        names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-        for name in names {
-            let abs = dir.join(&name);
+        children.sort_by(|a, b| {
+            a.file_name()
+                .as_encoded_bytes()
+                .cmp(b.file_name().as_encoded_bytes())
+        });
+        for child in children {
+            let abs = child.path();
+            let name = child.file_name();
             let name = name.to_string_lossy();
             let rel = if rel_dir.is_empty() {
                 name.into_owned()
             } else {
                 format!("{rel_dir}/{name}")
             };
-            let meta = fs::symlink_metadata(&abs).map_err(read_err(&abs))?;
-            let ft = meta.file_type();
             let (skip, info) = self.rules.matches_using_parent(&rel, parent);
             if skip {
                 // Docker descends into an excluded directory only for an exception inside it.
-                if ft.is_dir() && self.rules.has_exclusions() && self.rules.dir_has_exception(&rel)
-                {
+                let is_dir = child.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && self.rules.has_exclusions() && self.rules.dir_has_exception(&rel) {
                     self.walk_dir(&abs, &rel, Some(&info), out)?;
                 }
                 continue;
             }
+            // fstatat on the open directory: no path walk from the root per entry.
+            let meta = child.metadata().map_err(read_err(&abs))?;
+            let ft = meta.file_type();
             let kind = if ft.is_dir() {
                 EntryKind::Dir
             } else if ft.is_file() {
