@@ -115,7 +115,7 @@ pub fn digest(spec: &ContextSpec) -> Result<ContextDigest, ContextError> {
     let mut bytes = 0u64;
     for e in &entries {
         files += 1;
-        let path = e.rel.as_bytes();
+        let path = e.path.as_os_str().as_encoded_bytes();
         let tag: &[u8] = match e.kind {
             EntryKind::Dir => b"d",
             EntryKind::File { .. } => b"f",
@@ -358,8 +358,10 @@ enum EntryKind {
 /// One entry to send.
 #[derive(Debug, Clone)]
 struct Entry {
-    /// Context-relative, `/`-separated.
+    /// Context-relative, `/`-separated, for matching (lossy for names that are not UTF-8).
     rel: String,
+    /// Context-relative, the name's exact bytes: what the tar and the digest get.
+    path: PathBuf,
     abs: PathBuf,
     kind: EntryKind,
     /// Permission bits with setuid/setgid/sticky.
@@ -521,6 +523,7 @@ impl Plan {
             };
             out.push(Entry {
                 rel: rel.clone(),
+                path: abs.strip_prefix(&self.root).unwrap_or(&abs).to_path_buf(),
                 abs: abs.clone(),
                 kind: kind.clone(),
                 mode: mode_bits(&meta),
@@ -549,8 +552,9 @@ impl Plan {
                 EntryKind::Dir => {
                     h.set_entry_type(tar::EntryType::Directory);
                     h.set_size(0);
-                    b.append_data(&mut h, format!("{}/", e.rel), io::empty())
-                        .map_err(io_err)?;
+                    let mut dir = e.path.clone().into_os_string();
+                    dir.push("/");
+                    b.append_data(&mut h, dir, io::empty()).map_err(io_err)?;
                 }
                 EntryKind::File { size } => {
                     h.set_entry_type(tar::EntryType::Regular);
@@ -561,21 +565,21 @@ impl Plan {
                         text.truncate(*size as usize);
                         text.extend_from_slice(format!("\n{}\n", self.dockerfile_name).as_bytes());
                         h.set_size(text.len() as u64);
-                        b.append_data(&mut h, &e.rel, text.as_slice())
+                        b.append_data(&mut h, &e.path, text.as_slice())
                             .map_err(io_err)?;
                         continue;
                     }
                     h.set_size(*size);
                     let f = fs::File::open(&e.abs).map_err(read_err(&e.abs))?;
                     let mut r = ExactReader::new(f, *size, &e.abs);
-                    if let Err(err) = b.append_data(&mut h, &e.rel, &mut r) {
+                    if let Err(err) = b.append_data(&mut h, &e.path, &mut r) {
                         return Err(r.error(err));
                     }
                 }
                 EntryKind::Symlink { target } => {
                     h.set_entry_type(tar::EntryType::Symlink);
                     h.set_size(0);
-                    b.append_link(&mut h, &e.rel, target).map_err(io_err)?;
+                    b.append_link(&mut h, &e.path, target).map_err(io_err)?;
                 }
             }
         }
