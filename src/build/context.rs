@@ -200,7 +200,8 @@ pub fn digest_with<K: AsRef<str>, V: AsRef<str>>(
 /// to pass as `dockerfile` to the Engine API too. The spec, Dockerfile and ignore file are
 /// checked before returning; errors while walking arrive as one `io::Error` item wrapping a
 /// [`ContextError`] (downcast with `get_ref`), after which the stream ends. Dropping the stream
-/// stops the producing thread.
+/// stops the producing thread. The checks do a little blocking I/O (stat, reading the ignore
+/// file and the Dockerfile); the walk and every file read happen on the producing thread.
 pub fn tar_stream(spec: &ContextSpec) -> Result<(String, TarStream), ContextError> {
     let plan = Plan::new(spec)?;
     let name = plan.dockerfile_name.clone();
@@ -370,6 +371,14 @@ struct Entry {
     mtime: u64,
 }
 
+/// Where the Dockerfile comes from.
+enum Dockerfile {
+    /// Its context-relative path.
+    InContext(String),
+    /// Its text, added to the tar under a generated name.
+    Generated(Vec<u8>),
+}
+
 /// A checked spec: where to walk, with which rules, and the Dockerfile.
 struct Plan {
     root: PathBuf,
@@ -399,8 +408,8 @@ impl Plan {
         let root = fs::canonicalize(&spec.dir).map_err(read_err(&spec.dir))?;
 
         // The Dockerfile: inside the context (sent as it is), or generated.
-        let (in_context, generated, ignore_candidate) = match &spec.dockerfile_inline {
-            Some(text) => (None, Some(text.clone().into_bytes()), None),
+        let (dockerfile, ignore_candidate) = match &spec.dockerfile_inline {
+            Some(text) => (Dockerfile::Generated(text.clone().into_bytes()), None),
             None => {
                 let given = if Path::new(&spec.dockerfile).is_absolute() {
                     PathBuf::from(&spec.dockerfile)
@@ -426,11 +435,11 @@ impl Plan {
                 };
                 match real.strip_prefix(&root) {
                     Ok(rel) if !rel.as_os_str().is_empty() => {
-                        (Some(slash_path(rel)), None, Some(candidate))
+                        (Dockerfile::InContext(slash_path(rel)), Some(candidate))
                     }
                     _ => {
                         let text = fs::read(&real).map_err(read_err(&real))?;
-                        (None, Some(text), Some(candidate))
+                        (Dockerfile::Generated(text), Some(candidate))
                     }
                 }
             }
@@ -446,16 +455,15 @@ impl Plan {
             Err(e) => return Err(read_err(&ignore_file)(e)),
         };
         rules.keep(".dockerignore");
-        let dockerfile_name = match (&in_context, &generated) {
-            (Some(rel), _) => {
-                rules.keep(rel);
-                rel.clone()
+        let (dockerfile_name, generated) = match dockerfile {
+            Dockerfile::InContext(rel) => {
+                rules.keep(&rel);
+                (rel, None)
             }
-            (None, Some(text)) => {
-                let hex = blake3::hash(text).to_hex();
-                format!(".dockerfile.{}", &hex[..20])
+            Dockerfile::Generated(text) => {
+                let hex = blake3::hash(&text).to_hex();
+                (format!(".dockerfile.{}", &hex[..20]), Some(text))
             }
-            (None, None) => unreachable!("a Dockerfile is either in the context or generated"),
         };
         Ok(Plan {
             root,
