@@ -168,7 +168,7 @@ fn up_detached_then_ps_port_logs_exec_run_psql_config() {
     assert_eq!(s.psql("db", "app", "select 1"), "1");
     // stdin reaches a one-off without a TTY (`run -T db psql < dump.sql`), and its end ends
     // the process' input.
-    let piped = s.nodus_stdin("a\nb\nc\n", &["run", "--rm", "-T", "cache", "wc", "-l"]);
+    let piped = nodus_stdin(&s, &["run", "--rm", "-T", "cache", "wc", "-l"], "a\nb\nc\n");
     piped.ok();
     assert_eq!(piped.stdout.trim(), "3", "{}", piped.all());
     // Asking for the data volume while the database runs is refused.

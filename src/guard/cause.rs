@@ -676,23 +676,9 @@ mod tests {
 
         // killed outside nodus: the baseline (a census after the last start) has no stop
         // evidence; the unclean shutdown was found before this start
+        let census = c.census.clone();
         let mut c = Case::new(c.diff.clone());
-        c.census = Some(ServiceCensus::Postgres(PgCensus {
-            system_identifier: "1".into(),
-            databases: [("app".to_string(), {
-                let mut db = DbCensus::default();
-                db.tables.insert(
-                    "public.cache".into(),
-                    TableCensus {
-                        persistence: Persistence::Unlogged,
-                        rows: 10,
-                        estimated: false,
-                    },
-                );
-                db
-            })]
-            .into(),
-        }));
+        c.census = census;
         c.phase = Phase::PostSettled;
         assert_eq!(c.run().code, CauseCode::ChangedSinceCensus);
         c.unclean_start = Some(StopEvidence {

@@ -174,41 +174,6 @@ impl TestStack {
         }
     }
 
-    /// Runs nodus with `input` on its stdin.
-    #[allow(dead_code)]
-    pub fn nodus_stdin(&self, input: &str, args: &[&str]) -> Res {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nodus"))
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("NODUS_STACK")
-            .env_remove("COMPOSE_PROJECT_NAME")
-            .args([
-                "-f",
-                self.stack_file().to_str().unwrap(),
-                "-p",
-                &self.project,
-            ])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn nodus");
-        let mut stdin = child.stdin.take().unwrap();
-        let input = input.to_string();
-        let feeder = std::thread::spawn(move || {
-            let _ = stdin.write_all(input.as_bytes());
-        });
-        let out = child.wait_with_output().expect("nodus output");
-        feeder.join().unwrap();
-        Res {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
     pub fn container(&self, service: &str) -> String {
         format!("{}-{}-1", self.project, service)
     }
