@@ -55,7 +55,7 @@ pub enum LifecycleError {
         exit_code: i64,
         logs: String,
     },
-    #[error("service {service} has no image (and building images is not supported yet: run `docker compose -f .nodus/compose.yaml build {service}` first)")]
+    #[error("service {service} has neither an `image:` nor a `build:` section")]
     NoImage { service: String },
     #[error("{kind} {name} exists but does not carry the labels of project {project}; nodus will not touch it (remove or rename it yourself)")]
     Foreign {
