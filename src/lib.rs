@@ -1,6 +1,7 @@
 //! nodus: run a Docker dev stack without ever losing data silently.
 
 pub mod adopt;
+pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod doctor;
