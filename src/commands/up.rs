@@ -21,6 +21,13 @@ pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
             crate::cli::PullPolicy::Never => ImagePull::Never,
         },
         remove_orphans: args.remove_orphans,
+        build: if args.build {
+            crate::build::Policy::Force
+        } else if args.no_build {
+            crate::build::Policy::Never
+        } else {
+            crate::build::Policy::Auto
+        },
     };
     bring_up_with(
         ctx,
@@ -41,6 +48,7 @@ pub(super) struct UpFlags {
     pub no_deps: bool,
     pub pull: ImagePull,
     pub remove_orphans: bool,
+    pub build: crate::build::Policy,
 }
 
 /// The commands that end with services running.
@@ -96,6 +104,10 @@ async fn bring_up_with(
         no_deps: flags.no_deps,
         pull: flags.pull,
         remove_orphans: flags.remove_orphans,
+        build: crate::build::Options {
+            policy: flags.build,
+            ..Default::default()
+        },
     };
     if let Bring::Up = bring {
         adopt_data(ctx, &g.project, &lc, &opts.services, &mut g.session.chain).await?;

@@ -14,6 +14,8 @@ mod stop;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_build;
+#[cfg(test)]
 mod tests_perf;
 mod up;
 mod wait;
@@ -69,6 +71,8 @@ pub enum LifecycleError {
     NoContainer { service: String },
     #[error(transparent)]
     Spec(SpecError),
+    #[error(transparent)]
+    Build(#[from] crate::build::BuildError),
     #[error("{0}")]
     Hook(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A published host port is taken (by another container or a program).
@@ -245,6 +249,8 @@ pub struct UpOptions {
     pub pull: ImagePull,
     /// Stop (guarded) and remove containers of services no longer in the stack.
     pub remove_orphans: bool,
+    /// Building `build:` services' images (`--build`, `--no-build`).
+    pub build: crate::build::Options,
 }
 
 /// `up --pull`.
