@@ -1006,13 +1006,10 @@ networks:
 
     #[test]
     fn errors() {
-        let e = build("services:\n  a: {build: .}\n", "a").unwrap_err();
-        assert_eq!(
-            e,
-            SpecError::NoImage {
-                service: "a".into()
-            }
-        );
+        // A service with `build:` and no `image:` runs compose v2's `<project>-<service>`.
+        assert_eq!(build("services:\n  a: {build: .}\n", "a").unwrap().spec.image, "proj-a");
+        let e = build("services:\n  a: {image: x, pull_policy: often}\n", "a").unwrap_err();
+        assert!(e.to_string().contains("pull_policy"), "{e}");
         let e = build("services:\n  a: {image: x, volumes: ['nope:/data']}\n", "a").unwrap_err();
         assert!(e.to_string().contains("volume `nope`"), "{e}");
         let e = build("services:\n  a: {image: x, networks: [nope]}\n", "a").unwrap_err();
@@ -1026,10 +1023,11 @@ networks:
     }
 
     #[test]
-    fn build_with_image_warns() {
-        let b = build("services:\n  a: {image: x, build: ., secrets: [s]}\n", "a").unwrap();
+    fn build_keys_nodus_does_not_apply_warn() {
+        let y = "services:\n  a: {image: x, build: {context: ., ssh: [default]}, pull_policy: build, secrets: [s]}\n";
+        let b = build(y, "a").unwrap();
         assert_eq!(b.warnings.len(), 2, "{:?}", b.warnings);
-        assert!(b.warnings[0].contains("`build` is not applied"));
+        assert!(b.warnings[0].contains("`build.ssh` is not applied"));
         assert!(b.warnings[1].contains("`secrets` is not applied"));
     }
 
