@@ -56,10 +56,12 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         // is the inner error's source, so the inner error is only reachable through them.
         let build = cause
             .downcast_ref::<crate::build::BuildError>()
-            .or_else(|| match cause.downcast_ref::<crate::lifecycle::LifecycleError>() {
-                Some(crate::lifecycle::LifecycleError::Build(e)) => Some(e),
-                _ => None,
-            });
+            .or_else(
+                || match cause.downcast_ref::<crate::lifecycle::LifecycleError>() {
+                    Some(crate::lifecycle::LifecycleError::Build(e)) => Some(e),
+                    _ => None,
+                },
+            );
         match build {
             Some(crate::build::BuildError::MissingNotAllowed { service, .. }) => {
                 return (
@@ -80,11 +82,13 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
         }
         let engine = cause
             .downcast_ref::<EngineError>()
-            .or_else(|| match cause.downcast_ref::<crate::lifecycle::LifecycleError>() {
-                Some(crate::lifecycle::LifecycleError::Engine(e)) => Some(e),
-                _ => None,
-            })
-            .or_else(|| match build {
+            .or_else(
+                || match cause.downcast_ref::<crate::lifecycle::LifecycleError>() {
+                    Some(crate::lifecycle::LifecycleError::Engine(e)) => Some(e),
+                    _ => None,
+                },
+            )
+            .or(match build {
                 Some(crate::build::BuildError::Engine(e)) => Some(e),
                 _ => None,
             });

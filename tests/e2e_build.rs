@@ -59,7 +59,10 @@ fn built_service_builds_once_rebuilds_on_change_and_a_failed_build_touches_nothi
     assert!(!r.all().contains("tok-s3cret-value"), "{}", r.all());
     let app = s.container("app");
     assert_eq!(docker_ok(&["exec", &app, "cat", "/hello.txt"]), "hello one");
-    assert_eq!(docker_ok(&["exec", &app, "cat", "/greeting.txt"]), "greeting=hi");
+    assert_eq!(
+        docker_ok(&["exec", &app, "cat", "/greeting.txt"]),
+        "greeting=hi"
+    );
     let label = docker_ok(&[
         "image",
         "inspect",
@@ -68,7 +71,11 @@ fn built_service_builds_once_rebuilds_on_change_and_a_failed_build_touches_nothi
         &image,
     ]);
     assert!(label.starts_with("blake3:"), "{label}");
-    let (img1, db1, app1) = (image_id(&image), container_id(&s.container("db")), container_id(&app));
+    let (img1, db1, app1) = (
+        image_id(&image),
+        container_id(&s.container("db")),
+        container_id(&app),
+    );
 
     // Second up: no build, nothing recreated.
     let r = s.nodus(&["up", "--no-doctor"]);
@@ -154,10 +161,12 @@ fn target_stage_and_inline_dockerfile() {
     s.nodus(&["build"]).ok();
     let filter = format!("label=com.docker.compose.project={}", s.project);
     assert_eq!(docker_ok(&["ps", "-aq", "--filter", &filter]), "");
-    let cat = |image: &str, file: &str| {
-        docker_ok(&["run", "--rm", "--entrypoint", "cat", image, file])
-    };
-    assert_eq!(cat(&format!("{}-staged", s.project), "/stage.txt"), "second");
+    let cat =
+        |image: &str, file: &str| docker_ok(&["run", "--rm", "--entrypoint", "cat", image, file]);
+    assert_eq!(
+        cat(&format!("{}-staged", s.project), "/stage.txt"),
+        "second"
+    );
     let inline_image = format!("{}-inline", s.project);
     assert_eq!(cat(&inline_image, "/inline.txt"), "inline-built");
     assert_eq!(cat(&inline_image, "/data.txt"), "from the context");

@@ -59,7 +59,13 @@ mod tests {
 
     #[test]
     fn secret_names() {
-        for n in ["DB_PASSWORD", "npm_token", "API_KEY", "SECRET", "GITHUB_AUTH"] {
+        for n in [
+            "DB_PASSWORD",
+            "npm_token",
+            "API_KEY",
+            "SECRET",
+            "GITHUB_AUTH",
+        ] {
             assert!(looks_secret(n), "{n}");
         }
         for n in ["VERSION", "NODE_ENV", "TARGET"] {

@@ -64,7 +64,8 @@ pub fn jobs(
             )));
         }
         let pull_policy = build::pull_policy(svc).map_err(invalid)?;
-        let image = build::image_name(project, name, svc).expect("a service with build: has an image name");
+        let image =
+            build::image_name(project, name, svc).expect("a service with build: has an image name");
         let args: BTreeMap<String, String> = spec.resolved_args(lookup_env).into_iter().collect();
         match out.iter_mut().find(|j| j.image == image) {
             Some(j) if j.spec == spec && j.args == args => j.services.push(name.clone()),
@@ -213,11 +214,20 @@ mod tests {
         assert_eq!(d(Policy::Force, None, Some("h1")), Forced);
         assert_eq!(d(Policy::Never, None, Some("h0")), Kept);
         assert_eq!(d(Policy::Never, None, None), MissingNotAllowed);
-        assert_eq!(d(Policy::Never, Some(PullPolicy::Build), None), MissingNotAllowed);
+        assert_eq!(
+            d(Policy::Never, Some(PullPolicy::Build), None),
+            MissingNotAllowed
+        );
         assert_eq!(d(Policy::Auto, Some(PullPolicy::Build), Some("h1")), Forced);
-        assert_eq!(d(Policy::Auto, Some(PullPolicy::Never), None), MissingNotAllowed);
+        assert_eq!(
+            d(Policy::Auto, Some(PullPolicy::Never), None),
+            MissingNotAllowed
+        );
         assert_eq!(d(Policy::Auto, Some(PullPolicy::Never), Some("h0")), Kept);
-        assert_eq!(d(Policy::Auto, Some(PullPolicy::Missing), Some("h0")), UpToDate);
+        assert_eq!(
+            d(Policy::Auto, Some(PullPolicy::Missing), Some("h0")),
+            UpToDate
+        );
         assert_eq!(d(Policy::Auto, Some(PullPolicy::Missing), None), Missing);
         assert!(Missing.builds() && Changed.builds() && Forced.builds());
         assert!(!UpToDate.builds() && !Kept.builds() && !MissingNotAllowed.builds());

@@ -63,12 +63,8 @@ impl<'a> Builder<'a> {
             let present_hash = present
                 .as_ref()
                 .map(|i| i.labels.get(HASH_LABEL).cloned().unwrap_or_default());
-            let decision = plan::decide(
-                opts.policy,
-                job.pull_policy,
-                present_hash.as_deref(),
-                &hash,
-            );
+            let decision =
+                plan::decide(opts.policy, job.pull_policy, present_hash.as_deref(), &hash);
             let outcome = Outcome {
                 image: job.image.clone(),
                 services: job.services.clone(),
@@ -95,7 +91,11 @@ impl<'a> Builder<'a> {
 
     /// Builds what needs building among `services`' images. Every check (contexts readable,
     /// images allowed to be missing) happens before the first build.
-    pub async fn run(&self, services: &[String], opts: Options) -> Result<Vec<Outcome>, BuildError> {
+    pub async fn run(
+        &self,
+        services: &[String],
+        opts: Options,
+    ) -> Result<Vec<Outcome>, BuildError> {
         let planned = self.plan(services, opts).await?;
         if let Some((job, _)) = planned
             .iter()
@@ -298,7 +298,10 @@ mod tests {
 
     #[test]
     fn steps_described() {
-        assert_eq!(describe_step("Step 3/4 : RUN false"), "step 3/4 `RUN false`");
+        assert_eq!(
+            describe_step("Step 3/4 : RUN false"),
+            "step 3/4 `RUN false`"
+        );
         assert!(is_bookkeeping(" ---> Running in 1234"));
         assert!(!is_bookkeeping("make: *** [all] Error 1"));
     }

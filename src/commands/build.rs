@@ -43,7 +43,8 @@ pub async fn run(ctx: &Ctx, a: BuildArgs) -> anyhow::Result<()> {
         builder.run(&services, opts).await?
     };
     if outcomes.is_empty() && !ctx.ui.json {
-        ctx.ui.status("no service with `build:` among the selected services");
+        ctx.ui
+            .status("no service with `build:` among the selected services");
     }
     if ctx.ui.json {
         ctx.ui.json_out(&serde_json::json!({

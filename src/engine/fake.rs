@@ -211,7 +211,10 @@ impl FakeEngine {
     pub fn fail_build(&self, tag: &str, lines: &[&str], message: &str) {
         self.st().build_failures.insert(
             tag.to_string(),
-            (lines.iter().map(|l| l.to_string()).collect(), message.to_string()),
+            (
+                lines.iter().map(|l| l.to_string()).collect(),
+                message.to_string(),
+            ),
         );
     }
     /// Builds run so far: (options, bytes of context received).

@@ -1007,7 +1007,13 @@ networks:
     #[test]
     fn errors() {
         // A service with `build:` and no `image:` runs compose v2's `<project>-<service>`.
-        assert_eq!(build("services:\n  a: {build: .}\n", "a").unwrap().spec.image, "proj-a");
+        assert_eq!(
+            build("services:\n  a: {build: .}\n", "a")
+                .unwrap()
+                .spec
+                .image,
+            "proj-a"
+        );
         let e = build("services:\n  a: {image: x, pull_policy: often}\n", "a").unwrap_err();
         assert!(e.to_string().contains("pull_policy"), "{e}");
         let e = build("services:\n  a: {image: x, volumes: ['nope:/data']}\n", "a").unwrap_err();

@@ -18,7 +18,11 @@ fn stack(dir: &Path, extra: &str) -> Hardened {
 
 fn context_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("Dockerfile"), "FROM base\nCOPY app.txt /app.txt\n").unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM base\nCOPY app.txt /app.txt\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("app.txt"), "one\n").unwrap();
     dir
 }
@@ -148,7 +152,10 @@ async fn a_failed_build_leaves_running_services_untouched() {
     assert_eq!(last_lines.len(), crate::build::FAILED_TAIL);
     assert_eq!(last_lines.last().unwrap(), "password is ****");
     let text = err.to_string();
-    assert!(text.contains("service app") && text.contains("returned a non-zero code: 2"), "{text}");
+    assert!(
+        text.contains("service app") && text.contains("returned a non-zero code: 2"),
+        "{text}"
+    );
     assert!(!text.contains("hunter2"), "{text}");
     let code = crate::error::classify(&anyhow::Error::new(err)).0;
     assert_eq!(code, crate::error::EXIT_ERROR);

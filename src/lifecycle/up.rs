@@ -69,7 +69,9 @@ pub(super) fn carry_anonymous_volumes(
 /// image: a rebuild changes the hash, so their containers are recreated).
 fn with_image_id(config_hash: &str, image_id: &str) -> String {
     use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(format!("{config_hash}\n{image_id}").as_bytes()))
+    hex::encode(Sha256::digest(
+        format!("{config_hash}\n{image_id}").as_bytes(),
+    ))
 }
 
 impl<'a> Lifecycle<'a> {
@@ -253,10 +255,10 @@ impl<'a> Lifecycle<'a> {
                 _ => opts.pull,
             };
             let creating = matches!(actions[name], Action::Create | Action::Recreate(_));
-            if creating || (mode == Mode::Converge && pull == ImagePull::Always) {
-                if checked.insert(image.clone()) {
-                    self.ensure_image_with(image, pull).await?;
-                }
+            if (creating || (mode == Mode::Converge && pull == ImagePull::Always))
+                && checked.insert(image.clone())
+            {
+                self.ensure_image_with(image, pull).await?;
             }
         }
 

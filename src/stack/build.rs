@@ -134,12 +134,16 @@ pub fn parse(v: &Value) -> Result<BuildSpec, String> {
         let field = |what: &str| format!("build.{key}: {what}");
         match key {
             "context" => spec.context = string(v).ok_or_else(|| field("expected a path"))?,
-            "dockerfile" => spec.dockerfile = Some(string(v).ok_or_else(|| field("expected a path"))?),
+            "dockerfile" => {
+                spec.dockerfile = Some(string(v).ok_or_else(|| field("expected a path"))?)
+            }
             "dockerfile_inline" => {
                 spec.dockerfile_inline = Some(string(v).ok_or_else(|| field("expected a string"))?)
             }
             "args" => spec.args = map_or_list(v).map_err(|e| field(&e))?,
-            "target" => spec.target = Some(string(v).ok_or_else(|| field("expected a stage name"))?),
+            "target" => {
+                spec.target = Some(string(v).ok_or_else(|| field("expected a stage name"))?)
+            }
             "labels" => {
                 spec.labels = map_or_list(v)
                     .map_err(|e| field(&e))?
@@ -160,13 +164,13 @@ pub fn parse(v: &Value) -> Result<BuildSpec, String> {
                 };
                 spec.extra_hosts = hosts
                     .into_iter()
-                .map(|h| match h.split_once('=') {
-                    Some((host, ip)) if !h.contains(':') || ip.contains(':') => {
-                        format!("{host}:{ip}")
-                    }
-                    _ => h,
-                })
-                .collect()
+                    .map(|h| match h.split_once('=') {
+                        Some((host, ip)) if !h.contains(':') || ip.contains(':') => {
+                            format!("{host}:{ip}")
+                        }
+                        _ => h,
+                    })
+                    .collect()
             }
             "shm_size" => {
                 spec.shm_size = Some(match v {
@@ -181,7 +185,9 @@ pub fn parse(v: &Value) -> Result<BuildSpec, String> {
                     _ => return Err(field("expected a list of images")),
                 }
             }
-            "no_cache" => spec.no_cache = v.as_bool().ok_or_else(|| field("expected true or false"))?,
+            "no_cache" => {
+                spec.no_cache = v.as_bool().ok_or_else(|| field("expected true or false"))?
+            }
             "pull" => spec.pull = v.as_bool().ok_or_else(|| field("expected true or false"))?,
             // Accepted and not applied (BuildKit-only or registry features): the generated compose
             // file keeps them for `docker compose build`.
@@ -325,7 +331,8 @@ mod tests {
 
     #[test]
     fn args_map_and_inline() {
-        let s = svc("build:\n  context: /c\n  dockerfile_inline: |\n    FROM x\n  args: {N: 3, E: }\n");
+        let s =
+            svc("build:\n  context: /c\n  dockerfile_inline: |\n    FROM x\n  args: {N: 3, E: }\n");
         let b = build_spec(&s).unwrap().unwrap();
         assert_eq!(b.args["N"].as_deref(), Some("3"));
         assert_eq!(b.args["E"], None);
