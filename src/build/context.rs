@@ -115,7 +115,7 @@ pub fn digest(spec: &ContextSpec) -> Result<ContextDigest, ContextError> {
     let mut bytes = 0u64;
     for e in &entries {
         files += 1;
-        let path = e.rel.as_bytes();
+        let path = e.path.as_os_str().as_encoded_bytes();
         let tag: &[u8] = match e.kind {
             EntryKind::Dir => b"d",
             EntryKind::File { .. } => b"f",
@@ -200,7 +200,8 @@ pub fn digest_with<K: AsRef<str>, V: AsRef<str>>(
 /// to pass as `dockerfile` to the Engine API too. The spec, Dockerfile and ignore file are
 /// checked before returning; errors while walking arrive as one `io::Error` item wrapping a
 /// [`ContextError`] (downcast with `get_ref`), after which the stream ends. Dropping the stream
-/// stops the producing thread.
+/// stops the producing thread. The checks do a little blocking I/O (stat, reading the ignore
+/// file and the Dockerfile); the walk and every file read happen on the producing thread.
 pub fn tar_stream(spec: &ContextSpec) -> Result<(String, TarStream), ContextError> {
     let plan = Plan::new(spec)?;
     let name = plan.dockerfile_name.clone();
@@ -358,14 +359,24 @@ enum EntryKind {
 /// One entry to send.
 #[derive(Debug, Clone)]
 struct Entry {
-    /// Context-relative, `/`-separated.
+    /// Context-relative, `/`-separated, for matching (lossy for names that are not UTF-8).
     rel: String,
+    /// Context-relative, the name's exact bytes: what the tar and the digest get.
+    path: PathBuf,
     abs: PathBuf,
     kind: EntryKind,
     /// Permission bits with setuid/setgid/sticky.
     mode: u32,
     /// Seconds since the epoch.
     mtime: u64,
+}
+
+/// Where the Dockerfile comes from.
+enum Dockerfile {
+    /// Its context-relative path.
+    InContext(String),
+    /// Its text, added to the tar under a generated name.
+    Generated(Vec<u8>),
 }
 
 /// A checked spec: where to walk, with which rules, and the Dockerfile.
@@ -397,8 +408,8 @@ impl Plan {
         let root = fs::canonicalize(&spec.dir).map_err(read_err(&spec.dir))?;
 
         // The Dockerfile: inside the context (sent as it is), or generated.
-        let (in_context, generated, ignore_candidate) = match &spec.dockerfile_inline {
-            Some(text) => (None, Some(text.clone().into_bytes()), None),
+        let (dockerfile, ignore_candidate) = match &spec.dockerfile_inline {
+            Some(text) => (Dockerfile::Generated(text.clone().into_bytes()), None),
             None => {
                 let given = if Path::new(&spec.dockerfile).is_absolute() {
                     PathBuf::from(&spec.dockerfile)
@@ -424,11 +435,11 @@ impl Plan {
                 };
                 match real.strip_prefix(&root) {
                     Ok(rel) if !rel.as_os_str().is_empty() => {
-                        (Some(slash_path(rel)), None, Some(candidate))
+                        (Dockerfile::InContext(slash_path(rel)), Some(candidate))
                     }
                     _ => {
                         let text = fs::read(&real).map_err(read_err(&real))?;
-                        (None, Some(text), Some(candidate))
+                        (Dockerfile::Generated(text), Some(candidate))
                     }
                 }
             }
@@ -444,16 +455,15 @@ impl Plan {
             Err(e) => return Err(read_err(&ignore_file)(e)),
         };
         rules.keep(".dockerignore");
-        let dockerfile_name = match (&in_context, &generated) {
-            (Some(rel), _) => {
-                rules.keep(rel);
-                rel.clone()
+        let (dockerfile_name, generated) = match dockerfile {
+            Dockerfile::InContext(rel) => {
+                rules.keep(&rel);
+                (rel, None)
             }
-            (None, Some(text)) => {
-                let hex = blake3::hash(text).to_hex();
-                format!(".dockerfile.{}", &hex[..20])
+            Dockerfile::Generated(text) => {
+                let hex = blake3::hash(&text).to_hex();
+                (format!(".dockerfile.{}", &hex[..20]), Some(text))
             }
-            (None, None) => unreachable!("a Dockerfile is either in the context or generated"),
         };
         Ok(Plan {
             root,
@@ -477,31 +487,36 @@ impl Plan {
         parent: Option<&MatchInfo>,
         out: &mut Vec<Entry>,
     ) -> Result<(), ContextError> {
-        let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
+        let mut children: Vec<fs::DirEntry> = fs::read_dir(dir)
             .map_err(read_err(dir))?
-            .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
             .map_err(read_err(dir))?;
-        names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-        for name in names {
-            let abs = dir.join(&name);
+        children.sort_by(|a, b| {
+            a.file_name()
+                .as_encoded_bytes()
+                .cmp(b.file_name().as_encoded_bytes())
+        });
+        for child in children {
+            let abs = child.path();
+            let name = child.file_name();
             let name = name.to_string_lossy();
             let rel = if rel_dir.is_empty() {
                 name.into_owned()
             } else {
                 format!("{rel_dir}/{name}")
             };
-            let meta = fs::symlink_metadata(&abs).map_err(read_err(&abs))?;
-            let ft = meta.file_type();
             let (skip, info) = self.rules.matches_using_parent(&rel, parent);
             if skip {
                 // Docker descends into an excluded directory only for an exception inside it.
-                if ft.is_dir() && self.rules.has_exclusions() && self.rules.dir_has_exception(&rel)
-                {
+                let is_dir = child.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && self.rules.has_exclusions() && self.rules.dir_has_exception(&rel) {
                     self.walk_dir(&abs, &rel, Some(&info), out)?;
                 }
                 continue;
             }
+            // fstatat on the open directory: no path walk from the root per entry.
+            let meta = child.metadata().map_err(read_err(&abs))?;
+            let ft = meta.file_type();
             let kind = if ft.is_dir() {
                 EntryKind::Dir
             } else if ft.is_file() {
@@ -516,6 +531,7 @@ impl Plan {
             };
             out.push(Entry {
                 rel: rel.clone(),
+                path: abs.strip_prefix(&self.root).unwrap_or(&abs).to_path_buf(),
                 abs: abs.clone(),
                 kind: kind.clone(),
                 mode: mode_bits(&meta),
@@ -544,8 +560,9 @@ impl Plan {
                 EntryKind::Dir => {
                     h.set_entry_type(tar::EntryType::Directory);
                     h.set_size(0);
-                    b.append_data(&mut h, format!("{}/", e.rel), io::empty())
-                        .map_err(io_err)?;
+                    let mut dir = e.path.clone().into_os_string();
+                    dir.push("/");
+                    b.append_data(&mut h, dir, io::empty()).map_err(io_err)?;
                 }
                 EntryKind::File { size } => {
                     h.set_entry_type(tar::EntryType::Regular);
@@ -556,21 +573,21 @@ impl Plan {
                         text.truncate(*size as usize);
                         text.extend_from_slice(format!("\n{}\n", self.dockerfile_name).as_bytes());
                         h.set_size(text.len() as u64);
-                        b.append_data(&mut h, &e.rel, text.as_slice())
+                        b.append_data(&mut h, &e.path, text.as_slice())
                             .map_err(io_err)?;
                         continue;
                     }
                     h.set_size(*size);
                     let f = fs::File::open(&e.abs).map_err(read_err(&e.abs))?;
                     let mut r = ExactReader::new(f, *size, &e.abs);
-                    if let Err(err) = b.append_data(&mut h, &e.rel, &mut r) {
+                    if let Err(err) = b.append_data(&mut h, &e.path, &mut r) {
                         return Err(r.error(err));
                     }
                 }
                 EntryKind::Symlink { target } => {
                     h.set_entry_type(tar::EntryType::Symlink);
                     h.set_size(0);
-                    b.append_link(&mut h, &e.rel, target).map_err(io_err)?;
+                    b.append_link(&mut h, &e.path, target).map_err(io_err)?;
                 }
             }
         }

@@ -312,6 +312,32 @@ fn long_paths_round_trip() {
 }
 
 #[test]
+fn names_that_are_not_utf8_keep_their_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let d = tempfile::tempdir().unwrap();
+    put(d.path(), &[("Dockerfile", "FROM scratch\n")]);
+    let name = OsStr::from_bytes(b"caf\xe9");
+    fs::write(d.path().join(name), "x").unwrap();
+    let mut out = Vec::new();
+    write_tar(&ContextSpec::new(d.path()), &mut out).unwrap();
+    let paths: Vec<Vec<u8>> = tar::Archive::new(out.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path_bytes().into_owned())
+        .collect();
+    assert_eq!(paths, [b"Dockerfile".to_vec(), b"caf\xe9".to_vec()]);
+    // Two names that read the same lossily still hash differently.
+    let before = digest(&ContextSpec::new(d.path())).unwrap();
+    fs::rename(
+        d.path().join(name),
+        d.path().join(OsStr::from_bytes(b"caf\xe8")),
+    )
+    .unwrap();
+    assert_ne!(digest(&ContextSpec::new(d.path())).unwrap(), before);
+}
+
+#[test]
 fn errors_name_the_path() {
     let d = tempfile::tempdir().unwrap();
     let missing = d.path().join("nope");

@@ -124,7 +124,9 @@ impl IgnoreRules {
 
     /// The Docker CLI's `TrimBuildFilesFromExcludes`: when `path` (context-relative) is
     /// excluded, an exception `!path` is appended so it is sent anyway (the `.dockerignore`
-    /// and the Dockerfile).
+    /// and the Dockerfile). The CLI tests with patternmatcher's deprecated `Matches`, which
+    /// checks fewer parent directories; testing all of them can only add an exception for a
+    /// path that is excluded anyway, so the same files are sent.
     pub fn keep(&mut self, path: &str) {
         if self.matches_or_parent_matches(path) {
             let p = format!("!{path}");

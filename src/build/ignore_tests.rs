@@ -371,7 +371,7 @@ fn read_all_rules() {
     check_rules(&r, "secret", true);
     // An indented `#` is a pattern in Docker, not a comment.
     check_rules(&r, "# not a comment", true);
-    assert!(r.has_exclusions() == false);
+    assert!(!r.has_exclusions());
 }
 
 fn check_rules(r: &IgnoreRules, path: &str, want: bool) {
