@@ -185,7 +185,9 @@ impl<'a> Builder<'a> {
                 BuildEvent::Step(s) => {
                     let s = masker.mask(&s);
                     st.lines.clear();
-                    if tty {
+                    if is_own_label_step(&s) {
+                        // The classic builder's steps for the `labels` we pass: not the user's.
+                    } else if tty {
                         pb.set_message(format!("{image}: {s}"));
                         if verbose {
                             pb.println(&s);
@@ -266,6 +268,12 @@ fn is_bookkeeping(l: &str) -> bool {
     l.trim_start().starts_with("--->") || l.starts_with("Removing intermediate container")
 }
 
+/// "Step 9/10 : LABEL io.nodus.build.hash=…": a step the builder adds for our own labels.
+fn is_own_label_step(s: &str) -> bool {
+    s.split_once(" : LABEL ")
+        .is_some_and(|(_, l)| l.starts_with("io.nodus.") || l.starts_with("com.docker.compose."))
+}
+
 fn context_spec(job: &Job) -> ContextSpec {
     let mut spec = ContextSpec::new(&job.spec.context);
     if let Some(d) = &job.spec.dockerfile {
@@ -303,6 +311,10 @@ mod tests {
             "step 3/4 `RUN false`"
         );
         assert!(is_bookkeeping(" ---> Running in 1234"));
+        assert!(is_own_label_step(
+            "Step 9/10 : LABEL io.nodus.build.hash=blake3:00"
+        ));
+        assert!(!is_own_label_step("Step 2/10 : LABEL maintainer=me"));
         assert!(!is_bookkeeping("make: *** [all] Error 1"));
     }
 }

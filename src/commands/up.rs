@@ -171,6 +171,13 @@ pub(super) fn summary(ctx: &Ctx, project: &Project, what: &str, r: &Report) {
     let mut parts = Vec::new();
     let volumes = |n: usize| crate::guard::census::plural(n, "volume", "volumes");
     for (n, label) in [
+        (
+            r.built.len(),
+            format!(
+                "{} built",
+                crate::guard::census::plural(r.built.len(), "image", "images")
+            ),
+        ),
         (r.created.len(), "created".to_string()),
         (r.recreated.len(), "recreated".into()),
         (r.started.len(), "started".into()),

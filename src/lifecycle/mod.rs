@@ -289,6 +289,8 @@ pub struct ServiceStatus {
 /// What happened to each service, for output and `--json`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
+    /// Images built for `build:` services (by image name).
+    pub built: Vec<String>,
     pub created: Vec<String>,
     pub recreated: Vec<String>,
     pub started: Vec<String>,

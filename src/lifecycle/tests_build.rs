@@ -46,6 +46,7 @@ async fn builds_when_missing_or_changed_and_recreates_only_the_users() {
     let e = FakeEngine::new().with_images(&["postgres:16"]);
     let report = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
     assert_eq!(builds(&e), ["build nt-app"]);
+    assert_eq!(report.built, ["nt-app"]);
     assert_eq!(report.created, ["db", "app"]);
     let (opts, size) = e.builds()[0].clone();
     assert!(size > 0, "the context was streamed");
@@ -57,6 +58,7 @@ async fn builds_when_missing_or_changed_and_recreates_only_the_users() {
     // Nothing changed: no build, nothing recreated.
     let report = lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
     assert_eq!(builds(&e).len(), 1);
+    assert!(report.built.is_empty());
     assert_eq!(report.unchanged, ["db", "app"]);
 
     // A context file changed: rebuilt, and only app is recreated.

@@ -140,7 +140,13 @@ impl<'a> Lifecycle<'a> {
                 ui: self.ui,
             };
             let _t = crate::timing::span("build");
-            crate::build::image_ids(&builder.run(&order, opts.build).await?)
+            let outcomes = builder.run(&order, opts.build).await?;
+            report.built = outcomes
+                .iter()
+                .filter(|o| o.built)
+                .map(|o| o.image.clone())
+                .collect();
+            crate::build::image_ids(&outcomes)
         };
         for built in specs.values_mut() {
             if let Some(id) = built_images.get(&built.spec.image) {
