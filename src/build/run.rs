@@ -44,20 +44,28 @@ impl<'a> Builder<'a> {
         for job in self.jobs(services)? {
             let spec = context_spec(&job);
             let started = Instant::now();
-            let digest = {
-                let spec = spec.clone();
-                tokio::task::spawn_blocking(move || context::digest(&spec))
+            // `--no-build` never reads the context (it may not even be there).
+            let (digest, hash) = if opts.policy == plan::Policy::Never {
+                let none = context::ContextDigest {
+                    hash: String::new(),
+                    files: 0,
+                    bytes: 0,
+                };
+                (none, String::new())
+            } else {
+                let digest = tokio::task::spawn_blocking(move || context::digest(&spec))
                     .await
                     .map_err(|e| BuildError::Invalid {
                         service: job.services[0].clone(),
                         message: format!("hashing the build context failed: {e}"),
                     })?
-            }
-            .map_err(|source| BuildError::Context {
-                service: job.services[0].clone(),
-                source,
-            })?;
-            let hash = build_hash(&job, &digest);
+                    .map_err(|source| BuildError::Context {
+                        service: job.services[0].clone(),
+                        source,
+                    })?;
+                let hash = build_hash(&job, &digest);
+                (digest, hash)
+            };
             let hash_secs = started.elapsed().as_secs_f64();
             let present = self.engine.inspect_image(&job.image).await?;
             let present_hash = present

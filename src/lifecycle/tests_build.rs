@@ -112,6 +112,7 @@ async fn no_build_with_a_missing_image_is_an_error_before_anything_starts() {
     // With the image present, --no-build uses it as it is even when the context changed.
     lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
     std::fs::write(dir.path().join("app.txt"), "changed\n").unwrap();
+    std::fs::remove_file(dir.path().join("Dockerfile")).unwrap();
     let report = lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap();
     assert_eq!(builds(&e).len(), 1);
     assert_eq!(report.unchanged, ["db", "app"]);
