@@ -170,3 +170,28 @@ async fn a_failed_build_leaves_running_services_untouched() {
     assert_eq!(id(&e, "nt-app-1"), app);
     assert_eq!(e.container("nt-app-1").unwrap().state, RunState::Running);
 }
+
+#[tokio::test]
+async fn pull_policies_per_service() {
+    // `pull_policy: build` builds on every up; `never` on a plain image refuses to pull it.
+    let dir = context_dir();
+    let h = stack(dir.path(), "    pull_policy: build\n");
+    let ui = Ui::plain();
+    let e = FakeEngine::new().with_images(&["postgres:16"]);
+    lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    lc(&e, &h, &ui).up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(builds(&e).len(), 2);
+
+    let h = hardened("services:\n  api:\n    image: api:1\n    pull_policy: never\n");
+    let e = FakeEngine::new();
+    e.add_pullable("api:1");
+    let err = lc(&e, &h, &ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::Engine(crate::engine::EngineError::ImageUnavailable { image, .. }) if image == "api:1"),
+        "{err:?}"
+    );
+    assert!(e.calls().is_empty(), "{:?}", e.calls());
+}
