@@ -145,6 +145,11 @@ pub enum Command {
     Config(ConfigArgs),
     /// Pull the services' images (a progress bar per image on a terminal)
     Pull(PullArgs),
+    /// Build the images of `build:` services without starting anything
+    #[command(
+        after_help = "Examples:\n  nodus build                 build every `build:` service's image\n  nodus build api --no-cache  rebuild api's image from scratch\n  nodus build --dry-run       context size, hash and whether a build is needed, per image"
+    )]
+    Build(BuildArgs),
     /// Show the processes running in each service container
     Top(TopArgs),
     /// Open psql in a postgres service container as its configured user
@@ -319,6 +324,22 @@ pub struct PullArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Services (default: every service with `build:`)
+    pub services: Vec<String>,
+    /// Do not use the engine's build cache
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Pull newer versions of the base images
+    #[arg(long)]
+    pub pull: bool,
+    /// Print per image the context (files, bytes, hash) and whether a build is needed; build
+    /// nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct TopArgs {
     /// Services (default: all running)
     pub services: Vec<String>,
@@ -418,6 +439,12 @@ pub struct UpArgs {
     /// Skip the static checks of `nodus doctor` printed before starting
     #[arg(long)]
     pub no_doctor: bool,
+    /// Build the images of `build:` services even when they are up to date
+    #[arg(long, conflicts_with = "no_build")]
+    pub build: bool,
+    /// Never build images; a `build:` service whose image is missing is an error
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 /// `up --pull`.

@@ -52,13 +52,44 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
                 }),
             );
         }
-        // `LifecycleError::Engine` is transparent: its source is the engine error's source, so
-        // the engine error itself is only reachable through it.
-        let engine =
-            cause.downcast_ref::<EngineError>().or_else(|| match cause
-                .downcast_ref::<crate::lifecycle::LifecycleError>(
-            ) {
-                Some(crate::lifecycle::LifecycleError::Engine(e)) => Some(e),
+        // `LifecycleError::Engine`/`Build` and `BuildError::Engine` are transparent: their source
+        // is the inner error's source, so the inner error is only reachable through them.
+        let build = cause
+            .downcast_ref::<crate::build::BuildError>()
+            .or_else(
+                || match cause.downcast_ref::<crate::lifecycle::LifecycleError>() {
+                    Some(crate::lifecycle::LifecycleError::Build(e)) => Some(e),
+                    _ => None,
+                },
+            );
+        match build {
+            Some(crate::build::BuildError::MissingNotAllowed { service, .. }) => {
+                return (
+                    EXIT_ERROR,
+                    Some(format!("build it first: `nodus build {service}`")),
+                )
+            }
+            Some(crate::build::BuildError::Failed { services, .. }) => {
+                return (
+                    EXIT_ERROR,
+                    Some(format!(
+                        "fix the failing step; `nodus -v build {}` shows the whole build log (running services were left as they were)",
+                        services[0]
+                    )),
+                )
+            }
+            _ => {}
+        }
+        let engine = cause
+            .downcast_ref::<EngineError>()
+            .or_else(
+                || match cause.downcast_ref::<crate::lifecycle::LifecycleError>() {
+                    Some(crate::lifecycle::LifecycleError::Engine(e)) => Some(e),
+                    _ => None,
+                },
+            )
+            .or(match build {
+                Some(crate::build::BuildError::Engine(e)) => Some(e),
                 _ => None,
             });
         if let Some(e) = engine {

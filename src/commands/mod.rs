@@ -2,6 +2,7 @@
 //! domain modules and print. No business logic here.
 
 pub mod backup;
+pub mod build;
 pub mod census;
 pub mod doctor;
 pub mod down;
@@ -235,6 +236,7 @@ pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<()> {
         Command::Port(a) => port::run(&ctx, a).await,
         Command::Config(a) => config::run(&ctx, a).await,
         Command::Pull(a) => pull::run(&ctx, a).await,
+        Command::Build(a) => build::run(&ctx, a).await,
         Command::Top(a) => top::run(&ctx, a).await,
         Command::Psql(a) => psql::psql(&ctx, a).await,
         Command::RedisCli(a) => psql::redis_cli(&ctx, a).await,

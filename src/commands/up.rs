@@ -21,6 +21,13 @@ pub async fn run(ctx: &Ctx, args: crate::cli::UpArgs) -> anyhow::Result<()> {
             crate::cli::PullPolicy::Never => ImagePull::Never,
         },
         remove_orphans: args.remove_orphans,
+        build: if args.build {
+            crate::build::Policy::Force
+        } else if args.no_build {
+            crate::build::Policy::Never
+        } else {
+            crate::build::Policy::Auto
+        },
     };
     bring_up_with(
         ctx,
@@ -41,6 +48,7 @@ pub(super) struct UpFlags {
     pub no_deps: bool,
     pub pull: ImagePull,
     pub remove_orphans: bool,
+    pub build: crate::build::Policy,
 }
 
 /// The commands that end with services running.
@@ -96,6 +104,10 @@ async fn bring_up_with(
         no_deps: flags.no_deps,
         pull: flags.pull,
         remove_orphans: flags.remove_orphans,
+        build: crate::build::Options {
+            policy: flags.build,
+            ..Default::default()
+        },
     };
     if let Bring::Up = bring {
         adopt_data(ctx, &g.project, &lc, &opts.services, &mut g.session.chain).await?;
@@ -159,6 +171,13 @@ pub(super) fn summary(ctx: &Ctx, project: &Project, what: &str, r: &Report) {
     let mut parts = Vec::new();
     let volumes = |n: usize| crate::guard::census::plural(n, "volume", "volumes");
     for (n, label) in [
+        (
+            r.built.len(),
+            format!(
+                "{} built",
+                crate::guard::census::plural(r.built.len(), "image", "images")
+            ),
+        ),
         (r.created.len(), "created".to_string()),
         (r.recreated.len(), "recreated".into()),
         (r.started.len(), "started".into()),

@@ -103,6 +103,10 @@ struct State {
     next_port: u16,
     clock: u64,
     image_infos: HashMap<String, ImageInfo>,
+    /// Builds that fail: tag → (output lines, engine message).
+    build_failures: HashMap<String, (Vec<String>, String)>,
+    /// Every build's options and the context size it received.
+    builds: Vec<(BuildOptions, usize)>,
 }
 
 impl State {
@@ -202,6 +206,20 @@ impl FakeEngine {
         let mut st = self.st();
         st.images.insert(image.to_string());
         st.image_infos.insert(image.to_string(), info);
+    }
+    /// Builds of `tag` fail after `lines` of output with the engine's `message`.
+    pub fn fail_build(&self, tag: &str, lines: &[&str], message: &str) {
+        self.st().build_failures.insert(
+            tag.to_string(),
+            (
+                lines.iter().map(|l| l.to_string()).collect(),
+                message.to_string(),
+            ),
+        );
+    }
+    /// Builds run so far: (options, bytes of context received).
+    pub fn builds(&self) -> Vec<(BuildOptions, usize)> {
+        self.st().builds.clone()
     }
     pub fn add_pullable(&self, image: &str) {
         self.st().pullable.insert(image.to_string());
@@ -458,6 +476,49 @@ impl Engine for FakeEngine {
 
     async fn image_exists(&self, image: &str) -> Result<bool> {
         Ok(self.st().images.contains(image))
+    }
+
+    async fn build_image(
+        &self,
+        opts: &BuildOptions,
+        mut context: ContextStream,
+        progress: &(dyn Fn(BuildEvent) + Send + Sync),
+    ) -> Result<String> {
+        let mut size = 0;
+        while let Some(chunk) = context.next().await {
+            size += chunk
+                .map_err(|e| EngineError::api("build", opts.tag.clone(), e.to_string()))?
+                .len();
+        }
+        let failure = {
+            let mut st = self.st();
+            st.calls.push(format!("build {}", opts.tag));
+            st.builds.push((opts.clone(), size));
+            st.build_failures.get(&opts.tag).cloned()
+        };
+        progress(BuildEvent::Step("Step 1/2 : FROM base".into()));
+        progress(BuildEvent::Step("Step 2/2 : RUN make".into()));
+        if let Some((lines, message)) = failure {
+            for l in lines {
+                progress(BuildEvent::Output(l));
+            }
+            return Err(EngineError::BuildFailed {
+                image: opts.tag.clone(),
+                message,
+            });
+        }
+        let mut st = self.st();
+        let id = st.id("sha256:");
+        st.images.insert(opts.tag.clone());
+        st.image_infos.insert(
+            opts.tag.clone(),
+            ImageInfo {
+                id: id.clone(),
+                labels: opts.labels.clone(),
+                ..ImageInfo::default()
+            },
+        );
+        Ok(id)
     }
 
     async fn pull_image(

@@ -35,6 +35,9 @@ pub enum EngineError {
     NetworkNotFound(String),
     #[error("image {image} is not present locally and could not be pulled: {reason}")]
     ImageUnavailable { image: String, reason: String },
+    /// A build ran and failed (a step's command failed, the Dockerfile is invalid...).
+    #[error("building image {image} failed: {message}")]
+    BuildFailed { image: String, message: String },
     #[error("{op} on {object} failed: {reason}")]
     Api {
         op: &'static str,
@@ -259,6 +262,8 @@ pub struct ImageInfo {
     pub volumes: Vec<String>,
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
+    /// `Config.Labels` (nodus' build hash label among them).
+    pub labels: Labels,
 }
 
 impl ImageInfo {
@@ -276,6 +281,40 @@ pub struct PullProgress {
     pub status: String,
     pub current: Option<u64>,
     pub total: Option<u64>,
+}
+
+/// The build context as sent to the engine: a tar stream (uncompressed).
+pub type ContextStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<bytes::Bytes, std::io::Error>> + Send>>;
+
+/// Options of an image build (`POST /build`, classic builder).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// The tag given to the result (`t`).
+    pub tag: String,
+    /// Path of the Dockerfile inside the context.
+    pub dockerfile: String,
+    pub args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub labels: Labels,
+    /// `networkmode` for RUN steps.
+    pub network: Option<String>,
+    /// `host:ip` entries.
+    pub extra_hosts: Vec<String>,
+    pub shm_size: Option<i64>,
+    pub cache_from: Vec<String>,
+    pub no_cache: bool,
+    /// Pull newer versions of the base images.
+    pub pull: bool,
+}
+
+/// What a build reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildEvent {
+    /// A new step begins: "Step 2/5 : RUN make".
+    Step(String),
+    /// A line of output of the current step.
+    Output(String),
 }
 
 /// Which stream a piece of container output came from.
@@ -356,6 +395,15 @@ pub trait Engine: Send + Sync {
         image: &str,
         progress: &(dyn Fn(PullProgress) + Send + Sync),
     ) -> Result<()>;
+
+    /// Builds an image from a context tar stream; `progress` gets every step and output line.
+    /// Returns the image's ID. A failing step is `Err(EngineError::BuildFailed)`.
+    async fn build_image(
+        &self,
+        opts: &BuildOptions,
+        context: ContextStream,
+        progress: &(dyn Fn(BuildEvent) + Send + Sync),
+    ) -> Result<String>;
 
     // Containers. `list_containers` returns stopped ones too.
     async fn list_containers(&self, labels: &Labels) -> Result<Vec<ContainerInfo>>;

@@ -35,6 +35,14 @@ impl Engine for LocalExecEngine {
     async fn pull_image(&self, _: &str, _: &(dyn Fn(PullProgress) + Send + Sync)) -> Result<()> {
         no("pull_image")
     }
+    async fn build_image(
+        &self,
+        _: &BuildOptions,
+        _: ContextStream,
+        _: &(dyn Fn(BuildEvent) + Send + Sync),
+    ) -> Result<String> {
+        no("build_image")
+    }
     async fn list_containers(&self, _: &Labels) -> Result<Vec<ContainerInfo>> {
         no("list_containers")
     }

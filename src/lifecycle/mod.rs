@@ -14,6 +14,8 @@ mod stop;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_build;
+#[cfg(test)]
 mod tests_perf;
 mod up;
 mod wait;
@@ -55,7 +57,7 @@ pub enum LifecycleError {
         exit_code: i64,
         logs: String,
     },
-    #[error("service {service} has no image (and building images is not supported yet: run `docker compose -f .nodus/compose.yaml build {service}` first)")]
+    #[error("service {service} has neither an `image:` nor a `build:` section")]
     NoImage { service: String },
     #[error("{kind} {name} exists but does not carry the labels of project {project}; nodus will not touch it (remove or rename it yourself)")]
     Foreign {
@@ -69,6 +71,8 @@ pub enum LifecycleError {
     NoContainer { service: String },
     #[error(transparent)]
     Spec(SpecError),
+    #[error(transparent)]
+    Build(#[from] crate::build::BuildError),
     #[error("{0}")]
     Hook(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A published host port is taken (by another container or a program).
@@ -266,6 +270,8 @@ pub struct UpOptions {
     pub pull: ImagePull,
     /// Stop (guarded) and remove containers of services no longer in the stack.
     pub remove_orphans: bool,
+    /// Building `build:` services' images (`--build`, `--no-build`).
+    pub build: crate::build::Options,
 }
 
 /// `up --pull`.
@@ -304,6 +310,8 @@ pub struct ServiceStatus {
 /// What happened to each service, for output and `--json`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
+    /// Images built for `build:` services (by image name).
+    pub built: Vec<String>,
     pub created: Vec<String>,
     pub recreated: Vec<String>,
     pub started: Vec<String>,

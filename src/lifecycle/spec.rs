@@ -20,7 +20,7 @@ pub const COMPOSE_VERSION: &str = "1.29.2";
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SpecError {
-    #[error("service {service} has no image (and building images is not supported yet: run `docker compose -f .nodus/compose.yaml build {service}` first)")]
+    #[error("service {service} has neither an `image:` nor a `build:` section")]
     NoImage { service: String },
     #[error("service {service}: {field}: {message}")]
     Invalid {
@@ -174,18 +174,23 @@ pub fn container_spec(
         format!("service {name}: `{key}` is not applied by nodus; use docker compose -f .nodus/compose.yaml if you need it")
     };
 
-    let image = service.image.clone().ok_or_else(|| SpecError::NoImage {
-        service: name.to_string(),
+    let image = crate::stack::build::image_name(project, name, service).ok_or_else(|| {
+        SpecError::NoImage {
+            service: name.to_string(),
+        }
     })?;
-    if service.build.is_some() {
-        warnings.push(format!(
-            "service {name}: `build` is not applied by nodus; it uses image {image} as it is (build it with docker compose -f .nodus/compose.yaml build {name})"
-        ));
+    if let Some(b) = &service.build {
+        for key in crate::stack::build::unapplied_keys(b) {
+            warnings.push(format!(
+                "service {name}: `build.{key}` is not applied by nodus' builder; use docker compose -f .nodus/compose.yaml build {name} if you need it"
+            ));
+        }
     }
+    crate::stack::build::pull_policy(service).map_err(|e| invalid(name, "pull_policy", e))?;
     // `env_file:` is read by project loading into `environment` (the key stays for the rendered
     // file), so it is applied.
     for key in service.extra.keys() {
-        if key.starts_with("x-") || key == "expose" {
+        if key.starts_with("x-") || key == "expose" || key == "pull_policy" {
             continue;
         }
         warnings.push(not_applied(key));
@@ -1002,13 +1007,16 @@ networks:
 
     #[test]
     fn errors() {
-        let e = build("services:\n  a: {build: .}\n", "a").unwrap_err();
+        // A service with `build:` and no `image:` runs compose v2's `<project>-<service>`.
         assert_eq!(
-            e,
-            SpecError::NoImage {
-                service: "a".into()
-            }
+            build("services:\n  a: {build: .}\n", "a")
+                .unwrap()
+                .spec
+                .image,
+            "proj-a"
         );
+        let e = build("services:\n  a: {image: x, pull_policy: often}\n", "a").unwrap_err();
+        assert!(e.to_string().contains("pull_policy"), "{e}");
         let e = build("services:\n  a: {image: x, volumes: ['nope:/data']}\n", "a").unwrap_err();
         assert!(e.to_string().contains("volume `nope`"), "{e}");
         let e = build("services:\n  a: {image: x, networks: [nope]}\n", "a").unwrap_err();
@@ -1022,10 +1030,11 @@ networks:
     }
 
     #[test]
-    fn build_with_image_warns() {
-        let b = build("services:\n  a: {image: x, build: ., secrets: [s]}\n", "a").unwrap();
+    fn build_keys_nodus_does_not_apply_warn() {
+        let y = "services:\n  a: {image: x, build: {context: ., ssh: [default]}, pull_policy: build, secrets: [s]}\n";
+        let b = build(y, "a").unwrap();
         assert_eq!(b.warnings.len(), 2, "{:?}", b.warnings);
-        assert!(b.warnings[0].contains("`build` is not applied"));
+        assert!(b.warnings[0].contains("`build.ssh` is not applied"));
         assert!(b.warnings[1].contains("`secrets` is not applied"));
     }
 

@@ -737,21 +737,6 @@ async fn missing_image_is_pulled_or_fails_before_anything_is_created() {
 }
 
 #[tokio::test]
-async fn no_image_is_an_error() {
-    let h = hardened("services:\n  a:\n    build: .\n");
-    let ui = ui();
-    let e = FakeEngine::new();
-    let err = lc(&e, &h, &ui)
-        .up(&up_opts(), &mut NoHooks)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, LifecycleError::NoImage { service } if service == "a"),
-        "{err:?}"
-    );
-}
-
-#[tokio::test]
 async fn external_resources_must_exist() {
     let yaml = "services:\n  a:\n    image: api:1\n    networks: [shared]\n    volumes: [ext:/x]\nnetworks:\n  shared: {external: true}\nvolumes:\n  ext: {external: true, name: the-ext}\n";
     let h = hardened(yaml);

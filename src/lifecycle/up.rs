@@ -65,6 +65,15 @@ pub(super) fn carry_anonymous_volumes(
     carried
 }
 
+/// A service's config hash combined with the ID of the image it runs (services with a built
+/// image: a rebuild changes the hash, so their containers are recreated).
+fn with_image_id(config_hash: &str, image_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(
+        format!("{config_hash}\n{image_id}").as_bytes(),
+    ))
+}
+
 impl<'a> Lifecycle<'a> {
     fn note_orphans(&self, containers: &[ContainerInfo]) {
         for c in containers {
@@ -115,6 +124,38 @@ impl<'a> Lifecycle<'a> {
                 }
             }
             specs.insert(name.clone(), built);
+        }
+
+        // 1b. Images of `build:` services: built (when needed) before anything is touched, so a
+        //     failed build leaves running services as they were. The image ID is part of the
+        //     config hash of the services using it: a rebuilt image recreates exactly those.
+        let built_images = if mode == Mode::StartOnly {
+            BTreeMap::new()
+        } else {
+            let builder = crate::build::Builder {
+                engine: self.engine,
+                project: self.project,
+                compose,
+                env: self.env,
+                ui: self.ui,
+            };
+            let _t = crate::timing::span("build");
+            let outcomes = builder.run(&order, opts.build).await?;
+            report.built = outcomes
+                .iter()
+                .filter(|o| o.built)
+                .map(|o| o.image.clone())
+                .collect();
+            crate::build::image_ids(&outcomes)
+        };
+        for built in specs.values_mut() {
+            if let Some(id) = built_images.get(&built.spec.image) {
+                built.config_hash = with_image_id(&built.config_hash, id);
+                built
+                    .spec
+                    .labels
+                    .insert(labels::CONFIG_HASH.into(), built.config_hash.clone());
+            }
         }
 
         // 2. What exists, and what to do per service.
@@ -207,14 +248,23 @@ impl<'a> Lifecycle<'a> {
         };
 
         // 4. Images of the containers to create (all of them with `--pull always`).
+        //    Built images are there already; `pull_policy:` overrides `--pull` per service.
         let mut checked = BTreeSet::new();
         for name in &order {
+            let image = &specs[name].spec.image;
+            if built_images.contains_key(image) {
+                continue;
+            }
+            let pull = match crate::stack::build::pull_policy(&compose.services[name]) {
+                Ok(Some(crate::stack::build::PullPolicy::Never)) => ImagePull::Never,
+                Ok(Some(crate::stack::build::PullPolicy::Always)) => ImagePull::Always,
+                _ => opts.pull,
+            };
             let creating = matches!(actions[name], Action::Create | Action::Recreate(_));
-            if creating || (mode == Mode::Converge && opts.pull == ImagePull::Always) {
-                let image = &specs[name].spec.image;
-                if checked.insert(image.clone()) {
-                    self.ensure_image_with(image, opts.pull).await?;
-                }
+            if (creating || (mode == Mode::Converge && pull == ImagePull::Always))
+                && checked.insert(image.clone())
+            {
+                self.ensure_image_with(image, pull).await?;
             }
         }
 

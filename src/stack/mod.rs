@@ -3,6 +3,7 @@
 //! Pure: no file, network or engine I/O happens here. Callers (see `crate::project`) read the files
 //! and the environment and hand their text in; everything returned is data.
 
+pub mod build;
 pub mod detect;
 pub mod duration;
 pub mod harden;

@@ -51,6 +51,15 @@ impl Engine for DockerEngine {
         }
     }
 
+    async fn build_image(
+        &self,
+        opts: &BuildOptions,
+        context: ContextStream,
+        progress: &(dyn Fn(BuildEvent) + Send + Sync),
+    ) -> Result<String> {
+        self.build(opts, context, progress).await
+    }
+
     async fn pull_image(
         &self,
         image: &str,
@@ -640,6 +649,7 @@ impl Engine for DockerEngine {
             volumes,
             entrypoint: cfg.entrypoint.unwrap_or_default(),
             cmd: cfg.cmd.unwrap_or_default(),
+            labels: cfg.labels.unwrap_or_default().into_iter().collect(),
         }))
     }
 

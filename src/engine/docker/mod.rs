@@ -11,6 +11,7 @@
 //! - `create_volume` refuses to adopt an existing volume that lacks the requested labels.
 
 mod api;
+mod build;
 mod convert;
 mod pooled;
 mod session;
