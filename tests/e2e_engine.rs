@@ -335,3 +335,64 @@ fn an_ssh_engine_on_a_non_default_port_runs_the_whole_cycle() {
     assert!(r.stderr.to_lowercase().contains("refused"), "{}", r.all());
     nodus(&s, &env, &["down"]).ok();
 }
+
+/// With nothing configured and the default socket dead, nodus probes the well-known sockets and
+/// uses the first that answers (here a Colima socket in HOME), saying how it found it; when
+/// none answers, the error lists what was tried. The default socket is hidden in a private
+/// mount namespace (`unshare -m`, root), so the real engine stays untouched for other tests.
+#[test]
+fn a_dead_default_socket_makes_nodus_probe_the_well_known_ones() {
+    let s = TestStack::new(
+        "probe",
+        &format!("services:\n  c:\n    image: {REDIS_IMAGE}\n"),
+    );
+    let home = s.path().join("home");
+    let colima = home.join(".colima/default");
+    std::fs::create_dir_all(&colima).unwrap();
+    let sock = colima.join("docker.sock");
+    std::fs::write(&sock, "").unwrap();
+    let real = std::fs::canonicalize(nodus::engine::resolve::DEFAULT_SOCKET).unwrap();
+    let nodus_bin = env!("CARGO_BIN_EXE_nodus");
+    let stack = s.stack_file();
+    let status = |bind_colima: bool| {
+        let script = format!(
+            "{bind} mount --bind /dev/null {real} && exec {nodus_bin} -f {stack} -p {project} status",
+            bind = if bind_colima {
+                format!("mount --bind {} {} &&", real.display(), sock.display())
+            } else {
+                String::new()
+            },
+            real = real.display(),
+            stack = stack.display(),
+            project = s.project,
+        );
+        let out = run(Command::new("unshare")
+            .args(["-m", "sh", "-c", &script])
+            .current_dir(s.path())
+            .env("HOME", &home)
+            .env("NO_COLOR", "1")
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("XDG_RUNTIME_DIR"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = status(true);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("engine: found Colima") && err.contains(".colima/default/docker.sock"),
+        "{err}"
+    );
+    // Nothing answers: exit 4, every place tried is named.
+    let (code, err) = status(false);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("tried, in order"), "{err}");
+    assert!(err.contains("(default socket)"), "{err}");
+    assert!(
+        err.contains(".colima/default/docker.sock (Colima)"),
+        "{err}"
+    );
+}
