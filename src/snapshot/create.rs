@@ -114,6 +114,7 @@ pub async fn snapshot_container(
         nodus_version: env!("CARGO_PKG_VERSION").into(),
         created_at: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         duration_ms,
+        store: None,
     };
     partial.commit(&manifest)?;
     Ok(manifest)

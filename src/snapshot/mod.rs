@@ -15,6 +15,7 @@
 //! through `PUT /containers/{id}/archive`.
 
 pub mod backup;
+pub mod cas;
 pub mod create;
 pub mod manifest;
 pub mod ops;
@@ -23,6 +24,7 @@ pub mod pipeline;
 pub mod restore;
 pub mod retention;
 pub mod store;
+pub mod tar_io;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +36,7 @@ use retention::{Candidate, Decision};
 pub use create::{snapshot_container, SnapshotHook, SnapshotOutcome, SnapshotRequest};
 pub use manifest::{Manifest, Reason, Verification};
 pub use store::{SnapshotEntry, SnapshotStore};
+pub use tar_io::{import_tar, open_tar_reader};
 
 /// Errors of snapshot, restore and backup operations; each names the snapshot, file or container.
 #[derive(Debug, thiserror::Error)]
