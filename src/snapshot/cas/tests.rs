@@ -296,6 +296,9 @@ fn a_flipped_byte_is_found_and_the_snapshots_using_it_are_named() {
         c.problems_of(B).iter().any(|p| p.contains("damaged pack")),
         "{c:?}"
     );
+    // One line for the pack, naming every snapshot that has chunks in it (only B here).
+    assert_eq!(c.damage.len(), 1, "{c:?}");
+    assert!(c.problems_of(A).is_empty(), "{c:?}");
 
     // B refuses (before anything would be streamed); A verifies and reads back.
     let eb = store.get(B).unwrap();
@@ -353,4 +356,51 @@ fn old_single_file_snapshots_stay_readable() {
     open_tar_reader(&e).unwrap().read_to_end(&mut out).unwrap();
     assert_eq!(out.len() as u64, m.archive.raw_bytes);
     assert_eq!(e.data_path(), e.dir.join("data.tar.zst"));
+}
+
+#[test]
+fn a_damaged_chunk_list_fails_only_its_snapshot_and_stops_gc() {
+    let (_d, store) = setup();
+    import(&store, A, &pg_tar(&base_files()));
+    import(&store, B, &tar_b());
+    let list = store.dir().join(B).join(CHUNKS_FILE);
+    let mut b = std::fs::read(&list).unwrap();
+    b[40] ^= 1;
+    std::fs::write(&list, b).unwrap();
+    let ea = store.get(A).unwrap();
+    crate::snapshot::verify::verify_chunked(&ea, ea.manifest.as_ref().unwrap(), None, true, None)
+        .unwrap();
+    let eb = store.get(B).unwrap();
+    assert!(crate::snapshot::verify::verify_chunked(
+        &eb,
+        eb.manifest.as_ref().unwrap(),
+        None,
+        false,
+        None
+    )
+    .is_err());
+    // GC cannot know what B references: it refuses rather than guess.
+    let before = store_bytes(&store);
+    assert!(gc::gc(&cas_of(&store)).is_err());
+    assert_eq!(store_bytes(&store), before);
+    assert!(gc::stats(&cas_of(&store)).is_ok());
+}
+
+#[test]
+fn a_failing_pack_writer_ends_the_write_with_its_error_instead_of_hanging() {
+    let (_d, store) = setup();
+    let cas = cas_of(&store);
+    // Packs cannot be created: the writer fails at its first chunk, every worker stops.
+    std::fs::write(cas.dir().join("fail-pack-create"), b"").unwrap();
+    let tar = pg_tar(&[("big", noise(5, 8 << 20))]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = store.dir().to_path_buf();
+    std::thread::spawn(move || {
+        let list = dir.join("list");
+        let _ = tx.send(write::write_chunks(&cas, &list, &mut &tar[..], 1).map(|_| ()));
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the write must not hang");
+    assert!(r.unwrap_err().to_string().contains("pack creation fails"));
 }

@@ -163,6 +163,9 @@ pub fn write_chunks(
                 }
             });
         }
+        // Only the workers hold the receiver: when they all stopped (the pack writer failed),
+        // sending work fails instead of blocking forever.
+        drop(work_rx);
 
         let mut counting = Counting {
             inner: input,
