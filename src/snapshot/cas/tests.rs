@@ -404,3 +404,29 @@ fn a_failing_pack_writer_ends_the_write_with_its_error_instead_of_hanging() {
         .expect("the write must not hang");
     assert!(r.unwrap_err().to_string().contains("pack creation fails"));
 }
+
+#[test]
+fn a_store_shared_by_two_projects_keeps_what_the_other_one_uses() {
+    let d = tempfile::tempdir().unwrap();
+    let shared = d.path().join("shared-store");
+    let (p1, _) = SnapshotStore::open(d.path().join("one/snapshots/p1")).unwrap();
+    let (p2, _) = SnapshotStore::open(d.path().join("two/snapshots/p2")).unwrap();
+    let (p1, p2) = (p1.with_cas(&shared), p2.with_cas(&shared));
+    let tar = pg_tar(&base_files());
+    import(&p1, A, &tar);
+    let m2 = import(&p2, B, &tar);
+    assert_eq!(
+        m2.store.as_ref().unwrap().new_chunks,
+        0,
+        "deduplicated across projects"
+    );
+    let collected = crate::snapshot::delete_snapshots(&p1, &[A.to_string()]).unwrap();
+    assert!(!collected[0].result.as_ref().unwrap().busy);
+    assert_eq!(read_back(&p2, B).unwrap(), tar);
+    assert!(gc::stats(&Cas::open(&shared).unwrap()).unwrap().store_bytes > 0);
+    crate::snapshot::delete_snapshots(&p2, &[B.to_string()]).unwrap();
+    assert_eq!(
+        gc::stats(&Cas::open(&shared).unwrap()).unwrap().store_bytes,
+        0
+    );
+}
