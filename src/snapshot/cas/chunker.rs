@@ -28,24 +28,54 @@ pub fn for_each_chunk<R: std::io::Read>(
     for_each_chunk_sized(input, MIN_SIZE, AVG_SIZE, MAX_SIZE, f)
 }
 
+/// Bytes of input cut per pass.
+const BLOCK: usize = 8 << 20;
+
+/// Cuts with the slice chunker of `fastcdc` over 8 MiB blocks: the last chunk of a block (which
+/// the block's end may have cut short) is carried over to the next one, so the cuts are those of
+/// a stream. (The crate's `StreamCDC` moves its buffer for every chunk and is generic over the
+/// reader, so it is compiled without optimisation in debug builds: several times slower.)
 fn for_each_chunk_sized<R: std::io::Read>(
-    input: R,
+    mut input: R,
     min: u32,
     avg: u32,
     max: u32,
     mut f: impl FnMut(Vec<u8>) -> Result<(), crate::snapshot::SnapshotError>,
 ) -> Result<(), crate::snapshot::SnapshotError> {
-    let cdc = fastcdc::v2020::StreamCDC::new(input, min, avg, max);
-    for chunk in cdc {
-        let chunk = chunk.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(e) => {
-                crate::snapshot::SnapshotError::Other(format!("reading the archive stream: {e}"))
+    let mut buf = vec![0u8; BLOCK];
+    let mut len = 0usize;
+    let mut eof = false;
+    loop {
+        while !eof && len < BLOCK {
+            match input.read(&mut buf[len..]) {
+                Ok(0) => eof = true,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(crate::snapshot::SnapshotError::Other(format!(
+                        "reading the archive stream: {e}"
+                    )))
+                }
             }
-            other => crate::snapshot::SnapshotError::Other(format!("chunking: {other}")),
-        })?;
-        f(chunk.data)?;
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let mut consumed = 0usize;
+        for c in fastcdc::v2020::FastCDC::new(&buf[..len], min, avg, max) {
+            let end = c.offset + c.length;
+            if !eof && end == len {
+                break;
+            }
+            f(buf[c.offset..end].to_vec())?;
+            consumed = end;
+        }
+        if eof {
+            return Ok(());
+        }
+        buf.copy_within(consumed..len, 0);
+        len -= consumed;
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -87,6 +117,45 @@ mod tests {
             }
             println!("{line}");
         }
+    }
+
+    #[test]
+    fn block_cuts_are_the_cuts_of_the_stream() {
+        let mut x: u64 = 11;
+        let data: Vec<u8> = (0..(2 * BLOCK + 123_457))
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (x >> 56) as u8
+            })
+            .collect();
+        let mut ours = Vec::new();
+        for_each_chunk(&data[..], |c| {
+            ours.push(c.len());
+            Ok(())
+        })
+        .unwrap();
+        let reference: Vec<usize> =
+            fastcdc::v2020::StreamCDC::new(&data[..], MIN_SIZE, AVG_SIZE, MAX_SIZE)
+                .map(|c| c.unwrap().length)
+                .collect();
+        assert_eq!(ours, reference);
+        // A reader returning a few bytes at a time cuts the same way.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+                let n = b.len().min(self.0.len()).min(70_001);
+                b[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut trickled = Vec::new();
+        for_each_chunk(Trickle(&data), |c| {
+            trickled.push(c.len());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(trickled, reference);
     }
 
     #[test]
