@@ -2,7 +2,9 @@
 //!
 //! Sizes: PostgreSQL writes scattered 8 KiB pages, so smaller chunks dedup better after
 //! updates, while larger ones keep the index and per-chunk costs low. 64 KiB average was chosen
-//! by measurement on a PGDATA tar (see ARCHITECTURE.md, "Snapshot store").
+//! by measurement on a PGDATA tar ([`tests::measure`]; figures in README.md, "Snapshot store"):
+//! between 16 and 128 KiB the sizes differ by less than 10 %, 64 KiB needs a quarter of the
+//! chunks of 16 KiB.
 
 use super::Hash;
 
