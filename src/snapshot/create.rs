@@ -57,7 +57,12 @@ pub async fn snapshot_container(
     let volume = volume_identity(engine, req.container, &data_dir, req.volume_name).await?;
 
     // The store's shared lock is held until the snapshot is committed (a GC waits for it).
-    let (cas, _cas_lock) = super::cas::write::open_for_write(store)?;
+    // (Waiting for the lock while another process collects garbage blocks: not on the runtime.)
+    let for_lock = store.clone();
+    let (cas, _cas_lock) =
+        tokio::task::spawn_blocking(move || super::cas::write::open_for_write(&for_lock))
+            .await
+            .map_err(|e| SnapshotError::Other(format!("snapshot store thread failed: {e}")))??;
     let partial = store.begin(&id)?;
     crate::interrupt::set_step(format!("the snapshot of {}", req.service));
     // No total: the size of the previous snapshot is not the size of the data now (it showed
