@@ -44,17 +44,22 @@ fn ctrl_c_during_downs_snapshot_removes_the_partial_and_says_how_to_finish() {
         .spawn()
         .unwrap();
     let root = s.path().join(".nodus/snapshots").join(&s.project);
-    // Wait until the archive is being written (the partial holds data).
+    // Wait until the archive is being written (a partial snapshot exists and the snapshot
+    // store's pack being written, or the partial itself, holds data).
+    let packs = s.path().join(".nodus/snapshots/.store/packs");
+    let holds_data = |dir: &std::path::Path| {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false))
+            })
+            .unwrap_or(false)
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let writing = partials(&root).iter().any(|p| {
-            std::fs::read_dir(p)
-                .map(|rd| {
-                    rd.flatten()
-                        .any(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false))
-                })
-                .unwrap_or(false)
-        });
+        let parts = partials(&root);
+        let writing =
+            !parts.is_empty() && (parts.iter().any(|p| holds_data(p)) || holds_data(&packs));
         if writing {
             break;
         }

@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 use crate::lifecycle::{StopEvidence, Transition};
 use crate::stack::ServiceKind;
 
-/// Manifest format version.
+/// Manifest format version of single-file snapshots (`data.tar.zst`).
 pub const FORMAT: u32 = 1;
+/// Manifest format version of snapshots kept in the deduplicating store (`store` is set).
+pub const FORMAT_STORE: u32 = 2;
+/// The ordered chunk list of a store-backed snapshot, inside its directory.
+pub const CHUNKS_FILE: &str = "chunks";
 /// File names inside a snapshot directory.
 pub const DATA_FILE: &str = "data.tar.zst";
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -123,6 +127,27 @@ pub struct Manifest {
     pub created_at: String,
     /// Wall time of the archive transfer, milliseconds.
     pub duration_ms: u64,
+    /// Set for snapshots kept in the deduplicating store: the tar stream is the chunks listed in
+    /// `archive.file` (the chunk list), read from the store at `store.path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreRef>,
+}
+
+/// Where a store-backed snapshot's chunks live and what it added to the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreRef {
+    /// The store directory (absolute).
+    pub path: String,
+    /// The store's id (its `config` file): a snapshot is never read from another store.
+    pub store_id: String,
+    /// Chunks in the chunk list.
+    pub chunks: u64,
+    /// Chunks this snapshot was the first to store.
+    pub new_chunks: u64,
+    /// Compressed bytes of those chunks: what this snapshot added to the store.
+    pub added_bytes: u64,
+    /// "fastcdc-v2020 min/avg/max" of the chunker used.
+    pub chunker: String,
 }
 
 impl Manifest {
@@ -287,6 +312,7 @@ pub(crate) mod tests {
             nodus_version: env!("CARGO_PKG_VERSION").into(),
             created_at: "2025-06-29T23:00:00Z".into(),
             duration_ms: 12,
+            store: None,
         }
     }
 

@@ -118,7 +118,8 @@ pub fn plan(candidates: &[Candidate], policy: &Retention) -> Vec<Decision> {
                     break;
                 }
                 let bucket = rule.bucket(candidates[i].created);
-                if last_bucket.as_deref() == Some(&bucket) {
+                // "last N" counts every snapshot, also two taken within the same second.
+                if rule != Rule::Last && last_bucket.as_deref() == Some(&bucket) {
                     continue;
                 }
                 used += 1;
@@ -164,6 +165,21 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn last_n_keeps_snapshots_taken_within_the_same_second() {
+        let t = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        let c = |id: &str| Candidate {
+            id: id.into(),
+            group: "volume:v".into(),
+            created: t,
+            verified: false,
+        };
+        let d = plan(&[c("a"), c("b")], &policy(Some(2), None, None, None));
+        assert_eq!(kept(&d).len(), 2, "{d:?}");
+        let d = plan(&[c("a"), c("b"), c("c")], &Retention::default());
+        assert_eq!(kept(&d).len(), 3, "{d:?}");
     }
 
     fn kept(d: &[Decision]) -> Vec<&Decision> {

@@ -36,8 +36,14 @@ pub struct SnapshotEntry {
 }
 
 impl SnapshotEntry {
+    /// The snapshot's data file: `data.tar.zst` (single-file format) or its chunk list (store).
     pub fn data_path(&self) -> PathBuf {
-        self.dir.join(DATA_FILE)
+        match &self.manifest {
+            Ok(m) if !m.archive.file.is_empty() && !m.archive.file.contains('/') => {
+                self.dir.join(&m.archive.file)
+            }
+            _ => self.dir.join(DATA_FILE),
+        }
     }
     pub fn created(&self) -> Option<DateTime<Utc>> {
         match &self.manifest {
@@ -58,10 +64,24 @@ impl SnapshotEntry {
     }
 }
 
+/// Name of the deduplicating store beside the projects' snapshot directories
+/// (`<state dir>/snapshots/.store`): hidden, so no project name can collide with it.
+pub const DEFAULT_CAS_NAME: &str = ".store";
+
 /// The snapshots of one project.
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
     dir: PathBuf,
+    /// The deduplicating store new snapshots are written to.
+    cas: PathBuf,
+}
+
+/// The default deduplicating store for a project snapshot directory `<x>/snapshots/<project>`:
+/// `<x>/snapshots/.store`.
+pub fn default_cas_dir(dir: &Path) -> PathBuf {
+    dir.parent()
+        .map(|p| p.join(DEFAULT_CAS_NAME))
+        .unwrap_or_else(|| dir.join(DEFAULT_CAS_NAME))
 }
 
 impl SnapshotStore {
@@ -70,18 +90,38 @@ impl SnapshotStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<(SnapshotStore, Vec<String>)> {
         let dir = dir.into();
         ensure_private_dir(&dir).map_err(|e| SnapshotError::io(&dir, e))?;
-        let store = SnapshotStore { dir };
+        let store = SnapshotStore::at(dir);
         let cleaned = store.cleanup()?;
         Ok((store, cleaned))
     }
 
     /// The store at `dir` without creating or cleaning anything (for read-only lookups).
     pub fn at(dir: impl Into<PathBuf>) -> SnapshotStore {
-        SnapshotStore { dir: dir.into() }
+        let dir = dir.into();
+        let cas = default_cas_dir(&dir);
+        SnapshotStore { dir, cas }
+    }
+
+    /// The snapshots of `project`, writing to the store its stack names (`x-nodus.snapshots.store`)
+    /// or the default one. Nothing is created.
+    pub fn for_project(project: &crate::project::Project) -> SnapshotStore {
+        SnapshotStore::at(project.state.snapshots_dir(project.name()))
+            .with_cas(super::cas::store_dir_for(project))
+    }
+
+    /// Uses the deduplicating store at `cas` (`x-nodus.snapshots.store`) for new snapshots.
+    pub fn with_cas(mut self, cas: impl Into<PathBuf>) -> SnapshotStore {
+        self.cas = cas.into();
+        self
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The deduplicating store new snapshots go to.
+    pub fn cas_dir(&self) -> &Path {
+        &self.cas
     }
 
     /// Removes `.partial` dirs whose writer is gone and leftovers of interrupted deletions.
@@ -272,7 +312,7 @@ impl PartialSnapshot {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-    /// Where the archive goes (the caller creates it 0600 and fsyncs it).
+    /// Where a single-file archive goes (the caller creates it 0600 and fsyncs it).
     pub fn data_path(&self) -> PathBuf {
         self.dir.join(DATA_FILE)
     }
@@ -283,7 +323,7 @@ impl PartialSnapshot {
     /// Writes the manifest (last, fsynced), renames `<id>.partial` to `<id>` and fsyncs the
     /// parent directory. After this returns the snapshot is listed.
     pub fn commit(mut self, manifest: &Manifest) -> Result<PathBuf> {
-        let data = self.data_path();
+        let data = self.dir.join(&manifest.archive.file);
         // The archive must be durable before the manifest makes it count.
         File::open(&data)
             .and_then(|f| f.sync_all())

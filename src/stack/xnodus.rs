@@ -24,6 +24,7 @@
 //!   snapshots:
 //!     on_down: true
 //!     keep: { last: 3, hourly: 168, daily: 30, weekly: 12 }
+//!     store: ../.nodus-store     # deduplicating snapshot store (default <state>/snapshots/.store)
 //!   watch:                       # `nodus watch` rules (beside compose's develop.watch)
 //!     - paths: [config/**/*.yaml, init/*.sql]   # globs relative to the stack file
 //!       services: [api, worker]
@@ -141,6 +142,10 @@ pub struct SnapshotPolicy {
     pub on_down: bool,
     #[serde(default)]
     pub keep: Retention,
+    /// The deduplicating snapshot store (relative to the stack file's directory); default
+    /// `<state dir>/snapshots/.store`. Stacks naming the same path share chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 impl Default for SnapshotPolicy {
@@ -148,6 +153,7 @@ impl Default for SnapshotPolicy {
         SnapshotPolicy {
             on_down: true,
             keep: Retention::default(),
+            store: None,
         }
     }
 }
@@ -310,5 +316,15 @@ mod parse_tests {
             serde_yaml::from_str("settle: 2s\nsnapshots:\n  keep: {last: 3}\n").unwrap();
         let x = parse(v).unwrap();
         assert_eq!(x.snapshots.keep.last, Some(3));
+        assert_eq!(x.snapshots.store, None);
+        let v: serde_yaml::Value =
+            serde_yaml::from_str("snapshots:\n  store: ../shared-store\n").unwrap();
+        assert_eq!(
+            parse(v).unwrap().snapshots.store.as_deref(),
+            Some("../shared-store")
+        );
+        let v: serde_yaml::Value = serde_yaml::from_str("snapshots:\n  stor: x\n").unwrap();
+        let u = parse(v).unwrap_err();
+        assert!(format!("{u:?}").contains("store"), "{u:?}");
     }
 }
