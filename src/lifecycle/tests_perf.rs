@@ -188,3 +188,50 @@ async fn parallel_stops_keep_dependents_before_their_dependencies() {
     removed.sort();
     assert_eq!(removed, ["a", "b", "db"]);
 }
+
+/// A wave's containers start together, like compose: db and cache (independent) in the first
+/// wave, the app that depends on both in the second. Each start takes 1 s: 2 s in all, not 3 —
+/// for `up` (create + start) and for `restart` (start only).
+#[tokio::test(start_paused = true)]
+async fn a_waves_containers_are_started_together() {
+    let e = FakeEngine::new().with_images(&["postgres:16", "redis:7", "api:1"]);
+    for image in ["postgres:16", "redis:7", "api:1"] {
+        e.tweak(image, |b| b.start_delay = Duration::from_secs(1));
+    }
+    // Every probe answers at once (postgres' pg_isready, redis' PING).
+    ready_at(&e, Instant::now(), &[]);
+    let h = hardened(
+        "services:\n  db:\n    image: postgres:16\n  cache:\n    image: redis:7\n  app:\n    image: api:1\n    depends_on: [db, cache]\n",
+        &[("db", ServiceKind::Postgres), ("cache", ServiceKind::Redis)],
+    );
+    let ui = Ui::plain();
+    let l = lc(&e, &h, &ui);
+    let t0 = Instant::now();
+    let report = l.up(&opts(), &mut NoHooks).await.unwrap();
+    let took = Instant::now() - t0;
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(2500),
+        "up took {took:?}"
+    );
+    let mut created = report.created.clone();
+    created.sort();
+    assert_eq!(created, ["app", "cache", "db"]);
+    for first in ["start np-db-1", "start np-cache-1"] {
+        assert!(
+            e.call_index("start np-app-1") > e.call_index(first),
+            "{:?}",
+            e.calls()
+        );
+    }
+
+    e.clear_calls();
+    let t0 = Instant::now();
+    let report = l.restart(&opts(), &mut NoHooks).await.unwrap();
+    let took = Instant::now() - t0;
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(2500),
+        "restart took {took:?}"
+    );
+    assert_eq!(report.started.len(), 3);
+    assert!(e.call_index("start np-app-1") > e.call_index("start np-db-1"));
+}

@@ -16,6 +16,17 @@ use crate::labels;
 use crate::stack::model::DependsCondition;
 use crate::stack::plan;
 
+/// What is left to do for a service of a wave once its dependencies are ready and the container
+/// it replaces (if any) is gone.
+enum Prepared {
+    /// Running and unchanged: its ID.
+    Running(String),
+    /// An existing container to start.
+    Start(ContainerInfo),
+    /// A container to create from this spec, then start ("created" or "recreated").
+    Create(ContainerSpec, &'static str),
+}
+
 enum Action {
     Unchanged(ContainerInfo),
     Start(ContainerInfo),
@@ -238,9 +249,9 @@ impl<'a> Lifecycle<'a> {
         drop(create_span);
 
         // 6. Services in waves, like compose: a wave is every service whose dependencies are all
-        //    in earlier waves. A wave's containers are started one after the other (quick engine
-        //    calls), then waited for together; each is ready (and has had its `service_ready`
-        //    census) before any of its dependents starts.
+        //    in earlier waves. A wave's containers are created together, then started together
+        //    (as compose does), then waited for together; each is ready (and has had its
+        //    `service_ready` census) before any of its dependents starts.
         let must_complete: BTreeSet<&str> = order
             .iter()
             .flat_map(|n| compose.services[n].depends_on.iter())
@@ -252,7 +263,9 @@ impl<'a> Lifecycle<'a> {
         let mut ready = Vec::new();
         let mut recovering: Vec<String> = Vec::new();
         for wave in plan::waves(compose, &order) {
-            let mut started: Vec<(String, String, &'static str, Want)> = Vec::new();
+            // 6a. One after the other: the dependencies' conditions, and the guarded stop of
+            //     containers to replace (the hooks run one at a time).
+            let mut todo: Vec<(String, Prepared)> = Vec::new();
             for name in &wave {
                 let svc = &compose.services[name];
                 for (dep, d) in &svc.depends_on {
@@ -266,25 +279,13 @@ impl<'a> Lifecycle<'a> {
                         self.wait_until(dep, id, want, opts.timeout).await?;
                     }
                 }
-                let built = &specs[name];
                 let action = actions.remove(name).expect("an action per service");
-                let (id, verb) = match action {
-                    Action::Unchanged(c) => {
-                        report.unchanged.push(name.clone());
-                        (c.id, "running")
-                    }
-                    Action::Start(c) => {
-                        let _t = crate::timing::span("start");
-                        if self.unclean_before_start(name, &c).await {
-                            recovering.push(name.clone());
-                        }
-                        self.start_service(name, &c.id).await?;
-                        report.started.push(name.clone());
-                        (c.id, "started")
-                    }
+                let prepared = match action {
+                    Action::Unchanged(c) => Prepared::Running(c.id),
+                    Action::Start(c) => Prepared::Start(c),
                     Action::Recreate(c) => {
                         let old = self.engine.inspect_container(&c.id).await?;
-                        let mut spec = built.spec.clone();
+                        let mut spec = specs[name].spec.clone();
                         let carried = carry_anonymous_volumes(&mut spec, &old);
                         self.retire(name, old, transition, hooks, &mut report)
                             .await?;
@@ -293,32 +294,71 @@ impl<'a> Lifecycle<'a> {
                                 "{name}: keeping anonymous volume {vol} at {target}"
                             ));
                         }
-                        let id = {
-                            let _t = crate::timing::span("create");
-                            self.create_from(&spec).await?
-                        };
-                        let _t = crate::timing::span("start");
-                        self.start_service(name, &id).await?;
-                        report.recreated.push(name.clone());
-                        (id, "recreated")
+                        Prepared::Create(spec, "recreated")
                     }
-                    Action::Create => {
-                        let id = {
-                            let _t = crate::timing::span("create");
-                            self.create(built).await?
-                        };
-                        let _t = crate::timing::span("start");
-                        self.start_service(name, &id).await?;
-                        report.created.push(name.clone());
-                        (id, "created")
+                    Action::Create => Prepared::Create(specs[name].spec.clone(), "created"),
+                };
+                todo.push((name.clone(), prepared));
+            }
+
+            // 6b. The wave's new containers are created together (and postgres' last shutdown
+            //     read), then every container of the wave is started together.
+            let created = {
+                let creating = todo.iter().any(|(_, p)| matches!(p, Prepared::Create(..)));
+                let _t = creating.then(|| crate::timing::span("create"));
+                futures_util::future::try_join_all(todo.iter().map(|(name, p)| async move {
+                    Ok::<_, LifecycleError>(match p {
+                        Prepared::Running(id) => (id.clone(), false),
+                        Prepared::Start(c) => {
+                            (c.id.clone(), self.unclean_before_start(name, c).await)
+                        }
+                        Prepared::Create(spec, _) => (self.create_from(spec).await?, false),
+                    })
+                }))
+                .await?
+            };
+            {
+                let starting = todo.iter().any(|(_, p)| !matches!(p, Prepared::Running(_)));
+                let _t = starting.then(|| crate::timing::span("start"));
+                futures_util::future::try_join_all(todo.iter().zip(&created).map(
+                    |((name, p), (id, _))| async move {
+                        match p {
+                            Prepared::Running(_) => Ok(()),
+                            _ => self.start_service(name, id).await,
+                        }
+                    },
+                ))
+                .await?;
+            }
+            let mut started: Vec<(String, String, &'static str, Want)> = Vec::new();
+            for ((name, p), (id, unclean)) in todo.into_iter().zip(created) {
+                let verb = match p {
+                    Prepared::Running(_) => {
+                        report.unchanged.push(name.clone());
+                        "running"
+                    }
+                    Prepared::Start(_) => {
+                        report.started.push(name.clone());
+                        "started"
+                    }
+                    Prepared::Create(_, verb) => {
+                        if verb == "recreated" {
+                            report.recreated.push(name.clone());
+                        } else {
+                            report.created.push(name.clone());
+                        }
+                        verb
                     }
                 };
+                if unclean {
+                    recovering.push(name.clone());
+                }
                 let want = if must_complete.contains(name.as_str()) {
                     Want::Completed
                 } else {
                     Want::Ready
                 };
-                started.push((name.clone(), id, verb, want));
+                started.push((name, id, verb, want));
             }
 
             let infos = {
@@ -568,10 +608,6 @@ impl<'a> Lifecycle<'a> {
             }
             .into()),
         }
-    }
-
-    async fn create(&self, built: &BuiltSpec) -> Result<String, LifecycleError> {
-        self.create_from(&built.spec).await
     }
 
     async fn create_from(&self, spec: &ContainerSpec) -> Result<String, LifecycleError> {
