@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod live;
 pub mod pg;
 pub mod provision;
+pub mod redis;
 pub mod verdict;
 
 mod hooks;
