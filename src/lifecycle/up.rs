@@ -22,9 +22,9 @@ enum Prepared {
     /// Running and unchanged: its ID.
     Running(String),
     /// An existing container to start.
-    Start(ContainerInfo),
+    Start(Box<ContainerInfo>),
     /// A container to create from this spec, then start ("created" or "recreated").
-    Create(ContainerSpec, &'static str),
+    Create(Box<ContainerSpec>, &'static str),
 }
 
 enum Action {
@@ -282,7 +282,7 @@ impl<'a> Lifecycle<'a> {
                 let action = actions.remove(name).expect("an action per service");
                 let prepared = match action {
                     Action::Unchanged(c) => Prepared::Running(c.id),
-                    Action::Start(c) => Prepared::Start(c),
+                    Action::Start(c) => Prepared::Start(Box::new(c)),
                     Action::Recreate(c) => {
                         let old = self.engine.inspect_container(&c.id).await?;
                         let mut spec = specs[name].spec.clone();
@@ -294,9 +294,11 @@ impl<'a> Lifecycle<'a> {
                                 "{name}: keeping anonymous volume {vol} at {target}"
                             ));
                         }
-                        Prepared::Create(spec, "recreated")
+                        Prepared::Create(Box::new(spec), "recreated")
                     }
-                    Action::Create => Prepared::Create(specs[name].spec.clone(), "created"),
+                    Action::Create => {
+                        Prepared::Create(Box::new(specs[name].spec.clone()), "created")
+                    }
                 };
                 todo.push((name.clone(), prepared));
             }
