@@ -42,6 +42,12 @@ for img in "$PG_IMAGE" "$REDIS_IMAGE"; do
 done
 command -v python3 >/dev/null || { log "python3 is needed for the statistics"; exit 1; }
 
+case "$NODUS" in
+  */debug/*) log "WARNING: $NODUS is a debug build; figures for the README come from a release build" ;;
+esac
+LOAD_BEFORE=$(uptime)
+log "load before: $LOAD_BEFORE"
+
 WORK=$(mktemp -d)
 PROJECTS=()
 cleanup() {
@@ -191,6 +197,9 @@ for variant in $VARIANTS; do
   done
 done
 
+echo "load before: $LOAD_BEFORE"
+echo "load after:  $(uptime)"
+echo "nodus: $NODUS ($("$NODUS" --version 2>/dev/null || echo '?'))"
 python3 - "$RESULTS" "$TIMINGS" "$RUNS" <<'PY'
 import json, statistics, sys
 from collections import defaultdict

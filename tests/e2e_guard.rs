@@ -72,7 +72,15 @@ fn sql_on_volume_behind_nodus_back(project: &str, volume: &str, db: &str, sql: &
 #[test]
 fn clean_cycles_never_raise_a_false_alarm() {
     let s = TestStack::new("cycles", &pg_stack("", DBS_X_NODUS));
-    with_pw(&s, &["up"]).ok();
+    let first = with_pw(&s, &["-v", "up"]);
+    first.ok();
+    // One engine connection per command: `up`'s doctor block and the transition share it.
+    assert_eq!(
+        first.stderr.matches("engine: ").count(),
+        1,
+        "{}",
+        first.stderr
+    );
     s.create_tables("db", "app", 12, 50);
     s.create_tables("db", "nodus_db", 8, 20);
     s.create_tables("db", "langfuse_db", 5, 5);

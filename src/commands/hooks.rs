@@ -340,10 +340,7 @@ pub async fn offer_restore(
     }
 
     drop(lock);
-    let yes = Ctx {
-        global: ctx.global.clone(),
-        ui: ctx.ui.assuming_yes(),
-    };
+    let yes = Ctx::new(ctx.global.clone(), ctx.ui.assuming_yes());
     let mut restored: Vec<String> = Vec::new();
     for (service, entry) in accepted {
         let args = super::snapshot::RestoreArgs {

@@ -49,9 +49,19 @@ use hooks::{Session, SessionOptions};
 pub struct Ctx {
     pub global: GlobalArgs,
     pub ui: Ui,
+    /// The engine connection, made once per command (see [`Ctx::engine`]).
+    engine: tokio::sync::OnceCell<Arc<dyn Engine>>,
 }
 
 impl Ctx {
+    pub fn new(global: GlobalArgs, ui: Ui) -> Ctx {
+        Ctx {
+            global,
+            ui,
+            engine: tokio::sync::OnceCell::new(),
+        }
+    }
+
     pub fn project(&self) -> anyhow::Result<Project> {
         let p = crate::project::load(&self.global, &self.ui)?;
         crate::interrupt::set_project(p.name());
@@ -60,16 +70,25 @@ impl Ctx {
     }
 
     /// Connects to the engine the docker CLI would use, honouring `--context` and `-H`.
+    /// The engine of `--context`/`-H`: connected (version negotiation, ping) on the first call
+    /// only; later calls of the same command share that connection (`up`'s doctor block and the
+    /// transition use one engine). A failed connection is not kept: the next call tries again.
     pub async fn engine(&self) -> anyhow::Result<Arc<dyn Engine>> {
-        let req = crate::engine::resolve::Request {
-            context: self.global.context.clone(),
-            host: self.global.host.clone(),
-        };
-        let engine = DockerEngine::connect_with(&req).await?;
-        self.ui.detail(format!("engine: {}", engine.origin()));
-        let e: Arc<dyn Engine> = Arc::new(engine);
-        crate::interrupt::set_engine(e.clone());
-        Ok(e)
+        let e = self
+            .engine
+            .get_or_try_init(|| async {
+                let req = crate::engine::resolve::Request {
+                    context: self.global.context.clone(),
+                    host: self.global.host.clone(),
+                };
+                let engine = DockerEngine::connect_with(&req).await?;
+                self.ui.detail(format!("engine: {}", engine.origin()));
+                let e: Arc<dyn Engine> = Arc::new(engine);
+                crate::interrupt::set_engine(e.clone());
+                Ok::<_, anyhow::Error>(e)
+            })
+            .await?;
+        Ok(e.clone())
     }
 
     /// Takes the stack's lifecycle lock, saying so when another command holds it.
@@ -213,10 +232,7 @@ pub fn parse_duration_arg(flag: &str, value: &str) -> anyhow::Result<Duration> {
 }
 
 pub async fn dispatch(cli: Cli, ui: Ui) -> anyhow::Result<()> {
-    let ctx = Ctx {
-        global: cli.global,
-        ui,
-    };
+    let ctx = Ctx::new(cli.global, ui);
     match cli.command {
         Command::Render(a) => render::run(&ctx, a).await,
         Command::Up(a) => up::run(&ctx, a).await,

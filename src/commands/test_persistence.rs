@@ -36,21 +36,9 @@ pub async fn run(ctx: &Ctx, args: TestPersistenceArgs) -> anyhow::Result<()> {
             "ephemeral project {} (removed at the end)",
             ctx.ui.bold(&name)
         ));
-        (
-            Ctx {
-                global,
-                ui: ctx.ui.clone(),
-            },
-            Some(dir),
-        )
+        (Ctx::new(global, ctx.ui.clone()), Some(dir))
     } else {
-        (
-            Ctx {
-                global: ctx.global.clone(),
-                ui: ctx.ui.clone(),
-            },
-            None,
-        )
+        (Ctx::new(ctx.global.clone(), ctx.ui.clone()), None)
     };
     let project = ctx.project()?;
     if scratch.is_some() {

@@ -47,6 +47,8 @@ pub struct ImageBehavior {
     pub oom_on_stop: bool,
     /// How long a stop takes (tokio time: virtual in paused-time tests).
     pub stop_delay: std::time::Duration,
+    /// How long a start takes (tokio time, like `stop_delay`).
+    pub start_delay: std::time::Duration,
 }
 
 impl ImageBehavior {
@@ -63,6 +65,7 @@ impl ImageBehavior {
             image_healthcheck: false,
             oom_on_stop: false,
             stop_delay: std::time::Duration::ZERO,
+            start_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -411,6 +414,10 @@ impl Engine for FakeEngine {
     }
 
     async fn start_container(&self, id: &str) -> Result<()> {
+        let delay = self.st().container(id)?.behavior.start_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut st = self.st();
         let now = st.now();
         let i = st

@@ -503,6 +503,24 @@ async fn exact_counts(s: &PgSession<'_>, tables: &[TableRow]) -> Result<Vec<i64>
 // redis
 
 async fn redis_census(engine: &dyn Engine, c: &ContainerInfo) -> Result<RedisCensus, String> {
+    // Over the published port when it answers as redis: one round trip, no exec.
+    if let Some((host, port)) = super::redis::endpoint(engine, c) {
+        let password = super::redis::password(c);
+        match super::redis::run(&host, port, password, &[&["INFO", "keyspace"]]).await {
+            Ok(replies) => match replies.last() {
+                Some(super::redis::Reply::Bulk(Some(text))) => return parse_redis_keyspace(text),
+                other => tracing::debug!(
+                    "redis {}: INFO keyspace over TCP answered {other:?}; using redis-cli in the container",
+                    c.name
+                ),
+            },
+            Err(e) => tracing::debug!(
+                "redis {}: {}; using redis-cli in the container",
+                c.name,
+                e.0
+            ),
+        }
+    }
     let cmd: Vec<String> = ["redis-cli", "--no-auth-warning", "INFO", "keyspace"]
         .iter()
         .map(|s| s.to_string())

@@ -353,11 +353,14 @@ impl Hooks for Guard {
                 ));
             }
         }
+        let taken_at = one.taken_at.clone();
         self.record(Phase::PostReady, one, ids).await;
         self.early.insert(
             svc.service.clone(),
             Early {
                 diff,
+                census: c,
+                taken_at,
                 position: self.ready_order.len(),
             },
         );

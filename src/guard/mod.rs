@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod live;
 pub mod pg;
 pub mod provision;
+pub mod redis;
 pub mod verdict;
 
 mod hooks;
@@ -97,6 +98,10 @@ pub type SharedOutcome = Arc<Mutex<Outcome>>;
 struct Early {
     /// Comparison with the baseline right after ready (None: no baseline).
     diff: Option<diff::ServiceDiff>,
+    /// The census right after ready, and when it was taken: the settled census when no
+    /// application service started in this transition (see `settle.rs`).
+    census: ServiceCensus,
+    taken_at: String,
     /// Number of services that were ready when this census was taken.
     position: usize,
 }

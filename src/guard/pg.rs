@@ -370,8 +370,11 @@ pub async fn connect<'a>(
                         // Only when postgres answers on TCP inside its container: during the
                         // image's init it listens on no TCP address at all (not ready yet).
                         let mut window = retry_for;
+                        // With no retry at all (a readiness probe: its poll loop retries)
+                        // the answer cannot change what is returned: no exec for it.
                         if err.code.is_none()
                             && !probed
+                            && !retry_for.is_zero()
                             && start.elapsed() >= TCP_ATTEMPT.min(retry_for)
                         {
                             probed = true;

@@ -8,8 +8,10 @@
 //! `x-nodus.settle` (default 2 s) after the first one. The last census is the settled one.
 //!
 //! No settle when no application service started in this transition (a stack of databases only,
-//! or apps already running): nothing else changes the data on start, and the census is taken at
-//! once. `settle: 0s` turns settling off.
+//! or apps already running): nothing that started changes the data, so the census each service
+//! had right after it became ready (before anything else started) is the settled census too — no
+//! second census. A service without a usable early census is counted at once. `settle: 0s` turns
+//! settling off (with apps started, one census is taken at once).
 
 use std::time::Duration;
 
@@ -30,7 +32,10 @@ impl Guard {
     /// services started in this transition.
     pub(super) async fn settled_census(&self, check: &[RunningService], apps: &[&str]) -> Census {
         let max = self.cfg.settle();
-        if apps.is_empty() || max.is_zero() {
+        if apps.is_empty() {
+            return self.reused_census(check).await;
+        }
+        if max.is_zero() {
             let _t = crate::timing::span("census");
             let spinner = self.ui.spinner("census after start");
             let c = census::take_many(self.engine.as_ref(), check, &self.opts).await;
@@ -66,5 +71,41 @@ impl Guard {
             start.elapsed().as_secs_f32()
         ));
         last
+    }
+
+    /// The settled census when no application service started: each service's early census
+    /// (taken right after it was ready), and a census now of those without a usable one.
+    async fn reused_census(&self, check: &[RunningService]) -> Census {
+        let mut reused = Census::default();
+        let mut rest = Vec::new();
+        for s in check {
+            match self.early.get(&s.service) {
+                Some(e) if e.census.is_available() => {
+                    if reused.taken_at.is_empty() || e.taken_at < reused.taken_at {
+                        reused.taken_at = e.taken_at.clone();
+                    }
+                    reused.services.insert(s.service.clone(), e.census.clone());
+                }
+                _ => rest.push(s.clone()),
+            }
+        }
+        if !reused.services.is_empty() {
+            self.ui.detail(format!(
+                "settled census: the census right after start of {} (no application service started since)",
+                reused.services.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if rest.is_empty() {
+            return reused;
+        }
+        let _t = crate::timing::span("census");
+        let spinner = self.ui.spinner("census after start");
+        let now = census::take_many(self.engine.as_ref(), &rest, &self.opts).await;
+        spinner.finish_and_clear();
+        if reused.services.is_empty() {
+            return now;
+        }
+        reused.services.extend(now.services);
+        reused
     }
 }

@@ -130,10 +130,21 @@ const WITH_APP: &str =
 #[tokio::test(start_paused = true)]
 async fn no_settle_for_a_stack_of_databases_only() {
     let (took, censuses, v) = up(DB_ONLY, &[4], "2s").await;
-    // The early census at ready, the settled census at once: no wait.
-    assert_eq!(censuses, 2);
+    // The early census at ready is the settled one too: no wait, no second census.
+    assert_eq!(censuses, 1);
     assert_eq!(took, Duration::ZERO);
     assert_eq!(v.verdict, Status::Baseline);
+    assert_eq!(v.totals.redis_keys, 4, "{v:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_app_started_means_a_fresh_settled_census_even_without_settle() {
+    // `settle: 0s` with an app started: the early census (10 keys) is not reused; the census
+    // after the app started sees what it did (7 keys).
+    let (took, censuses, v) = up(WITH_APP, &[10, 7], "0s").await;
+    assert_eq!(censuses, 2);
+    assert_eq!(took, Duration::ZERO);
+    assert_eq!(v.totals.redis_keys, 7, "{v:#?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,7 +8,8 @@
 //! - postgres: a connection and `SELECT 1` over the published loopback port; `pg_isready -h
 //!   127.0.0.1` through exec when the port is not published here (remote engine). Both reach the
 //!   real server only: the official image's init-time server listens on its socket alone.
-//! - redis: `redis-cli ping` through exec (`PONG`, or an `NOAUTH` answer: the server answers).
+//! - redis: `PING` over the published loopback port (`PONG`, or an `NOAUTH` answer: the server
+//!   answers); `redis-cli ping` through exec when that does not answer as redis.
 //! - other services with a health check in the stack: the health command itself, through exec,
 //!   as the engine would run it (with its timeout).
 //!
@@ -28,6 +29,8 @@ use crate::stack::{Service, ServiceKind, StatefulService};
 pub(super) const PROBE_MIN: Duration = Duration::from_millis(50);
 /// Bound of the back-off: a service that became ready is seen within this much.
 pub(super) const PROBE_MAX: Duration = Duration::from_millis(100);
+/// How long a redis probe relies on its published port alone (see [`Probe::Redis`]).
+pub(super) const REDIS_TCP_ONLY: Duration = Duration::from_secs(1);
 /// A probe taking longer than this counts as "not ready yet" (the engine is read again).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -35,7 +38,12 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub(super) enum Probe {
     Postgres,
-    Redis,
+    /// `PING` over the published port; with `tcp_only`, a network failure is "not yet" (the
+    /// engine's proxy accepts and closes while redis starts) without an exec; after
+    /// [`REDIS_TCP_ONLY`] of that, `redis-cli ping` through exec is asked too.
+    Redis {
+        tcp_only: bool,
+    },
     /// The health check's test (`CMD ...` / `CMD-SHELL ...`) run through exec.
     Command {
         argv: Vec<String>,
@@ -58,7 +66,7 @@ pub(super) enum Answer {
 pub(super) fn probe_for(service: &Service, stateful: Option<&StatefulService>) -> Probe {
     match stateful.map(|s| s.kind) {
         Some(ServiceKind::Postgres) => return Probe::Postgres,
-        Some(ServiceKind::Redis) => return Probe::Redis,
+        Some(ServiceKind::Redis) => return Probe::Redis { tcp_only: true },
         _ => {}
     }
     let Some(h) = service
@@ -100,7 +108,7 @@ pub(super) async fn ask(
         match probe {
             Probe::None => Answer::Unusable("no probe".into()),
             Probe::Postgres => postgres(engine, service, c).await,
-            Probe::Redis => redis(engine, c).await,
+            Probe::Redis { tcp_only } => redis(engine, c, *tcp_only).await,
             Probe::Command { argv, .. } => command(engine, c, argv).await,
         }
     };
@@ -165,7 +173,22 @@ async fn postgres(engine: &dyn Engine, service: &str, c: &ContainerInfo) -> Answ
     }
 }
 
-async fn redis(engine: &dyn Engine, c: &ContainerInfo) -> Answer {
+async fn redis(engine: &dyn Engine, c: &ContainerInfo, tcp_only: bool) -> Answer {
+    use crate::guard::redis::{self as r, Reply};
+    // PING over the published port; an answer that is not PONG/NOAUTH/LOADING (protected mode,
+    // not redis), or a port not published here, asks redis-cli in the container.
+    if let Some((host, port)) = r::endpoint(engine, c) {
+        match r::run(&host, port, None, &[&["PING"]]).await {
+            Ok(replies) => match replies.first() {
+                Some(Reply::Status(s)) if s == "PONG" => return Answer::Ready,
+                Some(Reply::Error(e)) if e.starts_with("NOAUTH") => return Answer::Ready,
+                Some(Reply::Error(e)) if e.starts_with("LOADING") => return Answer::NotYet,
+                _ => {}
+            },
+            Err(_) if tcp_only => return Answer::NotYet,
+            Err(_) => {}
+        }
+    }
     let cmd = vec!["redis-cli".to_string(), "ping".to_string()];
     match engine.exec(&c.id, &cmd, &[], None).await {
         Ok(o) => {

@@ -243,9 +243,10 @@ async fn up_creates_network_volumes_containers_in_dependency_order() {
         [
             "create_network nt_default",
             "create_volume nt_data",
+            // db and cache (one wave): created together, then started together.
             "create_container nt-db-1",
-            "start nt-db-1",
             "create_container nt-cache-1",
+            "start nt-db-1",
             "start nt-cache-1",
             "create_container nt-api-1",
             "start nt-api-1",
@@ -255,7 +256,7 @@ async fn up_creates_network_volumes_containers_in_dependency_order() {
     assert_eq!(report.volumes_created, ["nt_data"]);
     // db and cache have no dependencies: they start together (one wave) and are waited for
     // together. db was ready (healthy) and its hook ran before anything depending on it was
-    // created: after 6 engine calls (network, volume, create+start db, create+start cache).
+    // created: after 6 engine calls (network, volume, create db and cache, start both).
     assert_eq!(
         rec.log(),
         [

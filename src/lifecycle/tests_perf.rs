@@ -188,3 +188,131 @@ async fn parallel_stops_keep_dependents_before_their_dependencies() {
     removed.sort();
     assert_eq!(removed, ["a", "b", "db"]);
 }
+
+/// A wave's containers start together, like compose: db and cache (independent) in the first
+/// wave, the app that depends on both in the second. Each start takes 1 s: 2 s in all, not 3 —
+/// for `up` (create + start) and for `restart` (start only).
+#[tokio::test(start_paused = true)]
+async fn a_waves_containers_are_started_together() {
+    let e = FakeEngine::new().with_images(&["postgres:16", "redis:7", "api:1"]);
+    for image in ["postgres:16", "redis:7", "api:1"] {
+        e.tweak(image, |b| b.start_delay = Duration::from_secs(1));
+    }
+    // Every probe answers at once (postgres' pg_isready, redis' PING).
+    ready_at(&e, Instant::now(), &[]);
+    let h = hardened(
+        "services:\n  db:\n    image: postgres:16\n  cache:\n    image: redis:7\n  app:\n    image: api:1\n    depends_on: [db, cache]\n",
+        &[("db", ServiceKind::Postgres), ("cache", ServiceKind::Redis)],
+    );
+    let ui = Ui::plain();
+    let l = lc(&e, &h, &ui);
+    let t0 = Instant::now();
+    let report = l.up(&opts(), &mut NoHooks).await.unwrap();
+    let took = Instant::now() - t0;
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(2500),
+        "up took {took:?}"
+    );
+    let mut created = report.created.clone();
+    created.sort();
+    assert_eq!(created, ["app", "cache", "db"]);
+    for first in ["start np-db-1", "start np-cache-1"] {
+        assert!(
+            e.call_index("start np-app-1") > e.call_index(first),
+            "{:?}",
+            e.calls()
+        );
+    }
+
+    e.clear_calls();
+    let t0 = Instant::now();
+    let report = l.restart(&opts(), &mut NoHooks).await.unwrap();
+    let took = Instant::now() - t0;
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(2500),
+        "restart took {took:?}"
+    );
+    assert_eq!(report.started.len(), 3);
+    assert!(e.call_index("start np-app-1") > e.call_index("start np-db-1"));
+}
+
+/// Real time (the probes below dial real loopback sockets).
+fn short_opts() -> UpOptions {
+    UpOptions {
+        services: Vec::new(),
+        timeout: Duration::from_secs(5),
+        ..UpOptions::default()
+    }
+}
+
+/// Redis publishing its port here is asked `PING` over that port: no exec in the container.
+#[tokio::test]
+async fn redis_readiness_over_its_published_port_needs_no_exec() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"+PONG\r\n").await;
+        }
+    });
+    let e = FakeEngine::new().with_images(&["redis:7"]);
+    e.tweak("redis:7", |b| b.health = FakeHealth::StaysStarting);
+    // redis-cli through exec would never say PONG: only the TCP probe can make it ready.
+    let execs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = execs.clone();
+    e.set_exec_handler(move |_, _| {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ExecOutput {
+            exit_code: 1,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    });
+    let yaml = format!(
+        "services:\n  cache:\n    image: redis:7\n    healthcheck: {{ test: [CMD, redis-cli, ping], interval: 30s }}\n    ports: [\"127.0.0.1:{port}:6379\"]\n"
+    );
+    let h = hardened(&yaml, &[("cache", ServiceKind::Redis)]);
+    let ui = Ui::plain();
+    lc(&e, &h, &ui)
+        .up(&short_opts(), &mut NoHooks)
+        .await
+        .unwrap();
+    assert_eq!(execs.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// A postgres readiness probe whose TCP connection fails is "not yet": it does not also ask
+/// `pg_isready` through exec on every poll (that answer could not change the outcome).
+#[tokio::test]
+async fn a_failed_postgres_probe_costs_no_exec() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let e = FakeEngine::new().with_images(&["postgres:16"]);
+    e.tweak("postgres:16", |b| b.health = FakeHealth::StaysStarting);
+    let execs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = execs.clone();
+    e.set_exec_handler(move |_, _| {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ExecOutput {
+            exit_code: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    });
+    let yaml = format!(
+        "services:\n  db:\n    image: postgres:16\n    healthcheck: {{ test: pg_isready, interval: 30s }}\n    ports: [\"127.0.0.1:{closed}:5432\"]\n"
+    );
+    let h = hardened(&yaml, &[("db", ServiceKind::Postgres)]);
+    let ui = Ui::plain();
+    let opts = UpOptions {
+        timeout: Duration::from_secs(1),
+        ..short_opts()
+    };
+    let err = lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap_err();
+    assert!(matches!(err, LifecycleError::NotHealthy { .. }), "{err}");
+    assert_eq!(execs.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

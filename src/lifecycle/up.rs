@@ -16,6 +16,17 @@ use crate::labels;
 use crate::stack::model::DependsCondition;
 use crate::stack::plan;
 
+/// What is left to do for a service of a wave once its dependencies are ready and the container
+/// it replaces (if any) is gone.
+enum Prepared {
+    /// Running and unchanged: its ID.
+    Running(String),
+    /// An existing container to start.
+    Start(Box<ContainerInfo>),
+    /// A container to create from this spec, then start ("created" or "recreated").
+    Create(Box<ContainerSpec>, &'static str),
+}
+
 enum Action {
     Unchanged(ContainerInfo),
     Start(ContainerInfo),
@@ -288,9 +299,9 @@ impl<'a> Lifecycle<'a> {
         drop(create_span);
 
         // 6. Services in waves, like compose: a wave is every service whose dependencies are all
-        //    in earlier waves. A wave's containers are started one after the other (quick engine
-        //    calls), then waited for together; each is ready (and has had its `service_ready`
-        //    census) before any of its dependents starts.
+        //    in earlier waves. A wave's containers are created together, then started together
+        //    (as compose does), then waited for together; each is ready (and has had its
+        //    `service_ready` census) before any of its dependents starts.
         let must_complete: BTreeSet<&str> = order
             .iter()
             .flat_map(|n| compose.services[n].depends_on.iter())
@@ -302,7 +313,9 @@ impl<'a> Lifecycle<'a> {
         let mut ready = Vec::new();
         let mut recovering: Vec<String> = Vec::new();
         for wave in plan::waves(compose, &order) {
-            let mut started: Vec<(String, String, &'static str, Want)> = Vec::new();
+            // 6a. One after the other: the dependencies' conditions, and the guarded stop of
+            //     containers to replace (the hooks run one at a time).
+            let mut todo: Vec<(String, Prepared)> = Vec::new();
             for name in &wave {
                 let svc = &compose.services[name];
                 for (dep, d) in &svc.depends_on {
@@ -316,35 +329,14 @@ impl<'a> Lifecycle<'a> {
                         self.wait_until(dep, id, want, opts.timeout).await?;
                     }
                 }
-                let built = &specs[name];
                 let action = actions.remove(name).expect("an action per service");
-                crate::interrupt::set_step(match &action {
-                    Action::Unchanged(_) => format!("checking {name}"),
-                    Action::Start(_) => format!("starting {name}"),
-                    Action::Recreate(_) => format!("recreating {name}"),
-                    Action::Create => format!("creating {name}"),
-                });
-                let (id, verb) = match action {
-                    Action::Unchanged(c) => {
-                        report.unchanged.push(name.clone());
-                        (c.id, "running")
-                    }
-                    Action::Start(c) => {
-                        let _t = crate::timing::span("start");
-                        if let Some(ev) = self.unclean_before_start(name, &c).await {
-                            hooks
-                                .unclean_stop_found(transition, name, &ev)
-                                .await
-                                .map_err(LifecycleError::hook)?;
-                            recovering.push(name.clone());
-                        }
-                        self.start_service(name, &c.id).await?;
-                        report.started.push(name.clone());
-                        (c.id, "started")
-                    }
+                let prepared = match action {
+                    Action::Unchanged(c) => Prepared::Running(c.id),
+                    Action::Start(c) => Prepared::Start(Box::new(c)),
                     Action::Recreate(c) => {
+                        crate::interrupt::set_step(format!("recreating {name}"));
                         let old = self.engine.inspect_container(&c.id).await?;
-                        let mut spec = built.spec.clone();
+                        let mut spec = specs[name].spec.clone();
                         let carried = carry_anonymous_volumes(&mut spec, &old);
                         self.retire(name, old, transition, hooks, &mut report)
                             .await?;
@@ -353,34 +345,102 @@ impl<'a> Lifecycle<'a> {
                                 "{name}: keeping anonymous volume {vol} at {target}"
                             ));
                         }
-                        let id = {
-                            let _t = crate::timing::span("create");
-                            self.create_from(&spec).await?
-                        };
-                        let _t = crate::timing::span("start");
-                        crate::interrupt::set_step(format!("starting {name}"));
-                        self.start_service(name, &id).await?;
-                        report.recreated.push(name.clone());
-                        (id, "recreated")
+                        Prepared::Create(Box::new(spec), "recreated")
                     }
                     Action::Create => {
-                        let id = {
-                            let _t = crate::timing::span("create");
-                            self.create(built).await?
-                        };
-                        let _t = crate::timing::span("start");
-                        crate::interrupt::set_step(format!("starting {name}"));
-                        self.start_service(name, &id).await?;
-                        report.created.push(name.clone());
-                        (id, "created")
+                        Prepared::Create(Box::new(specs[name].spec.clone()), "created")
                     }
                 };
+                todo.push((name.clone(), prepared));
+            }
+
+            // 6b. The wave's new containers are created together (and postgres' last shutdown
+            //     read), then every container of the wave is started together.
+            let names = |f: fn(&Prepared) -> bool| {
+                todo.iter()
+                    .filter(|(_, p)| f(p))
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let created = {
+                let creating = todo.iter().any(|(_, p)| matches!(p, Prepared::Create(..)));
+                if creating {
+                    crate::interrupt::set_step(format!(
+                        "creating {}",
+                        names(|p| matches!(p, Prepared::Create(..)))
+                    ));
+                }
+                let _t = creating.then(|| crate::timing::span("create"));
+                futures_util::future::try_join_all(todo.iter().map(|(name, p)| async move {
+                    Ok::<_, LifecycleError>(match p {
+                        Prepared::Running(id) => (id.clone(), None),
+                        Prepared::Start(c) => {
+                            (c.id.clone(), self.unclean_before_start(name, c).await)
+                        }
+                        Prepared::Create(spec, _) => (self.create_from(spec).await?, None),
+                    })
+                }))
+                .await?
+            };
+            // Postgres found stopped without a clean shutdown: the guard judges its UNLOGGED
+            // tables with that in mind.
+            for ((name, _), (_, unclean)) in todo.iter().zip(&created) {
+                if let Some(ev) = unclean {
+                    hooks
+                        .unclean_stop_found(transition, name, ev)
+                        .await
+                        .map_err(LifecycleError::hook)?;
+                }
+            }
+            {
+                let starting = todo.iter().any(|(_, p)| !matches!(p, Prepared::Running(_)));
+                if starting {
+                    crate::interrupt::set_step(format!(
+                        "starting {}",
+                        names(|p| !matches!(p, Prepared::Running(_)))
+                    ));
+                }
+                let _t = starting.then(|| crate::timing::span("start"));
+                futures_util::future::try_join_all(todo.iter().zip(&created).map(
+                    |((name, p), (id, _))| async move {
+                        match p {
+                            Prepared::Running(_) => Ok(()),
+                            _ => self.start_service(name, id).await,
+                        }
+                    },
+                ))
+                .await?;
+            }
+            let mut started: Vec<(String, String, &'static str, Want)> = Vec::new();
+            for ((name, p), (id, unclean)) in todo.into_iter().zip(created) {
+                let verb = match p {
+                    Prepared::Running(_) => {
+                        report.unchanged.push(name.clone());
+                        "running"
+                    }
+                    Prepared::Start(_) => {
+                        report.started.push(name.clone());
+                        "started"
+                    }
+                    Prepared::Create(_, verb) => {
+                        if verb == "recreated" {
+                            report.recreated.push(name.clone());
+                        } else {
+                            report.created.push(name.clone());
+                        }
+                        verb
+                    }
+                };
+                if unclean.is_some() {
+                    recovering.push(name.clone());
+                }
                 let want = if must_complete.contains(name.as_str()) {
                     Want::Completed
                 } else {
                     Want::Ready
                 };
-                started.push((name.clone(), id, verb, want));
+                started.push((name, id, verb, want));
             }
 
             crate::interrupt::set_step(format!(
@@ -638,10 +698,6 @@ impl<'a> Lifecycle<'a> {
             }
             .into()),
         }
-    }
-
-    async fn create(&self, built: &BuiltSpec) -> Result<String, LifecycleError> {
-        self.create_from(&built.spec).await
     }
 
     async fn create_from(&self, spec: &ContainerSpec) -> Result<String, LifecycleError> {

@@ -190,7 +190,13 @@ impl<'a> Lifecycle<'a> {
                         tracing::debug!("{service}: answered the readiness probe");
                         verdict = Verdict::Done;
                     }
-                    Answer::NotYet => {}
+                    Answer::NotYet => {
+                        if matches!(probe, Probe::Redis { tcp_only: true })
+                            && started.elapsed() >= probe::REDIS_TCP_ONLY
+                        {
+                            probe = Probe::Redis { tcp_only: false };
+                        }
+                    }
                     Answer::Unusable(why) => {
                         tracing::debug!(
                             "{service}: readiness probe unusable ({why}); waiting for the engine's health status"
