@@ -17,6 +17,7 @@
 pub mod backup;
 pub mod cas;
 pub mod create;
+pub mod export;
 pub mod manifest;
 pub mod ops;
 pub mod pick;
