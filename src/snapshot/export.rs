@@ -265,7 +265,9 @@ impl<R: Read> Read for Exact<R> {
                 )),
             };
         }
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Err(io::Error::new(
@@ -379,13 +381,11 @@ pub fn write_export(
     let (out, data_sha) = if recipients.is_empty() {
         write_body(out, manifest_json, &header, data, progress).map_err(io_err)?
     } else {
-        let enc = age::Encryptor::with_recipients(
-            recipients.iter().map(|r| r as &dyn age::Recipient),
-        )
-        .map_err(|e| SnapshotError::Other(format!("age: {e}")))?;
+        let enc =
+            age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| SnapshotError::Other(format!("age: {e}")))?;
         let sw = enc.wrap_output(out).map_err(io_err)?;
-        let (sw, sha) =
-            write_body(sw, manifest_json, &header, data, progress).map_err(io_err)?;
+        let (sw, sha) = write_body(sw, manifest_json, &header, data, progress).map_err(io_err)?;
         (sw.finish().map_err(io_err)?, sha)
     };
     let (buffered, sha, bytes) = out.finish();
@@ -550,9 +550,7 @@ fn walk(
             io::copy(&mut hashing, &mut io::sink()).map_err(|e| format!("{DATA_ENTRY}: {e}"))?;
         }
     }
-    let (data_sha, n) = hashing
-        .finish()
-        .map_err(|e| format!("{DATA_ENTRY}: {e}"))?;
+    let (data_sha, n) = hashing.finish().map_err(|e| format!("{DATA_ENTRY}: {e}"))?;
     if n != data_bytes {
         return Err(format!("{DATA_ENTRY}: read {n} of {data_bytes} bytes"));
     }
@@ -694,7 +692,9 @@ impl Read for Checked<'_> {
             }
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Err(io::Error::new(

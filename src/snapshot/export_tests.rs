@@ -124,7 +124,11 @@ fn a_damaged_sidecar_or_truncated_file_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let raw = sample_tar();
     let path = export(d.path(), &raw, &[]);
-    fs::write(sidecar_path(&path), format!("{}  out.tar.zst\n", "0".repeat(64))).unwrap();
+    fs::write(
+        sidecar_path(&path),
+        format!("{}  out.tar.zst\n", "0".repeat(64)),
+    )
+    .unwrap();
     assert!(scan(&path, None, None).is_err());
     fs::remove_file(sidecar_path(&path)).unwrap();
     let bytes = fs::read(&path).unwrap();
