@@ -524,7 +524,13 @@ pub enum SnapshotCommand {
         /// Verify every snapshot
         #[arg(long, conflicts_with = "id")]
         all: bool,
+        /// Store-backed snapshots: also decompress and re-hash every chunk and read the tar to
+        /// the end (default: chunk presence and pack checksums)
+        #[arg(long)]
+        read_data: bool,
     },
+    /// Snapshot store: total size, dedup ratio, reclaimable bytes
+    Stats,
     /// Delete a snapshot
     Delete {
         /// Snapshot ID

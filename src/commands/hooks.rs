@@ -271,7 +271,7 @@ pub async fn offer_restore(
         return Err(loss_of(v).into());
     }
     let mut accepted: Vec<(String, SnapshotEntry)> = Vec::new();
-    let store = crate::snapshot::SnapshotStore::at(project.state.snapshots_dir(project.name()));
+    let store = crate::snapshot::SnapshotStore::for_project(project);
     let mut refused: std::collections::BTreeMap<String, RestoreHint> = Default::default();
     for (service, s) in v.services.iter().filter(|(_, s)| s.status == Status::Loss) {
         let before = s

@@ -15,7 +15,8 @@ pub async fn run(ctx: &Ctx, cmd: SnapshotCommand) -> anyhow::Result<()> {
         SnapshotCommand::Create { services } => create(ctx, services).await,
         SnapshotCommand::List => list(ctx),
         SnapshotCommand::Show { id } => show(ctx, &id),
-        SnapshotCommand::Verify { id, all } => verify(ctx, id, all).await,
+        SnapshotCommand::Verify { id, all, read_data } => verify(ctx, id, all, read_data).await,
+        SnapshotCommand::Stats => stats(ctx),
         SnapshotCommand::Delete { id } => delete(ctx, &id),
         SnapshotCommand::Prune { dry_run } => prune(ctx, dry_run),
         SnapshotCommand::Restore {
@@ -116,7 +117,7 @@ fn list(ctx: &Ctx) -> anyhow::Result<()> {
 /// Text by default; the whole manifest with `--json`.
 fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     let project = ctx.project()?;
-    let store = SnapshotStore::at(project.state.snapshots_dir(project.name()));
+    let store = SnapshotStore::for_project(&project);
     if ctx.ui.json {
         ctx.ui.json_out(&ops::show_json(&store, id)?);
     } else {
@@ -127,7 +128,21 @@ fn show(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn verify(ctx: &Ctx, id: Option<String>, all: bool) -> anyhow::Result<()> {
+fn stats(ctx: &Ctx) -> anyhow::Result<()> {
+    let project = ctx.project()?;
+    let store = ops::open_store(&project, &ctx.ui)?;
+    let stats = ops::store_stats(&store)?;
+    if ctx.ui.json {
+        ctx.ui.json_out(&stats);
+    } else {
+        for line in ops::stats_lines(&stats) {
+            ctx.ui.data(line);
+        }
+    }
+    Ok(())
+}
+
+async fn verify(ctx: &Ctx, id: Option<String>, all: bool, read_data: bool) -> anyhow::Result<()> {
     let project = ctx.project()?;
     let store = ops::open_store(&project, &ctx.ui)?;
     let entries = match (id, all) {
@@ -135,7 +150,7 @@ async fn verify(ctx: &Ctx, id: Option<String>, all: bool) -> anyhow::Result<()> 
         (None, true) => store.list()?,
         (None, false) => return Err(UsageError("give a snapshot ID or --all".into()).into()),
     };
-    let verified = ops::verify_entries(&store, &entries, &ctx.ui).await;
+    let verified = ops::verify_entries(&store, &entries, read_data, &ctx.ui).await;
     if ctx.ui.json {
         ctx.ui.json_out(&verified.results);
     }
@@ -160,7 +175,13 @@ fn delete(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
             e.id
         ),
     )?;
-    store.delete(&e.id)?;
+    let collected = crate::snapshot::delete_snapshots(&store, std::slice::from_ref(&e.id))?;
+    for c in &collected {
+        match &c.result {
+            Ok(_) => ctx.ui.status(c.describe()),
+            Err(_) => ctx.ui.warn(c.describe()),
+        }
+    }
     if ctx.ui.json {
         ctx.ui.json_out(&json!({ "deleted": e.id }));
     }
@@ -173,7 +194,13 @@ fn prune(ctx: &Ctx, dry_run: bool) -> anyhow::Result<()> {
     let _lock = ctx.lock(&project)?;
     let store = ops::open_store(&project, &ctx.ui)?;
     let keep = &project.stack.nodus.snapshots.keep;
-    let decisions = crate::snapshot::prune(&store, keep, None, dry_run)?;
+    let (decisions, collected) = crate::snapshot::prune(&store, keep, None, dry_run)?;
+    for c in &collected {
+        match &c.result {
+            Ok(_) => ctx.ui.status(c.describe()),
+            Err(_) => ctx.ui.warn(c.describe()),
+        }
+    }
     if ctx.ui.json {
         ctx.ui
             .json_out(&json!({ "dry_run": dry_run, "decisions": decisions }));

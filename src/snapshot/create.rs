@@ -13,8 +13,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::manifest::{self, ArchiveInfo, Manifest, Reason, VolumeIdentity, DATA_FILE, FORMAT};
-use super::pipeline::{self, Codec};
+use super::manifest::{self, ArchiveInfo, Manifest, Reason, VolumeIdentity, FORMAT};
 use super::store::SnapshotStore;
 use super::{human_bytes, mount_for, Result, SnapshotError};
 use crate::engine::{ContainerInfo, Engine, MountKind};
@@ -57,6 +56,8 @@ pub async fn snapshot_container(
     let id = manifest::new_id(now, req.service);
     let volume = volume_identity(engine, req.container, &data_dir, req.volume_name).await?;
 
+    // The store's shared lock is held until the snapshot is committed (a GC waits for it).
+    let (cas, _cas_lock) = super::cas::write::open_for_write(store)?;
     let partial = store.begin(&id)?;
     crate::interrupt::set_step(format!("the snapshot of {}", req.service));
     // No total: the size of the previous snapshot is not the size of the data now (it showed
@@ -67,12 +68,18 @@ pub async fn snapshot_container(
     let stream = engine
         .download_archive(&req.container.id, &data_dir)
         .await?;
-    let codec = Codec::snapshot_default();
-    let stats = pipeline::compress_to_file(stream, partial.data_path(), codec, &pb).await;
+    let written = super::cas::write::write_from_stream(
+        stream,
+        cas.clone(),
+        partial.dir().join(manifest::CHUNKS_FILE),
+        super::cas::write::chunk_level(),
+        &pb,
+    )
+    .await;
     pb.finish_and_clear();
-    let stats = stats?;
+    let written = written?;
     let duration_ms = started.elapsed().as_millis() as u64;
-    let top = tar_top(&stats.head).ok_or_else(|| {
+    let top = tar_top(&written.head).ok_or_else(|| {
         SnapshotError::Other(format!(
             "the engine returned an empty or unreadable archive for {}:{}",
             req.container.name, data_dir
@@ -80,12 +87,7 @@ pub async fn snapshot_container(
     })?;
 
     let unclean = manifest::unclean_reason(req.kind, req.evidence.as_ref());
-    let level = match codec {
-        Codec::Zstd { level, .. } => level,
-        Codec::Gzip { level } => level as i32,
-    };
-    let min_level = (stats.min_level_used != level).then_some(stats.min_level_used);
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: FORMAT,
         id: id.clone(),
         project: req.project.to_string(),
@@ -97,13 +99,13 @@ pub async fn snapshot_container(
         image: req.container.image.clone(),
         data_dir,
         archive: ArchiveInfo {
-            file: DATA_FILE.into(),
-            compression: "zstd".into(),
-            level,
-            min_level,
-            raw_bytes: stats.raw_bytes,
-            compressed_bytes: stats.compressed_bytes,
-            sha256: stats.sha256,
+            file: String::new(),
+            compression: String::new(),
+            level: 0,
+            min_level: None,
+            raw_bytes: 0,
+            compressed_bytes: 0,
+            sha256: String::new(),
             top,
         },
         census: req.census,
@@ -116,6 +118,8 @@ pub async fn snapshot_container(
         duration_ms,
         store: None,
     };
+    super::cas::write::fill_manifest(&mut manifest, &cas, &written)?;
+    super::cas::crash_point("before-manifest");
     partial.commit(&manifest)?;
     Ok(manifest)
 }
@@ -131,7 +135,7 @@ pub(crate) fn normalize_dir(d: &str) -> String {
 }
 
 /// Name of the first tar entry (the data dir's base name as the archive endpoint writes it).
-fn tar_top(head: &[u8]) -> Option<String> {
+pub(crate) fn tar_top(head: &[u8]) -> Option<String> {
     if head.len() < 512 {
         return None;
     }
@@ -200,6 +204,7 @@ pub struct SnapshotHook {
     ui: Ui,
     project: String,
     snapshots_dir: PathBuf,
+    cas_dir: PathBuf,
     stack_files: Vec<String>,
     keep: Retention,
     reason: Option<Reason>,
@@ -215,6 +220,7 @@ impl SnapshotHook {
             ui: ui.clone(),
             project: project.name().to_string(),
             snapshots_dir: project.state.snapshots_dir(project.name()),
+            cas_dir: super::cas::store_dir_for(project),
             stack_files: project
                 .stack
                 .files
@@ -299,6 +305,7 @@ impl Hooks for SnapshotHook {
         };
         let store = match SnapshotStore::open(&self.snapshots_dir) {
             Ok((store, cleaned)) => {
+                let store = store.with_cas(&self.cas_dir);
                 for c in cleaned {
                     self.ui.status(format!(
                         "removed interrupted snapshot {c} (its writer did not finish)"
@@ -354,7 +361,16 @@ impl Hooks for SnapshotHook {
         };
         if self.prune && !taken_groups.is_empty() {
             match super::prune(store, &self.keep, Some(&taken_groups), false) {
-                Ok(decisions) => {
+                Ok((decisions, collected)) => {
+                    for c in &collected {
+                        match &c.result {
+                            Ok(r) if r.busy || r.packs_deleted + r.packs_repacked > 0 => {
+                                self.ui.detail(c.describe())
+                            }
+                            Ok(_) => {}
+                            Err(_) => self.ui.warn(c.describe()),
+                        }
+                    }
                     let removed: Vec<String> = decisions
                         .into_iter()
                         .filter(|d| !d.keep)

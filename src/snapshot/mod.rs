@@ -146,12 +146,13 @@ pub fn latest_usable(
 
 /// Applies the retention policy to the snapshots of `groups` (all when None); with `dry_run`
 /// nothing is deleted. Snapshots whose manifest is unreadable are never touched by retention.
+/// The stores the deleted snapshots used are garbage-collected afterwards.
 pub fn prune(
     store: &SnapshotStore,
     keep: &Retention,
     groups: Option<&[String]>,
     dry_run: bool,
-) -> Result<Vec<Decision>> {
+) -> Result<(Vec<Decision>, Vec<Collected>)> {
     let entries = store.list()?;
     let candidates: Vec<Candidate> = entries
         .iter()
@@ -170,12 +171,75 @@ pub fn prune(
         })
         .collect();
     let decisions = retention::plan(&candidates, keep);
+    let mut collected = Vec::new();
     if !dry_run {
-        for d in decisions.iter().filter(|d| !d.keep) {
-            store.delete(&d.id)?;
+        let ids: Vec<String> = decisions
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.id.clone())
+            .collect();
+        collected = delete_snapshots(store, &ids)?;
+    }
+    Ok((decisions, collected))
+}
+
+/// What the garbage collection of one store did after snapshots were deleted.
+#[derive(Debug)]
+pub struct Collected {
+    pub store: PathBuf,
+    pub result: Result<cas::gc::GcReport>,
+}
+
+impl Collected {
+    /// One status line.
+    pub fn describe(&self) -> String {
+        match &self.result {
+            Ok(r) if r.busy => format!(
+                "snapshot store {} is in use by another nodus; its space is reclaimed at the next prune",
+                self.store.display()
+            ),
+            Ok(r) => format!(
+                "snapshot store {}: freed {} ({} packs removed, {} repacked)",
+                self.store.display(),
+                human_bytes(r.freed()),
+                r.packs_deleted,
+                r.packs_repacked
+            ),
+            Err(e) => format!(
+                "garbage collection of snapshot store {} failed (nothing listed was affected): {e}",
+                self.store.display()
+            ),
         }
     }
-    Ok(decisions)
+}
+
+/// Deletes snapshots (their directories, manifests first), then collects the garbage of the
+/// stores their chunks were in. A failed collection is reported, not returned: every listed
+/// snapshot stays readable whatever happened to it.
+pub fn delete_snapshots(store: &SnapshotStore, ids: &[String]) -> Result<Vec<Collected>> {
+    let mut stores: Vec<(String, String)> = Vec::new();
+    for id in ids {
+        if let Ok(e) = store.get(id) {
+            if let Ok(Manifest {
+                store: Some(r), ..
+            }) = &e.manifest
+            {
+                let key = (r.path.clone(), r.store_id.clone());
+                if !stores.contains(&key) {
+                    stores.push(key);
+                }
+            }
+        }
+        store.delete(id)?;
+    }
+    Ok(stores
+        .into_iter()
+        .map(|(path, id)| {
+            let dir = PathBuf::from(&path);
+            let result = cas::Cas::open_existing(&dir, &id).and_then(|c| cas::gc::gc(&c));
+            Collected { store: dir, result }
+        })
+        .collect())
 }
 
 /// Human-readable byte size (binary units).
@@ -242,7 +306,7 @@ mod tests {
             last: Some(2),
             ..Default::default()
         };
-        let plan = prune(&store, &keep, None, true).unwrap();
+        let (plan, _) = prune(&store, &keep, None, true).unwrap();
         assert_eq!(plan.iter().filter(|d| !d.keep).count(), 2);
         assert_eq!(store.list().unwrap().len(), 4, "dry run deletes nothing");
         prune(&store, &keep, Some(&["volume:other".to_string()]), false).unwrap();

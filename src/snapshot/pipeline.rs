@@ -200,7 +200,7 @@ enum Msg {
 
 /// `NODUS_TEST_RATE_LIMIT` (bytes per second): slows archive reception down so that tests can
 /// interrupt a snapshot deterministically mid-way. Not meant for users.
-fn test_rate_limit() -> Option<u64> {
+pub(crate) fn test_rate_limit() -> Option<u64> {
     std::env::var("NODUS_TEST_RATE_LIMIT")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())

@@ -298,12 +298,27 @@ async fn replace_with(
         Some(manifest.archive.raw_bytes),
     );
     let t = Instant::now();
-    let (stream, producer) = zstd_file_stream(
-        entry.data_path(),
-        manifest.archive.sha256.clone(),
-        manifest.id.clone(),
-        Some(pb.clone()),
-    );
+    let (stream, producer) = if manifest.store.is_some() {
+        // Each chunk is re-hashed as it is read: damage since the verification ends the
+        // stream with an error instead of a clean end.
+        let e = entry.clone();
+        super::pipeline::stream_from_blocking(Some(pb.clone()), move |w| {
+            let mut r = super::tar_io::open_tar_reader(&e)?;
+            std::io::copy(&mut r, w).map_err(|err| SnapshotError::Corrupt {
+                id: e.id.clone(),
+                path: e.data_path(),
+                reason: err.to_string(),
+            })?;
+            Ok(())
+        })
+    } else {
+        zstd_file_stream(
+            entry.data_path(),
+            manifest.archive.sha256.clone(),
+            manifest.id.clone(),
+            Some(pb.clone()),
+        )
+    };
     let uploaded = engine
         .upload_archive(&helper.info.id, &parent, stream)
         .await;
@@ -381,8 +396,7 @@ fn header_facts(block: &[u8]) -> (u64, u64, u32) {
 
 fn first_header_of_snapshot(entry: &SnapshotEntry) -> Result<(u64, u64, u32)> {
     let path = entry.data_path();
-    let f = std::fs::File::open(&path).map_err(|e| SnapshotError::io(&path, e))?;
-    let mut dec = zstd::stream::read::Decoder::new(f).map_err(|e| SnapshotError::io(&path, e))?;
+    let mut dec = super::tar_io::open_tar_reader(entry)?;
     let mut block = [0u8; 512];
     dec.read_exact(&mut block)
         .map_err(|e| SnapshotError::Corrupt {

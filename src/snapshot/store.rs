@@ -102,6 +102,13 @@ impl SnapshotStore {
         SnapshotStore { dir, cas }
     }
 
+    /// The snapshots of `project`, writing to the store its stack names (`x-nodus.snapshots.store`)
+    /// or the default one. Nothing is created.
+    pub fn for_project(project: &crate::project::Project) -> SnapshotStore {
+        SnapshotStore::at(project.state.snapshots_dir(project.name()))
+            .with_cas(super::cas::store_dir_for(project))
+    }
+
     /// Uses the deduplicating store at `cas` (`x-nodus.snapshots.store`) for new snapshots.
     pub fn with_cas(mut self, cas: impl Into<PathBuf>) -> SnapshotStore {
         self.cas = cas.into();

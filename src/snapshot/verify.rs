@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use super::manifest::{Manifest, Verification};
 use super::pipeline::{CountingReader, HashingReader, CHUNK};
 use super::store::{SnapshotEntry, SnapshotStore};
-use super::{Result, SnapshotError};
+use super::{cas, Result, SnapshotError};
 use crate::stack::ServiceKind;
 
 /// What a successful verification found.
@@ -85,6 +85,11 @@ fn read_tar<R: io::Read>(
     manifest: &Manifest,
 ) -> std::result::Result<(u64, u64, bool), String> {
     let dec = zstd::stream::read::Decoder::new(input).map_err(|e| format!("zstd: {e}"))?;
+    walk_tar(dec, manifest)
+}
+
+/// Walks an uncompressed tar to its end; returns (entries, raw bytes, PG_VERSION seen).
+fn walk_tar<R: io::Read>(dec: R, manifest: &Manifest) -> std::result::Result<(u64, u64, bool), String> {
     let counting = CountingReader {
         inner: dec,
         bytes: 0,
@@ -120,10 +125,106 @@ fn read_tar<R: io::Read>(
     Ok((entries, counting.bytes, saw_pg_version))
 }
 
-/// Verifies a stored snapshot and records the outcome in its sidecar (success or failure).
+/// Checks a store-backed snapshot (blocking): its chunk list against the manifest, every chunk
+/// present and in an intact pack (from `check`, or a check of its own when None); with
+/// `read_data`, the tar stream reassembled from the chunks (each decompressed and re-hashed)
+/// and walked to the end like a single-file archive.
+pub fn verify_chunked(
+    entry: &SnapshotEntry,
+    manifest: &Manifest,
+    check: Option<&cas::verify::StoreCheck>,
+    read_data: bool,
+    progress: Option<ProgressBar>,
+) -> Result<VerifyReport> {
+    let id = &manifest.id;
+    let list = entry.dir.join(super::manifest::CHUNKS_FILE);
+    let (sha, _) = super::pipeline::sha256_file(&list, None).map_err(|e| SnapshotError::io(&list, e))?;
+    if sha != manifest.archive.sha256 {
+        return Err(SnapshotError::ChecksumMismatch {
+            id: id.clone(),
+            path: list,
+            expected: manifest.archive.sha256.clone(),
+            actual: sha,
+        });
+    }
+    let corrupt = |reason: String| SnapshotError::Corrupt {
+        id: id.clone(),
+        path: list.clone(),
+        reason,
+    };
+    let own;
+    let check = match check {
+        Some(c) => c,
+        None => {
+            let c = cas::read::cas_of(manifest)?;
+            own = cas::verify::check(&c, Some(std::slice::from_ref(id)), read_data)?;
+            &own
+        }
+    };
+    let problems = check.problems_of(id);
+    if !problems.is_empty() {
+        return Err(corrupt(format!(
+            "{} damaged or missing {}: {}",
+            problems.len(),
+            crate::guard::census::plural(problems.len(), "chunk", "chunks"),
+            problems.join("; ")
+        )));
+    }
+    let chunks = manifest.store.as_ref().map(|s| s.chunks).unwrap_or(0);
+    if !read_data {
+        return Ok(VerifyReport {
+            entries: 0,
+            raw_bytes: manifest.archive.raw_bytes,
+            compressed_bytes: chunks,
+            sha256: manifest.archive.sha256.clone(),
+        });
+    }
+    let reader = super::tar_io::open_tar_reader(entry)?;
+    let reader: Box<dyn io::Read + Send> = match progress {
+        Some(pb) => Box::new(pb.wrap_read(reader)),
+        None => reader,
+    };
+    let (entries, raw, saw_pg_version) = walk_tar(reader, manifest).map_err(corrupt)?;
+    if raw != manifest.archive.raw_bytes {
+        return Err(corrupt(format!(
+            "{raw} bytes of tar, the manifest says {}",
+            manifest.archive.raw_bytes
+        )));
+    }
+    if entries == 0 {
+        return Err(corrupt("the archive holds no entries".into()));
+    }
+    if manifest.kind == ServiceKind::Postgres && !saw_pg_version {
+        return Err(corrupt(format!(
+            "no {}/PG_VERSION in the archive: this is not a postgres data directory",
+            manifest.archive.top
+        )));
+    }
+    Ok(VerifyReport {
+        entries,
+        raw_bytes: raw,
+        compressed_bytes: chunks,
+        sha256: manifest.archive.sha256.clone(),
+    })
+}
+
+/// Verifies a stored snapshot completely (a store-backed one with `--read-data`) and records
+/// the outcome in its sidecar (success or failure).
 pub async fn verify_entry(
     store: &SnapshotStore,
     entry: &SnapshotEntry,
+    progress: ProgressBar,
+) -> Result<VerifyReport> {
+    verify_entry_with(store, entry, None, true, progress).await
+}
+
+/// [`verify_entry`] with a store check done beforehand for several snapshots, and without
+/// reading the data (`read_data` false: chunk presence and pack checksums only).
+pub async fn verify_entry_with(
+    store: &SnapshotStore,
+    entry: &SnapshotEntry,
+    check: Option<std::sync::Arc<cas::verify::StoreCheck>>,
+    read_data: bool,
     progress: ProgressBar,
 ) -> Result<VerifyReport> {
     let manifest = entry
@@ -137,7 +238,14 @@ pub async fn verify_entry(
     let path = entry.data_path();
     let m = manifest.clone();
     let pb = progress.clone();
-    let result = tokio::task::spawn_blocking(move || verify_archive(&path, &m, Some(pb)))
+    let e = entry.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        if m.store.is_some() {
+            verify_chunked(&e, &m, check.as_deref(), read_data, Some(pb))
+        } else {
+            verify_archive(&path, &m, Some(pb))
+        }
+    })
         .await
         .map_err(|e| SnapshotError::Other(format!("verification thread failed: {e}")))?;
     progress.finish_and_clear();

@@ -24,6 +24,7 @@
 //!   snapshots:
 //!     on_down: true
 //!     keep: { last: 3, hourly: 168, daily: 30, weekly: 12 }
+//!     store: ../.nodus-store     # deduplicating snapshot store (default <state>/snapshots/.store)
 //!   watch:                       # `nodus watch` rules (beside compose's develop.watch)
 //!     - paths: [config/**/*.yaml, init/*.sql]   # globs relative to the stack file
 //!       services: [api, worker]
@@ -141,6 +142,10 @@ pub struct SnapshotPolicy {
     pub on_down: bool,
     #[serde(default)]
     pub keep: Retention,
+    /// The deduplicating snapshot store (relative to the stack file's directory); default
+    /// `<state dir>/snapshots/.store`. Stacks naming the same path share chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 impl Default for SnapshotPolicy {
@@ -148,6 +153,7 @@ impl Default for SnapshotPolicy {
         SnapshotPolicy {
             on_down: true,
             keep: Retention::default(),
+            store: None,
         }
     }
 }

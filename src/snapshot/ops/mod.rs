@@ -10,6 +10,9 @@ pub mod backup;
 pub mod create;
 pub mod restore;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -18,6 +21,9 @@ use serde_json::json;
 
 use super::restore::{CensusCheck, RestoreTarget, SafetyInfo};
 use super::retention::Decision;
+use super::cas::gc::Stats;
+use super::cas::verify::StoreCheck;
+use super::cas::Cas;
 use super::verify;
 use super::{human_bytes, Manifest, SnapshotEntry, SnapshotError, SnapshotStore};
 use crate::engine::{Engine, MountKind, MountSpec};
@@ -32,6 +38,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Opens the project's store, saying which interrupted snapshots were removed.
 pub fn open_store(project: &Project, ui: &Ui) -> anyhow::Result<SnapshotStore> {
     let (store, cleaned) = SnapshotStore::open(project.state.snapshots_dir(project.name()))?;
+    let store = store.with_cas(crate::snapshot::cas::store_dir_for(project));
     for c in cleaned {
         ui.status(format!(
             "removed interrupted snapshot {c} (its writer did not finish)"
@@ -228,6 +235,9 @@ pub fn entry_json(e: &SnapshotEntry) -> serde_json::Value {
             "reason": m.reason,
             "raw_bytes": m.archive.raw_bytes,
             "compressed_bytes": m.archive.compressed_bytes,
+            "format": if m.store.is_some() { "store" } else { "file" },
+            "added_bytes": m.store.as_ref().map(|s| s.added_bytes),
+            "store": m.store.as_ref().map(|s| s.path.clone()),
             "clean": m.clean,
             "holds": holds(m),
             "verified": v.map(|v| v.ok && v.sha256 == m.archive.sha256),
@@ -265,7 +275,11 @@ pub fn list_table(entries: &[SnapshotEntry]) -> Vec<String> {
                     .map(|c| c.format("%Y-%m-%d %H:%M:%S").to_string())
                     .unwrap_or_default(),
                 human_bytes(m.archive.raw_bytes),
-                human_bytes(m.archive.compressed_bytes),
+                match &m.store {
+                    // What this snapshot added to the deduplicating store.
+                    Some(s) => format!("+{}", human_bytes(s.added_bytes)),
+                    None => human_bytes(m.archive.compressed_bytes),
+                },
                 m.reason.as_str().into(),
                 if m.clean { "yes".into() } else { "NO".into() },
                 if e.verified_ok() {
@@ -369,7 +383,16 @@ pub fn show_lines(store: &SnapshotStore, id: &str) -> anyhow::Result<Vec<String>
             m.archive.compression,
             m.archive.level
         ),
-        format!("sha256:     {}", m.archive.sha256),
+        match &m.store {
+            Some(st) => format!(
+                "store:      {} ({} chunks, {} new, {} added)",
+                st.path,
+                st.chunks,
+                st.new_chunks,
+                human_bytes(st.added_bytes)
+            ),
+            None => format!("sha256:     {}", m.archive.sha256),
+        },
         format!(
             "clean:      {}",
             if m.clean {
@@ -438,6 +461,8 @@ pub fn describe_entry(e: &SnapshotEntry) -> String {
 pub struct Verified {
     /// One JSON object per snapshot (`id`, `ok`, `entries` or `error`).
     pub results: Vec<serde_json::Value>,
+    /// Damaged or missing chunks of the snapshot stores, with the snapshots using each.
+    pub damage: Vec<crate::snapshot::cas::verify::Damage>,
     /// The ids that failed.
     pub bad: Vec<String>,
 }
@@ -458,21 +483,107 @@ impl Verified {
     }
 }
 
-/// Reads every archive to the end against its checksum (recording the outcome beside it),
-/// saying how each went.
-pub async fn verify_entries(store: &SnapshotStore, entries: &[SnapshotEntry], ui: &Ui) -> Verified {
-    let mut out = Verified::default();
+/// Checks the chunks of the store-backed snapshots among `entries`, one pass per store.
+async fn store_checks(
+    entries: &[SnapshotEntry],
+    read_data: bool,
+) -> BTreeMap<String, Result<Arc<StoreCheck>, String>> {
+    let mut by_store: BTreeMap<String, (PathBuf, String, Vec<String>)> = BTreeMap::new();
     for e in entries {
-        let total = e.manifest.as_ref().ok().map(|m| m.archive.compressed_bytes);
+        if let Ok(Manifest { store: Some(s), .. }) = &e.manifest {
+            by_store
+                .entry(s.store_id.clone())
+                .or_insert_with(|| (PathBuf::from(&s.path), s.store_id.clone(), Vec::new()))
+                .2
+                .push(e.id.clone());
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (key, (path, id, ids)) in by_store {
+        let r = tokio::task::spawn_blocking(move || {
+            Cas::open_existing(&path, &id)
+                .and_then(|c| crate::snapshot::cas::verify::check(&c, Some(&ids), read_data))
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map(Arc::new);
+        out.insert(key, r);
+    }
+    out
+}
+
+/// Verifies every snapshot (recording the outcome beside it), saying how each went: single-file
+/// archives are read to the end against their checksum; store-backed snapshots have their chunks
+/// and packs checked, and with `read_data` every chunk decompressed and re-hashed and the tar
+/// read to the end. A damaged chunk is named with every snapshot that uses it.
+pub async fn verify_entries(
+    store: &SnapshotStore,
+    entries: &[SnapshotEntry],
+    read_data: bool,
+    ui: &Ui,
+) -> Verified {
+    let mut out = Verified::default();
+    let checks = store_checks(entries, read_data).await;
+    for c in checks.values() {
+        match c {
+            Ok(c) => {
+                for d in &c.damage {
+                    ui.error(format!(
+                        "store: {}{}: {} — used by {}",
+                        d.chunk
+                            .as_deref()
+                            .map(|c| format!("chunk {}", &c[..16]))
+                            .unwrap_or_default(),
+                        d.pack
+                            .as_deref()
+                            .map(|p| format!(" (pack {})", &p[..16]))
+                            .unwrap_or_default(),
+                        d.reason,
+                        if d.snapshots.is_empty() {
+                            "no snapshot".to_string()
+                        } else {
+                            d.snapshots.join(", ")
+                        }
+                    ));
+                }
+                out.damage.extend(c.damage.iter().cloned());
+            }
+            Err(e) => ui.error(format!("store check failed: {e}")),
+        }
+    }
+    for e in entries {
+        let (total, check) = match &e.manifest {
+            Ok(m) => match &m.store {
+                Some(s) => (
+                    Some(m.archive.raw_bytes),
+                    match checks.get(&s.store_id) {
+                        Some(Ok(c)) => Some(c.clone()),
+                        _ => None,
+                    },
+                ),
+                None => (Some(m.archive.compressed_bytes), None),
+            },
+            Err(_) => (None, None),
+        };
+        let chunked = e.manifest.as_ref().is_ok_and(|m| m.store.is_some());
         let pb = ui.bytes_progress(format!("verify {}", e.id), total);
-        match verify::verify_entry(store, e, pb).await {
+        match verify::verify_entry_with(store, e, check, read_data, pb).await {
             Ok(r) => {
-                ui.success(format!(
-                    "{}: sha256 ok, {} entries, {} of tar read to the end",
-                    e.id,
-                    r.entries,
-                    human_bytes(r.raw_bytes)
-                ));
+                if chunked && !read_data {
+                    ui.success(format!(
+                        "{}: {} chunks present, packs intact (--read-data also re-hashes every chunk)",
+                        e.id, r.compressed_bytes
+                    ));
+                } else {
+                    ui.success(format!(
+                        "{}: {} ok, {} entries, {} of tar read to the end",
+                        e.id,
+                        if chunked { "every chunk" } else { "sha256" },
+                        r.entries,
+                        human_bytes(r.raw_bytes)
+                    ));
+                }
                 out.results
                     .push(json!({ "id": e.id, "ok": true, "entries": r.entries }));
             }
@@ -483,6 +594,57 @@ pub async fn verify_entries(store: &SnapshotStore, entries: &[SnapshotEntry], ui
                 out.bad.push(e.id.clone());
             }
         }
+    }
+    out
+}
+
+/// `snapshot stats`: the stores this project's snapshots use (and the one new snapshots go to).
+pub fn store_stats(store: &SnapshotStore) -> anyhow::Result<Vec<Stats>> {
+    let mut dirs: Vec<(PathBuf, Option<String>)> = vec![(store.cas_dir().to_path_buf(), None)];
+    for e in store.list()? {
+        if let Ok(Manifest { store: Some(s), .. }) = &e.manifest {
+            let p = PathBuf::from(&s.path);
+            if !dirs.iter().any(|(d, _)| d == &p) {
+                dirs.push((p, Some(s.store_id.clone())));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (dir, id) in dirs {
+        let cas = match id {
+            Some(id) => Cas::open_existing(&dir, &id)?,
+            None if dir.join("config").is_file() => Cas::open(&dir)?,
+            None => continue,
+        };
+        out.push(crate::snapshot::cas::gc::stats(&cas)?);
+    }
+    Ok(out)
+}
+
+/// `snapshot stats` as text.
+pub fn stats_lines(stats: &[Stats]) -> Vec<String> {
+    if stats.is_empty() {
+        return vec!["no snapshot store yet (the first snapshot creates it)".into()];
+    }
+    let mut out = Vec::new();
+    for s in stats {
+        out.push(format!("store:        {}", s.path));
+        out.push(format!(
+            "snapshots:    {} ({} of tar together)",
+            s.snapshots,
+            human_bytes(s.logical_bytes)
+        ));
+        out.push(format!(
+            "stored:       {} in {} packs, {} unique chunks",
+            human_bytes(s.store_bytes),
+            s.packs,
+            s.unique_chunks
+        ));
+        out.push(format!("dedup ratio:  {:.1}x", s.dedup_ratio));
+        out.push(format!(
+            "reclaimable:  {} (`nodus snapshot prune` collects it)",
+            human_bytes(s.reclaimable_bytes)
+        ));
     }
     out
 }

@@ -204,8 +204,12 @@ impl RestorePlan {
 
         // 2. Verify every archive before touching anything.
         for (e, m, _) in &chosen {
-            let pb =
-                ui.bytes_progress(format!("verify {}", e.id), Some(m.archive.compressed_bytes));
+            let total = if m.store.is_some() {
+                m.archive.raw_bytes
+            } else {
+                m.archive.compressed_bytes
+            };
+            let pb = ui.bytes_progress(format!("verify {}", e.id), Some(total));
             let r = match verify::verify_entry(store, e, pb).await {
                 Ok(r) => r,
                 Err(err) if *selection == Selection::Latest => {
