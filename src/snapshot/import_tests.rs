@@ -107,6 +107,11 @@ fn export_import_round_trip_through_the_store() {
         .read_to_end(&mut back)
         .unwrap();
     assert_eq!(back, raw, "the same tar bytes come back");
+    assert!(got.store.is_some(), "imported into the deduplicating store");
+    // A store-backed snapshot exports too, with the same tar.
+    let again = export_entry(e, &d.path().join("again.tar.zst"), &[], false, None).unwrap();
+    let info2 = export::scan(&again.path, None, None).unwrap();
+    assert_eq!(info2.data_sha256, info.data_sha256);
     // Twice: refused, the first one stays.
     let err = import_file(&dest, &done.path, Some(&ids), &info, got.clone(), None).unwrap_err();
     assert!(err.to_string().contains("already"), "{err}");
