@@ -220,10 +220,7 @@ pub fn delete_snapshots(store: &SnapshotStore, ids: &[String]) -> Result<Vec<Col
     let mut stores: Vec<(String, String)> = Vec::new();
     for id in ids {
         if let Ok(e) = store.get(id) {
-            if let Ok(Manifest {
-                store: Some(r), ..
-            }) = &e.manifest
-            {
+            if let Ok(Manifest { store: Some(r), .. }) = &e.manifest {
                 let key = (r.path.clone(), r.store_id.clone());
                 if !stores.contains(&key) {
                     stores.push(key);

@@ -89,7 +89,10 @@ fn read_tar<R: io::Read>(
 }
 
 /// Walks an uncompressed tar to its end; returns (entries, raw bytes, PG_VERSION seen).
-fn walk_tar<R: io::Read>(dec: R, manifest: &Manifest) -> std::result::Result<(u64, u64, bool), String> {
+fn walk_tar<R: io::Read>(
+    dec: R,
+    manifest: &Manifest,
+) -> std::result::Result<(u64, u64, bool), String> {
     let counting = CountingReader {
         inner: dec,
         bytes: 0,
@@ -138,7 +141,8 @@ pub fn verify_chunked(
 ) -> Result<VerifyReport> {
     let id = &manifest.id;
     let list = entry.dir.join(super::manifest::CHUNKS_FILE);
-    let (sha, _) = super::pipeline::sha256_file(&list, None).map_err(|e| SnapshotError::io(&list, e))?;
+    let (sha, _) =
+        super::pipeline::sha256_file(&list, None).map_err(|e| SnapshotError::io(&list, e))?;
     if sha != manifest.archive.sha256 {
         return Err(SnapshotError::ChecksumMismatch {
             id: id.clone(),
@@ -246,8 +250,8 @@ pub async fn verify_entry_with(
             verify_archive(&path, &m, Some(pb))
         }
     })
-        .await
-        .map_err(|e| SnapshotError::Other(format!("verification thread failed: {e}")))?;
+    .await
+    .map_err(|e| SnapshotError::Other(format!("verification thread failed: {e}")))?;
     progress.finish_and_clear();
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let record = match &result {

@@ -12,10 +12,7 @@ pub const MAX_SIZE: u32 = 256 * 1024;
 
 /// How the chunker is described in manifests.
 pub fn describe() -> String {
-    format!(
-        "fastcdc-v2020 {}/{}/{}",
-        MIN_SIZE, AVG_SIZE, MAX_SIZE
-    )
+    format!("fastcdc-v2020 {}/{}/{}", MIN_SIZE, AVG_SIZE, MAX_SIZE)
 }
 
 /// The id of a chunk: BLAKE3 of its raw bytes.
@@ -31,9 +28,9 @@ pub fn for_each_chunk<R: std::io::Read>(
     let cdc = fastcdc::v2020::StreamCDC::new(input, MIN_SIZE, AVG_SIZE, MAX_SIZE);
     for chunk in cdc {
         let chunk = chunk.map_err(|e| match e {
-            fastcdc::v2020::Error::IoError(e) => crate::snapshot::SnapshotError::Other(format!(
-                "reading the archive stream: {e}"
-            )),
+            fastcdc::v2020::Error::IoError(e) => {
+                crate::snapshot::SnapshotError::Other(format!("reading the archive stream: {e}"))
+            }
             other => crate::snapshot::SnapshotError::Other(format!("chunking: {other}")),
         })?;
         f(chunk.data)?;

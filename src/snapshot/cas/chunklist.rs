@@ -37,7 +37,10 @@ pub fn decode(b: &[u8]) -> Result<Vec<Item>, String> {
     }
     let n = u64::from_le_bytes(body[8..16].try_into().expect("8")) as usize;
     if body.len() != 16 + n * ITEM {
-        return Err(format!("chunk list says {n} chunks but holds {} bytes", body.len()));
+        return Err(format!(
+            "chunk list says {n} chunks but holds {} bytes",
+            body.len()
+        ));
     }
     Ok(body[16..]
         .chunks_exact(ITEM)
@@ -60,8 +63,14 @@ mod tests {
     #[test]
     fn round_trip_and_damage() {
         let items = vec![
-            Item { id: [1; 32], raw_len: 5 },
-            Item { id: [2; 32], raw_len: 70000 },
+            Item {
+                id: [1; 32],
+                raw_len: 5,
+            },
+            Item {
+                id: [2; 32],
+                raw_len: 70000,
+            },
         ];
         let b = encode(&items);
         assert_eq!(decode(&b).unwrap(), items);

@@ -94,7 +94,10 @@ pub fn decode(b: &[u8]) -> std::result::Result<(Hash, Vec<Entry>), String> {
     let pack: Hash = body[8..40].try_into().expect("32");
     let n = u32::from_le_bytes(body[40..44].try_into().expect("4")) as usize;
     if body.len() != 44 + n * ENTRY {
-        return Err(format!("index says {n} entries but holds {} bytes", body.len()));
+        return Err(format!(
+            "index says {n} entries but holds {} bytes",
+            body.len()
+        ));
     }
     let entries = body[44..]
         .chunks_exact(ENTRY)

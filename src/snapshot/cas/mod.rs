@@ -233,8 +233,8 @@ impl Cas {
     /// Records that `snapshots_dir` holds snapshots using this store (GC and verify read the
     /// chunk lists of every registered dir).
     pub fn register_root(&self, snapshots_dir: &Path) -> Result<()> {
-        let abs = std::path::absolute(snapshots_dir)
-            .map_err(|e| SnapshotError::io(snapshots_dir, e))?;
+        let abs =
+            std::path::absolute(snapshots_dir).map_err(|e| SnapshotError::io(snapshots_dir, e))?;
         let s = abs.to_string_lossy().into_owned();
         let name = &hex::encode(blake3::hash(s.as_bytes()).as_bytes())[..32];
         let p = self.roots_dir().join(name);

@@ -112,7 +112,10 @@ pub fn compress_checked(id: &Hash, raw: &[u8], level: i32) -> std::result::Resul
 pub fn decompress(c: &[u8], raw_len: u32) -> std::result::Result<Vec<u8>, String> {
     let out = zstd::bulk::decompress(c, raw_len as usize).map_err(|e| format!("zstd: {e}"))?;
     if out.len() != raw_len as usize {
-        return Err(format!("{} bytes after decompression, expected {raw_len}", out.len()));
+        return Err(format!(
+            "{} bytes after decompression, expected {raw_len}",
+            out.len()
+        ));
     }
     Ok(out)
 }

@@ -128,8 +128,9 @@ fn import_reads_back_identically_and_dedups() {
         assert_eq!(mode, 0o600);
     }
     let e = store.get(B).unwrap();
-    let r = crate::snapshot::verify::verify_chunked(&e, e.manifest.as_ref().unwrap(), None, true, None)
-        .unwrap();
+    let r =
+        crate::snapshot::verify::verify_chunked(&e, e.manifest.as_ref().unwrap(), None, true, None)
+            .unwrap();
     assert!(r.entries >= 5, "{r:?}");
 }
 
@@ -172,13 +173,8 @@ fn crash_before_manifest_rename_is_not_listed_and_is_collected() {
         let partial = store.dir().join(format!("{B}.partial"));
         std::fs::create_dir(&partial).unwrap();
         std::fs::write(partial.join(".lock"), "").unwrap();
-        let w = write::write_chunks(
-            &cas,
-            &partial.join(CHUNKS_FILE),
-            &mut &tar_b()[..],
-            1,
-        )
-        .unwrap();
+        let w =
+            write::write_chunks(&cas, &partial.join(CHUNKS_FILE), &mut &tar_b()[..], 1).unwrap();
         assert!(w.new_chunks >= 1);
         // "Killed" here: no manifest, no rename.
     }
@@ -296,17 +292,29 @@ fn a_flipped_byte_is_found_and_the_snapshots_using_it_are_named() {
     assert!(c.problems_of(A).is_empty());
     // Without read_data the pack checksum still catches it (and names B).
     let c = verify::check(&cas, None, false).unwrap();
-    assert!(c.problems_of(B).iter().any(|p| p.contains("damaged pack")), "{c:?}");
+    assert!(
+        c.problems_of(B).iter().any(|p| p.contains("damaged pack")),
+        "{c:?}"
+    );
 
     // B refuses (before anything would be streamed); A verifies and reads back.
     let eb = store.get(B).unwrap();
-    let err = crate::snapshot::verify::verify_chunked(&eb, eb.manifest.as_ref().unwrap(), None, true, None)
-        .unwrap_err();
+    let err = crate::snapshot::verify::verify_chunked(
+        &eb,
+        eb.manifest.as_ref().unwrap(),
+        None,
+        true,
+        None,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains(&hex32(&only_b)[..16]), "{err}");
     let ea = store.get(A).unwrap();
     crate::snapshot::verify::verify_chunked(&ea, ea.manifest.as_ref().unwrap(), None, true, None)
         .unwrap();
-    assert!(read_back(&store, B).is_err(), "a damaged chunk fails the read");
+    assert!(
+        read_back(&store, B).is_err(),
+        "a damaged chunk fails the read"
+    );
     assert_eq!(read_back(&store, A).unwrap(), pg_tar(&base_files()));
 
     // A chunk both use: both are named.

@@ -223,7 +223,10 @@ pub fn fill_manifest(m: &mut Manifest, cas: &Cas, w: &Written) -> Result<()> {
     m.archive.sha256 = w.list_sha256.clone();
     if m.archive.top.is_empty() {
         m.archive.top = crate::snapshot::create::tar_top(&w.head).ok_or_else(|| {
-            SnapshotError::Other(format!("snapshot {}: the tar stream is empty or unreadable", m.id))
+            SnapshotError::Other(format!(
+                "snapshot {}: the tar stream is empty or unreadable",
+                m.id
+            ))
         })?;
     }
     let path = std::path::absolute(cas.dir()).map_err(|e| SnapshotError::io(cas.dir(), e))?;
@@ -245,7 +248,10 @@ pub fn import_blocking(
     tar: &mut (dyn Read + Send),
 ) -> Result<Manifest> {
     if !crate::snapshot::manifest::is_snapshot_id(&m.id) {
-        return Err(SnapshotError::Other(format!("{:?} is not a snapshot id", m.id)));
+        return Err(SnapshotError::Other(format!(
+            "{:?} is not a snapshot id",
+            m.id
+        )));
     }
     crate::state::ensure_private_dir(store.dir()).map_err(|e| SnapshotError::io(store.dir(), e))?;
     if store.dir().join(&m.id).exists() {
@@ -343,7 +349,9 @@ pub async fn write_from_stream(
         }
     }
     if let Some(e) = &source_error {
-        let _ = tx.send(Msg::Abort(format!("archive stream broke off: {e}"))).await;
+        let _ = tx
+            .send(Msg::Abort(format!("archive stream broke off: {e}")))
+            .await;
     } else if !buf.is_empty() {
         let _ = tx.send(Msg::Data(buf)).await;
     }

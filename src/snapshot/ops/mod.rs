@@ -19,11 +19,11 @@ use anyhow::{bail, Context as _};
 use serde::Serialize;
 use serde_json::json;
 
-use super::restore::{CensusCheck, RestoreTarget, SafetyInfo};
-use super::retention::Decision;
 use super::cas::gc::Stats;
 use super::cas::verify::StoreCheck;
 use super::cas::Cas;
+use super::restore::{CensusCheck, RestoreTarget, SafetyInfo};
+use super::retention::Decision;
 use super::verify;
 use super::{human_bytes, Manifest, SnapshotEntry, SnapshotError, SnapshotStore};
 use crate::engine::{Engine, MountKind, MountSpec};
