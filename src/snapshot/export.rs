@@ -497,10 +497,12 @@ fn read_small(entry: &mut impl Read, name: &str, size: u64) -> io::Result<Vec<u8
 /// data.tar (feeding it to `data` when given). Returns (header, manifest bytes, data bytes,
 /// data sha, recorded data sha).
 type Walked = (ExportHeader, Vec<u8>, u64, String, String);
+/// Where [`walk`] hands data.tar.
+type DataSink<'a> = &'a mut dyn FnMut(&mut dyn Read) -> Result<()>;
 
 fn walk(
     plain: &mut dyn Read,
-    mut data: Option<&mut dyn FnMut(&mut dyn Read) -> Result<()>>,
+    mut data: Option<DataSink<'_>>,
 ) -> std::result::Result<Walked, String> {
     let mut archive = tar::Archive::new(plain);
     let mut entries = archive.entries().map_err(|e| format!("tar: {e}"))?;
@@ -570,7 +572,6 @@ fn walk(
             .unwrap_or_default();
         return Err(format!("unexpected entry {p:?} after {DATA_SUM_ENTRY}"));
     }
-    drop(entries);
     // Past the end-of-archive marker: drain so the zstd frame checksum and the age MAC of the
     // last chunk are checked.
     let mut rest = archive.into_inner();
