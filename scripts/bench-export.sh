@@ -81,7 +81,7 @@ docker exec "$C" psql -U postgres -d bench -v ON_ERROR_STOP=1 -qc "
 log "stopping the stack (snapshot)"
 n stop db >&2
 ID=$(n snapshot list --json | jq -r 'if type == "array" then . else .snapshots end | last | .id')
-RAW=$(n snapshot show "$ID" | jq -r .archive.raw_bytes)
+RAW=$(n --json snapshot show "$ID" | jq -r .archive.raw_bytes)
 log "snapshot $ID: $(mbps "$RAW" 1) MiB of tar"
 
 KEYS=()

@@ -170,12 +170,10 @@ impl PendingExport {
         let sum_tmp = temp_name(&sidecar);
         super::store::write_new_file(&sum_tmp, line.as_bytes())
             .map_err(|e| SnapshotError::io(&sum_tmp, e))?;
-        let placed = place(&self.tmp, &self.path, force).and_then(|()| {
-            place(&sum_tmp, &sidecar, force).inspect_err(|_| {
-                // Keep the pair consistent: without its sidecar the export is still readable,
-                // but say so through the error and leave the data file where it is.
-            })
-        });
+        // The data file first: a sidecar never names a file that is not there. Should placing the
+        // sidecar fail (one appeared meanwhile), the error says so and the data file stays.
+        let placed =
+            place(&self.tmp, &self.path, force).and_then(|()| place(&sum_tmp, &sidecar, force));
         let _ = fs::remove_file(&sum_tmp);
         placed?;
         crate::state::atomic::sync_dir(&dir).map_err(|e| SnapshotError::io(&dir, e))?;

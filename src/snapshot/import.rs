@@ -50,8 +50,11 @@ pub fn export_entry(
     // The manifest byte for byte, as the store holds it.
     let mpath = entry.dir.join(MANIFEST_FILE);
     let manifest_json = std::fs::read(&mpath).map_err(|e| SnapshotError::io(&mpath, e))?;
-    let mut tar = super::open_tar_reader(entry)?;
-    let pending = export::write_export(
+    let mut tar = Tagged {
+        inner: super::open_tar_reader(entry)?,
+        failed: None,
+    };
+    let written = export::write_export(
         &path,
         &manifest_json,
         &entry.id,
@@ -59,19 +62,18 @@ pub fn export_entry(
         &mut tar,
         recipients,
         progress,
-    )
-    .map_err(|e| match e {
-        // A read error of the snapshot surfaces as an I/O error on the temporary file: name
-        // the snapshot instead.
-        SnapshotError::Io { source, .. } if source.kind() != io::ErrorKind::StorageFull => {
-            SnapshotError::Corrupt {
+    );
+    let pending = match (written, tar.failed) {
+        // The snapshot could not be read: name it, not the temporary file.
+        (Err(_), Some(reason)) => {
+            return Err(SnapshotError::Corrupt {
                 id: entry.id.clone(),
                 path: entry.data_path(),
-                reason: format!("{source}; nothing was exported"),
-            }
+                reason: format!("{reason}; nothing was exported"),
+            })
         }
-        e => e,
-    })?;
+        (w, _) => w?,
+    };
     let done = Exported {
         snapshot: entry.id.clone(),
         path: pending.path.clone(),
@@ -207,6 +209,20 @@ pub fn import_file(
             (Ok(()), w) => w,
         }
     })
+}
+
+/// Remembers the first read error of the snapshot's tar stream (to tell it from write errors).
+struct Tagged<R> {
+    inner: R,
+    failed: Option<String>,
+}
+
+impl<R: Read> Read for Tagged<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            self.failed.get_or_insert_with(|| e.to_string());
+        })
+    }
 }
 
 enum Msg {

@@ -64,7 +64,9 @@ fn a_damaged_snapshot_is_not_exported() {
     bytes[mid] ^= 0x20;
     std::fs::write(&data, bytes).unwrap();
     let out = d.path().join("x.tar.zst");
-    assert!(export_entry(&entry, &out, &[], false, None).is_err());
+    let err = export_entry(&entry, &out, &[], false, None).unwrap_err();
+    assert!(matches!(err, SnapshotError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(&m.id), "{err}");
     assert!(!out.exists());
     assert!(!export::sidecar_path(&out).exists());
     let left: Vec<_> = std::fs::read_dir(d.path())
