@@ -311,9 +311,9 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
 async fn export(ctx: &Ctx, args: crate::cli::SnapshotExportArgs) -> anyhow::Result<()> {
     use crate::snapshot::{export, import};
     let project = ctx.project()?;
+    let recipients = export::parse_recipients(&args.age_recipients, &args.age_recipients_files)?;
     let store = ops::open_store(&project, &ctx.ui)?;
     let entry = store.get(&args.id)?;
-    let recipients = export::parse_recipients(&args.age_recipients, &args.age_recipients_files)?;
     let out = args.output.unwrap_or_else(|| ".".into());
     let total = entry.manifest.as_ref().ok().map(|m| m.archive.raw_bytes);
     let pb = ctx.ui.bytes_progress(format!("export {}", entry.id), total);
