@@ -11,12 +11,22 @@
 #        nodus restore:   nodus snapshot restore ID --yes --no-safety  (verification before, the
 #                         volume emptied, the archive uploaded; the figure is the upload phase,
 #                         plus the end-to-end wall time including verification, start and census)
-#   3. prints MB/s, the ratios and the compression ratio; exits 1 when a goal is missed:
-#        snapshot throughput >= 0.9 x raw, compressed size <= 0.5 x raw, restore >= 0.9 x raw.
+#   3. snapshot store series (issue 16): BENCH_SERIES times (default 30): start, update a
+#      contiguous 1 % of the rows (a different range each time), stop, `nodus snapshot create`;
+#      records each snapshot's throughput and what it added, and the store's size at the end;
+#   4. prints MB/s, the ratios and the compression ratio; exits 1 when a goal is missed:
+#        (d) first snapshot: stored size <= 0.5 x raw;
+#        (a) snapshot of the unchanged volume (runs 2..): throughput >= 0.9 x raw docker cp;
+#        (b) snapshot after 1 % of rows updated: throughput >= 0.8 x raw docker cp;
+#        (c) store size after the series <= 2 x the first snapshot's stored size;
+#        (e) restore upload >= 0.9 x raw archive upload.
+#      (The first run of step 2 is the store's first snapshot; BENCH_RUNS must be >= 2 for (a).)
+#      Not measured here yet: DDEV's pg_basebackup | zstd figure.
 #
 # Usage: scripts/bench-snapshot.sh
 # Env:   NODUS=path/to/nodus (default: target/release/nodus, built when missing)
 #        BENCH_ROWS=5000000 (rows of filler: ~1 GiB of PGDATA with its WAL)   BENCH_RUNS=3 (runs of each, alternating; medians)
+#        BENCH_SERIES=30 (snapshots after 1 % updates; 0 skips (b) and (c))
 #        NODUS_KEEP_BENCH=1 keeps the stack and temp dir for inspection.
 set -euo pipefail
 
@@ -45,6 +55,8 @@ cpu_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 cpu_mark() { CPU_MARK=$(cpu_ticks); }
 busy_cores() { awk -v a="$CPU_MARK" -v b="$(cpu_ticks)" -v s="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (s <= 0) s = 1e-9; printf "%.2f", (b - a) / hz / s }'; }
 
+SERIES=${BENCH_SERIES:-30}
+[ "$RUNS" -ge 2 ] || die "BENCH_RUNS must be >= 2 (run 1 is the store's first snapshot)"
 command -v docker >/dev/null || die "docker CLI missing"
 command -v jq >/dev/null || die "jq missing"
 docker info >/dev/null 2>&1 || die "the Docker engine is not reachable"
@@ -130,7 +142,7 @@ for i in $(seq 1 "$RUNS"); do
 	cores=$(busy_cores "$wall")
 	m=$(n snapshot list --json | jq -c 'map(select(.service == "db")) | sort_by(.created_at) | last')
 	id=$(jq -r .id <<<"$m")
-	ms=$(n snapshot show "$id" | jq -r .duration_ms)
+	ms=$(n --json snapshot show "$id" | jq -r .duration_ms)
 	t=$(awk -v ms="$ms" 'BEGIN { print ms / 1000 }')
 	nodus_snap+=("$t") snap_wall+=("$wall") nodus_snap_cores+=("$cores") snap_ids+=("$id")
 	log "nodus snapshot $id: transfer ${t}s, command ${wall}s (${cores} cores busy)"
@@ -138,13 +150,34 @@ for i in $(seq 1 "$RUNS"); do
 	n stop --no-snapshot db >&2
 done
 best_raw_snap=$(median "${raw_snap[@]}")
-best_nodus_snap=$(median "${nodus_snap[@]}")
-best_snap_wall=$(median "${snap_wall[@]}")
+# Run 1 is the store's first snapshot (d); runs 2.. snapshot an unchanged volume (a).
+first_snap=${nodus_snap[0]}
+best_nodus_snap=$(median "${nodus_snap[@]:1}")
+best_snap_wall=$(median "${snap_wall[@]:1}")
 SNAP_ID=${snap_ids[-1]}
-MANIFEST=$(n snapshot show "$SNAP_ID")
-RAW_BYTES=$(jq -r .archive.raw_bytes <<<"$MANIFEST")
-ZST_BYTES=$(jq -r .archive.compressed_bytes <<<"$MANIFEST")
-ZST_LEVEL=$(jq -r '.archive.level' <<<"$MANIFEST")
+FIRST=$(n --json snapshot show "${snap_ids[0]}")
+RAW_BYTES=$(jq -r .archive.raw_bytes <<<"$FIRST")
+ZST_BYTES=$(jq -r '.store.added_bytes // .archive.compressed_bytes' <<<"$FIRST")
+ZST_LEVEL=$(jq -r '.archive.level' <<<"$FIRST")
+UNCHANGED_ADDED=$(n --json snapshot show "$SNAP_ID" | jq -r '.store.added_bytes // .archive.compressed_bytes')
+
+# --- store series: 1 % of the rows updated before each snapshot (b, c) ------------------------
+series_mbps=() series_added=()
+for k in $(seq 1 "$SERIES"); do
+	n start db >&2
+	lo=$(((k - 1) * ROWS / 100 % ROWS))
+	docker exec "$C" psql -U postgres -d bench -v ON_ERROR_STOP=1 -qc \
+		"UPDATE filler SET payload = md5(payload) || substr(payload, 33) WHERE id > $lo AND id <= $lo + $ROWS / 100" >&2
+	n stop --no-snapshot db >&2
+	n snapshot create db >&2
+	m=$(n snapshot list --json | jq -c 'map(select(.service == "db")) | sort_by(.created_at) | last')
+	sm=$(n --json snapshot show "$(jq -r .id <<<"$m")")
+	t=$(jq -r '.duration_ms / 1000' <<<"$sm")
+	series_mbps+=("$(mbps "$(jq -r .archive.raw_bytes <<<"$sm")" "$t")")
+	series_added+=("$(jq -r '.store.added_bytes // .archive.compressed_bytes' <<<"$sm")")
+	log "series $k/$SERIES: ${series_mbps[-1]} MiB/s, added $(mbps "${series_added[-1]}" 1) MiB"
+done
+STORE_BYTES=$(n --json snapshot stats | jq -r '.[0].store_bytes')
 
 # --- restore ----------------------------------------------------------------------------------
 docker cp "$C:$PGDATA" - >"$WORK/data.tar"
@@ -176,6 +209,7 @@ best_rest_wall=$(median "${rest_wall[@]}")
 # --- report -----------------------------------------------------------------------------------
 raw_snap_mbps=$(mbps "$RAW_BYTES" "$best_raw_snap")
 nodus_snap_mbps=$(mbps "$RAW_BYTES" "$best_nodus_snap")
+first_snap_mbps=$(mbps "$RAW_BYTES" "$first_snap")
 raw_rest_mbps=$(mbps "$RAW_BYTES" "$best_raw_rest")
 nodus_rest_mbps=$(mbps "$RAW_BYTES" "$best_nodus_rest")
 snap_ratio=$(ratio "$nodus_snap_mbps" "$raw_snap_mbps")
@@ -186,16 +220,28 @@ verdict() { if ge "$1" "$2"; then echo ok; else echo MISSED; fi; }
 v_snap=$(verdict "$snap_ratio" 0.9)
 v_rest=$(verdict "$rest_ratio" 0.9)
 v_size=$(if ge 0.5 "$size_ratio"; then echo ok; else echo MISSED; fi)
+v_series=ok v_store=ok series_line="skipped (BENCH_SERIES=0)" store_line="skipped"
+if [ "$SERIES" -gt 0 ]; then
+	series_ratio=$(ratio "$(median "${series_mbps[@]}")" "$raw_snap_mbps")
+	v_series=$(verdict "$series_ratio" 0.8)
+	store_ratio=$(ratio "$STORE_BYTES" "$ZST_BYTES")
+	v_store=$(if ge 2 "$store_ratio"; then echo ok; else echo MISSED; fi)
+	series_line="$(median "${series_mbps[@]}") MiB/s median, adds $(mbps "$(median "${series_added[@]}")" 1) MiB median; ratio $series_ratio (goal >= 0.8: $v_series)"
+	store_line="$(mbps "$STORE_BYTES" 1) MiB after $SERIES more snapshots = $store_ratio x the first (goal <= 2: $v_store)"
+fi
 
 cat <<EOF
 nodus snapshot benchmark ($(nproc) cores, $(docker version -f '{{.Server.Version}}') engine)
 medians of $RUNS alternating runs
-  data (tar):            $(mbps "$RAW_BYTES" 1) MiB, compressed $(mbps "$ZST_BYTES" 1) MiB at zstd level $ZST_LEVEL (ratio $size_ratio, goal <= 0.5: $v_size)
+  data (tar):            $(mbps "$RAW_BYTES" 1) MiB
+  (d) first snapshot:    stored $(mbps "$ZST_BYTES" 1) MiB at zstd level $ZST_LEVEL (ratio $size_ratio, goal <= 0.5: $v_size), $first_snap_mbps MiB/s
   snapshot  raw docker cp:  $raw_snap_mbps MiB/s (${best_raw_snap}s; $(median "${raw_snap_cores[@]}") of $(nproc) cores busy)
-            nodus:          $nodus_snap_mbps MiB/s (${best_nodus_snap}s transfer, ${best_snap_wall}s command; $(median "${nodus_snap_cores[@]}") cores busy)
+  (a) unchanged volume:     $nodus_snap_mbps MiB/s (${best_nodus_snap}s transfer, ${best_snap_wall}s command; $(median "${nodus_snap_cores[@]:1}") cores busy), added $(mbps "$UNCHANGED_ADDED" 1) MiB
             ratio:          $snap_ratio (goal >= 0.9: $v_snap)
+  (b) 1 % rows updated:     $series_line
+  (c) store size:           $store_line
   restore   raw docker cp:  $raw_rest_mbps MiB/s (${best_raw_rest}s)
             nodus:          $nodus_rest_mbps MiB/s (${best_nodus_rest}s upload, ${best_rest_wall}s command incl. verify, start, census)
-            ratio:          $rest_ratio (goal >= 0.9: $v_rest)
+  (e)       ratio:          $rest_ratio (goal >= 0.9: $v_rest)
 EOF
-[ "$v_snap$v_rest$v_size" = okokok ]
+[ "$v_snap$v_rest$v_size$v_series$v_store" = okokokokok ]

@@ -22,12 +22,15 @@ fn snapshot_ids(s: &TestStack) -> Vec<String> {
         .collect()
 }
 
+/// The snapshot's data file: its chunk list (store-backed) or `data.tar.zst` (single file).
 fn archive(s: &TestStack, id: &str) -> PathBuf {
-    s.path()
-        .join(".nodus/snapshots")
-        .join(&s.project)
-        .join(id)
-        .join("data.tar.zst")
+    let dir = s.path().join(".nodus/snapshots").join(&s.project).join(id);
+    let chunks = dir.join("chunks");
+    if chunks.is_file() {
+        chunks
+    } else {
+        dir.join("data.tar.zst")
+    }
 }
 
 /// `nodus -f <stack> -p <project>`, as the hints spell it.

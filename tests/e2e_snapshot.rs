@@ -27,12 +27,16 @@ fn snapshot_dirs(s: &TestStack) -> Vec<PathBuf> {
     }
 }
 
+/// The snapshot's data file: its chunk list (store-backed) or `data.tar.zst` (single file).
 fn data_file(dir: &std::path::Path) -> PathBuf {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".zst"))
-        .expect("archive in snapshot dir")
+        .find(|p| {
+            let s = p.to_string_lossy();
+            s.ends_with(".zst") || s.ends_with("/chunks")
+        })
+        .expect("archive or chunk list in snapshot dir")
 }
 
 fn wipe_volume(project: &str, volume: &str) {

@@ -214,10 +214,20 @@ impl Collected {
 }
 
 /// Deletes snapshots (their directories, manifests first), then collects the garbage of the
-/// stores their chunks were in. A failed collection is reported, not returned: every listed
+/// stores their chunks were in and of the store new snapshots go to (what interrupted writers
+/// left is reclaimed there). A failed collection is reported, not returned: every listed
 /// snapshot stays readable whatever happened to it.
 pub fn delete_snapshots(store: &SnapshotStore, ids: &[String]) -> Result<Vec<Collected>> {
     let mut stores: Vec<(String, String)> = Vec::new();
+    if let Ok(c) = std::fs::read(store.cas_dir().join("config")) {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&c) {
+            if let Some(id) = v["id"].as_str() {
+                let p = std::path::absolute(store.cas_dir())
+                    .unwrap_or_else(|_| store.cas_dir().to_path_buf());
+                stores.push((p.to_string_lossy().into_owned(), id.to_string()));
+            }
+        }
+    }
     for id in ids {
         if let Ok(e) = store.get(id) {
             if let Ok(Manifest { store: Some(r), .. }) = &e.manifest {

@@ -316,5 +316,15 @@ mod parse_tests {
             serde_yaml::from_str("settle: 2s\nsnapshots:\n  keep: {last: 3}\n").unwrap();
         let x = parse(v).unwrap();
         assert_eq!(x.snapshots.keep.last, Some(3));
+        assert_eq!(x.snapshots.store, None);
+        let v: serde_yaml::Value =
+            serde_yaml::from_str("snapshots:\n  store: ../shared-store\n").unwrap();
+        assert_eq!(
+            parse(v).unwrap().snapshots.store.as_deref(),
+            Some("../shared-store")
+        );
+        let v: serde_yaml::Value = serde_yaml::from_str("snapshots:\n  stor: x\n").unwrap();
+        let u = parse(v).unwrap_err();
+        assert!(format!("{u:?}").contains("store"), "{u:?}");
     }
 }

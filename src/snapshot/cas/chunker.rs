@@ -23,9 +23,19 @@ pub fn chunk_id(data: &[u8]) -> Hash {
 /// Cuts `input` into chunks, calling `f` with each (in order).
 pub fn for_each_chunk<R: std::io::Read>(
     input: R,
+    f: impl FnMut(Vec<u8>) -> Result<(), crate::snapshot::SnapshotError>,
+) -> Result<(), crate::snapshot::SnapshotError> {
+    for_each_chunk_sized(input, MIN_SIZE, AVG_SIZE, MAX_SIZE, f)
+}
+
+fn for_each_chunk_sized<R: std::io::Read>(
+    input: R,
+    min: u32,
+    avg: u32,
+    max: u32,
     mut f: impl FnMut(Vec<u8>) -> Result<(), crate::snapshot::SnapshotError>,
 ) -> Result<(), crate::snapshot::SnapshotError> {
-    let cdc = fastcdc::v2020::StreamCDC::new(input, MIN_SIZE, AVG_SIZE, MAX_SIZE);
+    let cdc = fastcdc::v2020::StreamCDC::new(input, min, avg, max);
     for chunk in cdc {
         let chunk = chunk.map_err(|e| match e {
             fastcdc::v2020::Error::IoError(e) => {
@@ -41,6 +51,43 @@ pub fn for_each_chunk<R: std::io::Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The measurement behind [`AVG_SIZE`]: `NODUS_CDC_TARS=a.tar,b.tar,...` (PGDATA archives
+    /// of the same cluster over time); prints, per average size, what each tar adds to a store
+    /// holding the previous ones. `cargo test --lib chunker::tests::measure -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn measure() {
+        let tars: Vec<String> = std::env::var("NODUS_CDC_TARS")
+            .expect("NODUS_CDC_TARS")
+            .split(',')
+            .map(String::from)
+            .collect();
+        for avg in [16u32 << 10, 32 << 10, 64 << 10, 128 << 10] {
+            let mut seen = std::collections::HashSet::new();
+            let mut line = format!("avg {:>3} KiB:", avg >> 10);
+            for t in &tars {
+                let f = std::io::BufReader::new(std::fs::File::open(t).unwrap());
+                let (mut total, mut new, mut n) = (0u64, 0u64, 0u64);
+                for_each_chunk_sized(f, avg / 4, avg, avg * 4, |c| {
+                    total += c.len() as u64;
+                    n += 1;
+                    if seen.insert(chunk_id(&c)) {
+                        new += zstd::bulk::compress(&c, 1).unwrap().len() as u64;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+                line += &format!(
+                    "  {} chunks, adds {:.1} MiB ({:.2}% of raw)",
+                    n,
+                    new as f64 / 1048576.0,
+                    new as f64 * 100.0 / total as f64
+                );
+            }
+            println!("{line}");
+        }
+    }
 
     #[test]
     fn chunks_reassemble_and_resync_after_an_insert() {

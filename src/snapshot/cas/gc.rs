@@ -224,7 +224,7 @@ pub struct Stats {
 
 pub fn stats(cas: &Cas) -> Result<Stats> {
     let _lock = cas.lock_shared()?;
-    let refs = referrers(cas)?;
+    let refs = super::referrers_lenient(cas)?;
     let idx = index::load(cas, false)?;
     let on_disk = pack_files(cas)?;
     let present: HashSet<Hash> = on_disk.iter().map(|(h, _)| *h).collect();

@@ -281,6 +281,16 @@ pub struct Referrer {
 /// chunks are kept); an unreadable chunk list of a snapshot using this store is an error (GC
 /// must not run without knowing what it references).
 pub fn referrers(cas: &Cas) -> Result<Vec<Referrer>> {
+    referrers_with(cas, true)
+}
+
+/// [`referrers`], skipping snapshots whose chunk list is unreadable (for verification and
+/// statistics: one damaged list must not hide the others; that snapshot fails on its own).
+pub fn referrers_lenient(cas: &Cas) -> Result<Vec<Referrer>> {
+    referrers_with(cas, false)
+}
+
+fn referrers_with(cas: &Cas, strict: bool) -> Result<Vec<Referrer>> {
     let mut out = Vec::new();
     for root in cas.roots()? {
         for e in super::SnapshotStore::at(&root).list()? {
@@ -292,11 +302,17 @@ pub fn referrers(cas: &Cas) -> Result<Vec<Referrer>> {
             if !ours {
                 continue;
             }
-            let chunks = chunklist::read(&list_path).map_err(|reason| SnapshotError::Corrupt {
-                id: e.id.clone(),
-                path: list_path.clone(),
-                reason,
-            })?;
+            let chunks = match chunklist::read(&list_path) {
+                Ok(c) => c,
+                Err(_) if !strict => continue,
+                Err(reason) => {
+                    return Err(SnapshotError::Corrupt {
+                        id: e.id.clone(),
+                        path: list_path.clone(),
+                        reason,
+                    })
+                }
+            };
             let raw_bytes = chunks.iter().map(|c| c.raw_len as u64).sum();
             out.push(Referrer {
                 id: e.id.clone(),

@@ -24,6 +24,10 @@ pub struct PackWriter {
 
 impl PackWriter {
     pub fn create(cas: &Cas) -> Result<PackWriter> {
+        #[cfg(test)]
+        if cas.dir().join("fail-pack-create").exists() {
+            return Err(SnapshotError::Other("test: pack creation fails".into()));
+        }
         let tmp = cas.packs_dir().join(format!(
             "{}-{}.tmp",
             std::process::id(),

@@ -296,6 +296,9 @@ fn a_flipped_byte_is_found_and_the_snapshots_using_it_are_named() {
         c.problems_of(B).iter().any(|p| p.contains("damaged pack")),
         "{c:?}"
     );
+    // One line for the pack, naming every snapshot that has chunks in it (only B here).
+    assert_eq!(c.damage.len(), 1, "{c:?}");
+    assert!(c.problems_of(A).is_empty(), "{c:?}");
 
     // B refuses (before anything would be streamed); A verifies and reads back.
     let eb = store.get(B).unwrap();
@@ -353,4 +356,77 @@ fn old_single_file_snapshots_stay_readable() {
     open_tar_reader(&e).unwrap().read_to_end(&mut out).unwrap();
     assert_eq!(out.len() as u64, m.archive.raw_bytes);
     assert_eq!(e.data_path(), e.dir.join("data.tar.zst"));
+}
+
+#[test]
+fn a_damaged_chunk_list_fails_only_its_snapshot_and_stops_gc() {
+    let (_d, store) = setup();
+    import(&store, A, &pg_tar(&base_files()));
+    import(&store, B, &tar_b());
+    let list = store.dir().join(B).join(CHUNKS_FILE);
+    let mut b = std::fs::read(&list).unwrap();
+    b[40] ^= 1;
+    std::fs::write(&list, b).unwrap();
+    let ea = store.get(A).unwrap();
+    crate::snapshot::verify::verify_chunked(&ea, ea.manifest.as_ref().unwrap(), None, true, None)
+        .unwrap();
+    let eb = store.get(B).unwrap();
+    assert!(crate::snapshot::verify::verify_chunked(
+        &eb,
+        eb.manifest.as_ref().unwrap(),
+        None,
+        false,
+        None
+    )
+    .is_err());
+    // GC cannot know what B references: it refuses rather than guess.
+    let before = store_bytes(&store);
+    assert!(gc::gc(&cas_of(&store)).is_err());
+    assert_eq!(store_bytes(&store), before);
+    assert!(gc::stats(&cas_of(&store)).is_ok());
+}
+
+#[test]
+fn a_failing_pack_writer_ends_the_write_with_its_error_instead_of_hanging() {
+    let (_d, store) = setup();
+    let cas = cas_of(&store);
+    // Packs cannot be created: the writer fails at its first chunk, every worker stops.
+    std::fs::write(cas.dir().join("fail-pack-create"), b"").unwrap();
+    let tar = pg_tar(&[("big", noise(5, 8 << 20))]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = store.dir().to_path_buf();
+    std::thread::spawn(move || {
+        let list = dir.join("list");
+        let _ = tx.send(write::write_chunks(&cas, &list, &mut &tar[..], 1).map(|_| ()));
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the write must not hang");
+    assert!(r.unwrap_err().to_string().contains("pack creation fails"));
+}
+
+#[test]
+fn a_store_shared_by_two_projects_keeps_what_the_other_one_uses() {
+    let d = tempfile::tempdir().unwrap();
+    let shared = d.path().join("shared-store");
+    let (p1, _) = SnapshotStore::open(d.path().join("one/snapshots/p1")).unwrap();
+    let (p2, _) = SnapshotStore::open(d.path().join("two/snapshots/p2")).unwrap();
+    let (p1, p2) = (p1.with_cas(&shared), p2.with_cas(&shared));
+    let tar = pg_tar(&base_files());
+    import(&p1, A, &tar);
+    let m2 = import(&p2, B, &tar);
+    assert_eq!(
+        m2.store.as_ref().unwrap().new_chunks,
+        0,
+        "deduplicated across projects"
+    );
+    let collected = crate::snapshot::delete_snapshots(&p1, &[A.to_string()]).unwrap();
+    assert!(!collected[0].result.as_ref().unwrap().busy);
+    assert_eq!(read_back(&p2, B).unwrap(), tar);
+    assert!(gc::stats(&Cas::open(&shared).unwrap()).unwrap().store_bytes > 0);
+    crate::snapshot::delete_snapshots(&p2, &[B.to_string()]).unwrap();
+    assert_eq!(
+        gc::stats(&Cas::open(&shared).unwrap()).unwrap().store_bytes,
+        0
+    );
 }

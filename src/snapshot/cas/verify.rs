@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 
-use super::{hex32, index, pack, referrers, Cas, Hash};
+use super::{hex32, index, pack, referrers_lenient, Cas, Hash};
 use crate::snapshot::Result;
 
 /// One damaged or missing chunk (or a damaged pack no snapshot needs).
@@ -36,6 +36,12 @@ impl StoreCheck {
             .iter()
             .filter(|d| d.snapshots.iter().any(|s| s == id))
             .map(|d| {
+                let what = match (&d.chunk, &d.pack) {
+                    (Some(c), Some(p)) => format!("chunk {} in pack {}", &c[..16], &p[..16]),
+                    (Some(c), None) => format!("chunk {}", &c[..16]),
+                    (None, Some(p)) => format!("pack {}", &p[..16]),
+                    (None, None) => "?".into(),
+                };
                 let others: Vec<&str> = d
                     .snapshots
                     .iter()
@@ -43,12 +49,7 @@ impl StoreCheck {
                     .filter(|s| *s != id)
                     .collect();
                 format!(
-                    "chunk {}{}: {}{}",
-                    d.chunk.as_deref().map(|c| &c[..16]).unwrap_or("?"),
-                    d.pack
-                        .as_deref()
-                        .map(|p| format!(" in pack {}", &p[..16]))
-                        .unwrap_or_default(),
+                    "{what}: {}{}",
                     d.reason,
                     if others.is_empty() {
                         String::new()
@@ -64,7 +65,7 @@ impl StoreCheck {
 /// Checks the chunks of the snapshots `ids` (all snapshots using the store when None).
 pub fn check(cas: &Cas, ids: Option<&[String]>, read_data: bool) -> Result<StoreCheck> {
     let _lock = cas.lock_shared()?;
-    let all = referrers(cas)?;
+    let all = referrers_lenient(cas)?;
     let mut owners: HashMap<Hash, BTreeSet<String>> = HashMap::new();
     for r in &all {
         for c in &r.chunks {
@@ -133,27 +134,36 @@ pub fn check(cas: &Cas, ids: Option<&[String]>, read_data: bool) -> Result<Store
             Err(e) => Some(format!("pack unreadable: {e}")),
         };
         let Some(why) = pack_problem else { continue };
+        if !read_data {
+            // One line per pack: which of its chunks are damaged takes reading them.
+            let mut users: BTreeSet<String> = BTreeSet::new();
+            for (id, _) in &chunks {
+                users.extend(owners_of(id));
+            }
+            out.damage.push(Damage {
+                chunk: None,
+                pack: Some(hex32(&pack_id)),
+                reason: format!(
+                    "{why}; {} chunks in use are in this damaged pack (--read-data names the damaged ones)",
+                    chunks.len()
+                ),
+                snapshots: users.into_iter().collect(),
+            });
+            continue;
+        }
         let file = File::open(&path).ok();
         let mut any = false;
         for (id, loc) in chunks {
-            let chunk_problem = if read_data {
-                match &file {
-                    Some(f) => pack::read_chunk(f, &loc, &id).err(),
-                    None => Some(why.clone()),
-                }
-            } else {
-                Some(why.clone())
+            let chunk_problem = match &file {
+                Some(f) => pack::read_chunk(f, &loc, &id).err(),
+                None => Some(why.clone()),
             };
             if let Some(reason) = chunk_problem {
                 any = true;
                 out.damage.push(Damage {
                     chunk: Some(hex32(&id)),
                     pack: Some(hex32(&pack_id)),
-                    reason: if read_data {
-                        format!("is damaged: {reason}")
-                    } else {
-                        format!("is in a damaged pack: {reason}")
-                    },
+                    reason: format!("is damaged ({why}): {reason}"),
                     snapshots: owners_of(&id),
                 });
             }

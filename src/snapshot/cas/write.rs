@@ -163,6 +163,9 @@ pub fn write_chunks(
                 }
             });
         }
+        // Only the workers hold the receiver: when they all stopped (the pack writer failed),
+        // sending work fails instead of blocking forever.
+        drop(work_rx);
 
         let mut counting = Counting {
             inner: input,
@@ -171,6 +174,7 @@ pub fn write_chunks(
         };
         let mut items: Vec<Item> = Vec::new();
         let mut pending: HashSet<Hash> = HashSet::new();
+        let mut writer_stopped = false;
         let chunked = chunker::for_each_chunk(&mut counting, |data| {
             let id = chunker::chunk_id(&data);
             items.push(Item {
@@ -179,6 +183,7 @@ pub fn write_chunks(
             });
             if !known.contains(&id) && pending.insert(id) {
                 work_tx.send((id, data)).map_err(|_| {
+                    writer_stopped = true;
                     SnapshotError::Other("the snapshot store writer stopped".into())
                 })?;
             }
@@ -193,9 +198,13 @@ pub fn write_chunks(
         let written = writer
             .join()
             .map_err(|_| SnapshotError::Other("the snapshot store writer panicked".into()))?;
-        // The source's error explains an abort best.
-        chunked?;
-        let (added_bytes, new_chunks) = written?;
+        // The writer's error (e.g. ENOSPC with the path) explains its stop best, the source's
+        // error anything else.
+        let (added_bytes, new_chunks) = match (chunked, written) {
+            (Err(_), Err(w)) if writer_stopped => return Err(w),
+            (Err(e), _) => return Err(e),
+            (Ok(()), w) => w?,
+        };
         super::crash_point("chunks-stored");
         let bytes = chunklist::encode(&items);
         write_new_file(list_path, &bytes).map_err(|e| SnapshotError::io(list_path, e))?;

@@ -529,16 +529,14 @@ pub async fn verify_entries(
         match c {
             Ok(c) => {
                 for d in &c.damage {
+                    let what = match (&d.chunk, &d.pack) {
+                        (Some(c), Some(p)) => format!("chunk {} (pack {})", &c[..16], &p[..16]),
+                        (Some(c), None) => format!("chunk {}", &c[..16]),
+                        (None, Some(p)) => format!("pack {}", &p[..16]),
+                        (None, None) => "?".into(),
+                    };
                     ui.error(format!(
-                        "store: {}{}: {} — used by {}",
-                        d.chunk
-                            .as_deref()
-                            .map(|c| format!("chunk {}", &c[..16]))
-                            .unwrap_or_default(),
-                        d.pack
-                            .as_deref()
-                            .map(|p| format!(" (pack {})", &p[..16]))
-                            .unwrap_or_default(),
+                        "store: {what}: {} — used by {}",
                         d.reason,
                         if d.snapshots.is_empty() {
                             "no snapshot".to_string()
