@@ -50,20 +50,45 @@ pub fn export_entry(
     // The manifest byte for byte, as the store holds it.
     let mpath = entry.dir.join(MANIFEST_FILE);
     let manifest_json = std::fs::read(&mpath).map_err(|e| SnapshotError::io(&mpath, e))?;
-    let mut tar = Tagged {
-        inner: super::open_tar_reader(entry)?,
-        failed: None,
-    };
-    let written = export::write_export(
-        &path,
-        &manifest_json,
-        &entry.id,
-        manifest.archive.raw_bytes,
-        &mut tar,
-        recipients,
-        progress,
-    );
-    let pending = match (written, tar.failed) {
+    // Reading the snapshot (chunks decompressed and re-hashed) runs on its own thread, ahead of
+    // the tar + zstd (+ age) + SHA-256 writer on this one.
+    let source = super::open_tar_reader(entry)?;
+    let (tx, rx) = mpsc::sync_channel::<Msg>(8);
+    let (written, failed) = std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            let mut src = source;
+            match feed(&mut src, &tx) {
+                Ok(()) => None,
+                // The writer stopped first: its error is the one to report.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => None,
+                Err(e) => {
+                    let _ = tx.send(Msg::Fail(e.to_string()));
+                    Some(e.to_string())
+                }
+            }
+        });
+        let mut tar = ChannelReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+        };
+        let written = export::write_export(
+            &path,
+            &manifest_json,
+            &entry.id,
+            manifest.archive.raw_bytes,
+            &mut tar,
+            recipients,
+            progress,
+        );
+        drop(tar);
+        let failed = reader
+            .join()
+            .unwrap_or_else(|_| Some("the snapshot reader thread panicked".into()));
+        (written, failed)
+    });
+    let pending = match (written, failed) {
         // The snapshot could not be read: name it, not the temporary file.
         (Err(_), Some(reason)) => {
             return Err(SnapshotError::Corrupt {
@@ -209,20 +234,6 @@ pub fn import_file(
             (Ok(()), w) => w,
         }
     })
-}
-
-/// Remembers the first read error of the snapshot's tar stream (to tell it from write errors).
-struct Tagged<R> {
-    inner: R,
-    failed: Option<String>,
-}
-
-impl<R: Read> Read for Tagged<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            self.failed.get_or_insert_with(|| e.to_string());
-        })
-    }
 }
 
 enum Msg {
