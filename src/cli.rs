@@ -583,6 +583,45 @@ pub enum SnapshotCommand {
         #[arg(long)]
         no_safety: bool,
     },
+    /// Write a snapshot to a standalone .tar.zst (+ .sha256), optionally age-encrypted
+    #[command(
+        after_help = "Examples:\n  nodus snapshot export 20250101T000000Z-db-abc123 -o db.tar.zst\n  nodus snapshot export ID -o db.tar.zst --age-recipient age1...   writes db.tar.zst.age"
+    )]
+    Export(SnapshotExportArgs),
+    /// Bring an exported snapshot back as a snapshot of this project
+    Import(SnapshotImportArgs),
+    /// Move snapshots of the single-file format into the deduplicating store
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotExportArgs {
+    /// Snapshot ID (or a unique prefix)
+    pub id: String,
+    /// Output file or directory [default: ./<ID>.tar.zst]; `.age` is appended when encrypting
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Encrypt to this age X25519 recipient (`age1…`); repeatable
+    #[arg(long = "age-recipient", value_name = "KEY")]
+    pub age_recipients: Vec<String>,
+    /// Encrypt to the recipients listed in FILE (one `age1…` per line, # comments); repeatable
+    #[arg(long = "age-recipients-file", value_name = "FILE")]
+    pub age_recipients_files: Vec<PathBuf>,
+    /// Replace FILE and FILE.sha256 if they exist
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotImportArgs {
+    /// The exported file (.tar.zst or .tar.zst.age); FILE.sha256 is checked when present
+    pub file: PathBuf,
+    /// age identity file to decrypt an encrypted export (as age-keygen writes it)
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Import it as a snapshot of this stateful service (same kind and data dir name)
+    #[arg(long)]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Args)]

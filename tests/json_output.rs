@@ -185,3 +185,49 @@ fn failures_print_one_error_document() {
     code(&o, 1);
     assert_eq!(one_json(&o)["exit_code"], 1);
 }
+
+#[test]
+fn export_import_and_migrate_give_one_document_without_an_engine() {
+    let d = stack_dir();
+    // Nothing to migrate: an empty report.
+    let o = nodus(d.path(), &["--json", "snapshot", "migrate"]);
+    code(&o, 0);
+    let v = one_json(&o);
+    assert_eq!(v["migrated"], serde_json::json!([]), "{v}");
+    assert_eq!(v["already_in_store"], 0, "{v}");
+    // No such snapshot / no such file / not an export: exit 1, one error document.
+    let junk = d.path().join("junk.tar.zst");
+    std::fs::write(&junk, b"not an export").unwrap();
+    for args in [
+        &["--json", "snapshot", "export", "nope"][..],
+        &["--json", "snapshot", "import", "/nonexistent/x.tar.zst"],
+        &["--json", "snapshot", "import", junk.to_str().unwrap()],
+    ] {
+        let o = nodus(d.path(), args);
+        code(&o, 1);
+        let v = one_json(&o);
+        assert_eq!(v["exit_code"], 1, "{args:?}: {v}");
+        assert!(!v["error"].as_str().unwrap().is_empty(), "{v}");
+    }
+    // A bad recipient is refused before anything is read.
+    let o = nodus(
+        d.path(),
+        &[
+            "--json",
+            "snapshot",
+            "export",
+            "x",
+            "--age-recipient",
+            "ssh-ed25519 AAAA",
+        ],
+    );
+    code(&o, 1);
+    let v = one_json(&o);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("age X25519 recipient"),
+        "{v}"
+    );
+}

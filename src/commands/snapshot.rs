@@ -1,4 +1,4 @@
-//! `nodus snapshot create|list|show|verify|delete|prune|restore`.
+//! `nodus snapshot create|list|show|verify|delete|prune|restore|export|import|migrate`.
 
 use serde_json::json;
 
@@ -42,6 +42,9 @@ pub async fn run(ctx: &Ctx, cmd: SnapshotCommand) -> anyhow::Result<()> {
             )
             .await
         }
+        SnapshotCommand::Export(args) => export(ctx, args).await,
+        SnapshotCommand::Import(args) => import(ctx, args).await,
+        SnapshotCommand::Migrate => migrate(ctx).await,
     }
 }
 
@@ -302,4 +305,159 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
     }
     concluded.result()?;
     restored.result()
+}
+
+/// `nodus snapshot export`: read-only on the snapshots.
+async fn export(ctx: &Ctx, args: crate::cli::SnapshotExportArgs) -> anyhow::Result<()> {
+    use crate::snapshot::{export, import};
+    let project = ctx.project()?;
+    let recipients = export::parse_recipients(&args.age_recipients, &args.age_recipients_files)?;
+    let store = ops::open_store(&project, &ctx.ui)?;
+    let entry = store.get(&args.id)?;
+    let out = args.output.unwrap_or_else(|| ".".into());
+    let total = entry.manifest.as_ref().ok().map(|m| m.archive.raw_bytes);
+    let pb = ctx.ui.bytes_progress(format!("export {}", entry.id), total);
+    let pb2 = pb.clone();
+    let started = std::time::Instant::now();
+    let done = tokio::task::spawn_blocking(move || {
+        import::export_entry(&entry, &out, &recipients, args.force, Some(pb2))
+    })
+    .await??;
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    if ctx.ui.json {
+        let mut doc = serde_json::to_value(&done)?;
+        doc["seconds"] = json!((secs * 1000.0).round() / 1000.0);
+        ctx.ui.json_out(&doc);
+    } else {
+        ctx.ui.data(done.path.display().to_string());
+    }
+    ctx.ui.success(format!(
+        "exported {} to {} ({} of tar in {}{}, {:.1}s); checksum in {}",
+        done.snapshot,
+        done.path.display(),
+        crate::snapshot::human_bytes(done.data_bytes),
+        crate::snapshot::human_bytes(done.bytes),
+        if done.encrypted {
+            format!(
+                ", age-encrypted to {} {}",
+                done.recipients,
+                crate::guard::census::plural(done.recipients, "recipient", "recipients")
+            )
+        } else {
+            String::new()
+        },
+        secs,
+        done.sha256_file.display()
+    ));
+    Ok(())
+}
+
+/// `nodus snapshot import FILE`: checks the whole file, then writes it as a new snapshot.
+async fn import(ctx: &Ctx, args: crate::cli::SnapshotImportArgs) -> anyhow::Result<()> {
+    use crate::snapshot::{export, import};
+    use std::sync::Arc;
+    let project = ctx.project()?;
+    if let Some(s) = &args.service {
+        project.stack.check_services(std::slice::from_ref(s))?;
+    }
+    let _lock = ctx.lock_async(&project).await?;
+    let store = ops::open_store(&project, &ctx.ui)?;
+    let identities = match &args.identity {
+        Some(p) => Some(Arc::new(export::load_identities(p)?)),
+        None => None,
+    };
+    let file = args.file.clone();
+    let size = std::fs::metadata(&file).ok().map(|m| m.len());
+    let pb = ctx.ui.bytes_progress("check export", size);
+    let (pb2, ids, f) = (pb.clone(), identities.clone(), file.clone());
+    let info = tokio::task::spawn_blocking(move || {
+        export::scan(&f, ids.as_deref().map(|v| v.as_slice()), Some(pb2))
+    })
+    .await??;
+    pb.finish_and_clear();
+    ctx.ui.detail(format!(
+        "{}: {}{} checked",
+        file.display(),
+        if info.sidecar_checked {
+            "sha256 sidecar, "
+        } else {
+            "no .sha256 beside it; "
+        },
+        if info.encrypted {
+            "age MAC, zstd and data checksums"
+        } else {
+            "zstd and data checksums"
+        }
+    ));
+    let (manifest, changes) = import::map_manifest(
+        &info.manifest,
+        project.name(),
+        &project.hardened.stateful,
+        args.service.as_deref(),
+    )?;
+    for c in &changes {
+        ctx.ui.status(format!("mapped {c}"));
+    }
+    import::check_new_id(&store, &manifest.id)?;
+    let pb = ctx
+        .ui
+        .bytes_progress(format!("import {}", manifest.id), Some(info.data_bytes));
+    let (pb2, f, i) = (pb.clone(), file.clone(), info.clone());
+    let written = tokio::task::spawn_blocking(move || {
+        import::import_file(
+            &store,
+            &f,
+            identities.as_deref().map(|v| v.as_slice()),
+            &i,
+            manifest,
+            Some(pb2),
+        )
+    })
+    .await??;
+    pb.finish_and_clear();
+    if ctx.ui.json {
+        ctx.ui.json_out(&json!({
+            "imported": written.id,
+            "service": written.service,
+            "file": file,
+            "encrypted": info.encrypted,
+            "sha256_checked": info.sidecar_checked,
+            "data_bytes": info.data_bytes,
+            "mapped": changes,
+            "exported_by": info.header.nodus_version,
+        }));
+    } else {
+        ctx.ui.data(written.id.clone());
+    }
+    ctx.ui.success(format!(
+        "imported snapshot {} of {} ({} of tar); restore it with `{} snapshot restore {}`",
+        written.id,
+        written.service,
+        crate::snapshot::human_bytes(info.data_bytes),
+        nodus_cmd(ctx, &project),
+        written.id
+    ));
+    Ok(())
+}
+
+/// `nodus snapshot migrate`: single-file snapshots into the deduplicating store.
+async fn migrate(ctx: &Ctx) -> anyhow::Result<()> {
+    let project = ctx.project()?;
+    let _lock = ctx.lock_async(&project).await?;
+    let store = ops::open_store(&project, &ctx.ui)?;
+    let ui = ctx.ui.clone();
+    let report =
+        tokio::task::spawn_blocking(move || crate::snapshot::migrate::migrate(&store, &ui))
+            .await??;
+    if ctx.ui.json {
+        ctx.ui.json_out(&report);
+    }
+    let summary = report.summary();
+    if report.failed.is_empty() {
+        ctx.ui.success(summary);
+        Ok(())
+    } else {
+        anyhow::bail!("{summary}")
+    }
 }

@@ -17,7 +17,10 @@
 pub mod backup;
 pub mod cas;
 pub mod create;
+pub mod export;
+pub mod import;
 pub mod manifest;
+pub mod migrate;
 pub mod ops;
 pub mod pick;
 pub mod pipeline;
