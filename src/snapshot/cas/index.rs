@@ -114,9 +114,12 @@ pub fn decode(b: &[u8]) -> std::result::Result<(Hash, Vec<Entry>), String> {
 /// Writes the index of `pack` durably (the pack must already be durable).
 pub fn write(cas: &Cas, pack: &Hash, entries: &[Entry]) -> Result<()> {
     let path = cas.index_path(pack);
-    let tmp = cas
-        .index_dir()
-        .join(format!("{}.{}.tmp", hex32(pack), std::process::id()));
+    let tmp = cas.index_dir().join(format!(
+        "{}.{}-{}.tmp",
+        hex32(pack),
+        std::process::id(),
+        crate::snapshot::manifest::short_random_hex()
+    ));
     crate::snapshot::store::write_new_file(&tmp, &encode(pack, entries))
         .map_err(|e| SnapshotError::io(&tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| SnapshotError::io(&path, e))?;

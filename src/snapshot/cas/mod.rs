@@ -99,7 +99,12 @@ impl Cas {
                         super::manifest::short_random_hex()
                     ),
                 };
-                let tmp = dir.join(format!("config.{}.tmp", std::process::id()));
+                // Unique per writer: two snapshots of one command may create it at once.
+                let tmp = dir.join(format!(
+                    "config.{}-{}.tmp",
+                    std::process::id(),
+                    super::manifest::short_random_hex()
+                ));
                 let bytes = serde_json::to_vec(&cfg).expect("config serialises");
                 super::store::write_new_file(&tmp, &bytes).map_err(|e| io_err(&tmp, e))?;
                 // Another process may have created it meanwhile: the first one wins.

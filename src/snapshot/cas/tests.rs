@@ -430,3 +430,32 @@ fn a_store_shared_by_two_projects_keeps_what_the_other_one_uses() {
         0
     );
 }
+
+/// Found by `scripts/bench-restart.sh`: `down` snapshots db and cache at once into a store that
+/// does not exist yet; both created the store's config through the same temporary name and one
+/// snapshot failed with "File exists".
+#[test]
+fn a_new_store_opened_by_several_writers_at_once_is_one_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let ids: Vec<String> = (0..8)
+        .map(|_| {
+            let (root, barrier) = (root.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                Cas::open(&root).map(|c| c.id().to_string())
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap().expect("every writer opens the store"))
+        .collect();
+    assert!(ids.iter().all(|i| i == &ids[0]), "{ids:?}");
+    let left: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
