@@ -26,10 +26,14 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    // Unique per call, not only per process: two threads of one command may write the same
+    // file at once (two snapshots registering their store); a shared name made one rename fail.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -58,6 +62,38 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `down` into a new snapshot store: two snapshots registered the store's root at
+    /// once and one failed (the shared temporary file was renamed away under it).
+    #[test]
+    fn concurrent_writes_of_one_file_all_succeed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let results: Vec<io::Result<()>> = (0..8u8)
+            .map(|i| {
+                let (p, barrier) = (p.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    (0..20).try_for_each(|_| atomic_write(&p, &[b'a' + i; 64], 0o600))
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        for r in results {
+            r.expect("every concurrent write succeeds");
+        }
+        let got = fs::read(&p).unwrap();
+        assert_eq!(got.len(), 64);
+        assert!(
+            got.iter().all(|b| *b == got[0]),
+            "one writer's whole content"
+        );
+        let left = fs::read_dir(d.path()).unwrap().count();
+        assert_eq!(left, 1, "no temporary file left");
+    }
 
     #[test]
     fn writes_and_replaces_with_mode() {
