@@ -305,3 +305,28 @@ fn killed_at_every_store_step_leaves_every_listed_snapshot_readable() {
     s.nodus(&["snapshot", "restore", &both[1], "--yes"]).ok();
     assert_eq!(s.table_count("db", "app"), 3);
 }
+
+/// The first `down` of a stack with two stateful services snapshots both into a store that does
+/// not exist yet, at once: both snapshots are taken (two races creating the store's files made
+/// one of them fail with a mere warning).
+#[test]
+fn the_first_down_snapshots_every_service_into_a_new_store() {
+    let s = TestStack::new(
+        "firststore",
+        &pg_stack(&format!("  cache:\n    image: {REDIS_IMAGE}\n"), ""),
+    );
+    s.nodus(&["up", "--timeout", "300s"]).ok();
+    let d = s.nodus(&["down"]);
+    d.ok();
+    assert!(!d.stderr.contains("FAILED"), "{}", d.stderr);
+    let services: HashSet<String> = snapshots(&s)
+        .iter()
+        .map(|v| v["service"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        services,
+        HashSet::from(["db".to_string(), "cache".to_string()]),
+        "{}",
+        d.stderr
+    );
+}
