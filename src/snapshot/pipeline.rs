@@ -207,6 +207,16 @@ pub(crate) fn test_rate_limit() -> Option<u64> {
         .filter(|r| *r > 0)
 }
 
+/// With [`test_rate_limit`]'s `rate`: waits until `received` bytes are due since `started`.
+pub(crate) async fn pace(rate: Option<u64>, received: u64, started: std::time::Instant) {
+    if let Some(rate) = rate {
+        let due = std::time::Duration::from_secs_f64(received as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// Streams `stream` into a new file at `path` (0600, must not exist), compressed with `codec`
 /// on a blocking thread, and fsyncs it. Advances `progress` by raw bytes. On any error the file
 /// is left for the caller to remove (it sits in a `.partial` location).
@@ -241,12 +251,7 @@ pub async fn compress_to_file(
         }
         progress.inc(chunk.len() as u64);
         received += chunk.len() as u64;
-        if let Some(rate) = throttle {
-            let due = std::time::Duration::from_secs_f64(received as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
+        pace(throttle, received, started).await;
         buf.extend_from_slice(&chunk);
         if buf.len() >= CHUNK {
             let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));

@@ -56,21 +56,7 @@ pub fn verify_archive(
             manifest.archive.compressed_bytes
         )));
     }
-    if raw != manifest.archive.raw_bytes {
-        return Err(corrupt(format!(
-            "{raw} bytes of tar, the manifest says {}",
-            manifest.archive.raw_bytes
-        )));
-    }
-    if entries == 0 {
-        return Err(corrupt("the archive holds no entries".into()));
-    }
-    if manifest.kind == ServiceKind::Postgres && !saw_pg_version {
-        return Err(corrupt(format!(
-            "no {}/PG_VERSION in the archive: this is not a postgres data directory",
-            manifest.archive.top
-        )));
-    }
+    check_walk(manifest, entries, raw, saw_pg_version).map_err(corrupt)?;
     Ok(VerifyReport {
         entries,
         raw_bytes: raw,
@@ -189,21 +175,7 @@ pub fn verify_chunked(
         None => reader,
     };
     let (entries, raw, saw_pg_version) = walk_tar(reader, manifest).map_err(corrupt)?;
-    if raw != manifest.archive.raw_bytes {
-        return Err(corrupt(format!(
-            "{raw} bytes of tar, the manifest says {}",
-            manifest.archive.raw_bytes
-        )));
-    }
-    if entries == 0 {
-        return Err(corrupt("the archive holds no entries".into()));
-    }
-    if manifest.kind == ServiceKind::Postgres && !saw_pg_version {
-        return Err(corrupt(format!(
-            "no {}/PG_VERSION in the archive: this is not a postgres data directory",
-            manifest.archive.top
-        )));
-    }
+    check_walk(manifest, entries, raw, saw_pg_version).map_err(corrupt)?;
     Ok(VerifyReport {
         entries,
         raw_bytes: raw,
@@ -275,6 +247,32 @@ pub async fn verify_entry_with(
     };
     store.write_verification(&entry.id, &record)?;
     result
+}
+
+/// What reading the whole tar must have found: the manifest's size, some entries, and for
+/// postgres the data directory's `PG_VERSION` (both formats).
+fn check_walk(
+    manifest: &Manifest,
+    entries: u64,
+    raw: u64,
+    saw_pg_version: bool,
+) -> std::result::Result<(), String> {
+    if raw != manifest.archive.raw_bytes {
+        return Err(format!(
+            "{raw} bytes of tar, the manifest says {}",
+            manifest.archive.raw_bytes
+        ));
+    }
+    if entries == 0 {
+        return Err("the archive holds no entries".into());
+    }
+    if manifest.kind == ServiceKind::Postgres && !saw_pg_version {
+        return Err(format!(
+            "no {}/PG_VERSION in the archive: this is not a postgres data directory",
+            manifest.archive.top
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

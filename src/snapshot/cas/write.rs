@@ -343,12 +343,7 @@ pub async fn write_from_stream(
         };
         progress.inc(chunk.len() as u64);
         received += chunk.len() as u64;
-        if let Some(rate) = throttle {
-            let due = std::time::Duration::from_secs_f64(received as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-        }
+        crate::snapshot::pipeline::pace(throttle, received, started).await;
         buf.extend_from_slice(&chunk);
         if buf.len() >= CHUNK {
             let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
