@@ -22,10 +22,12 @@ pub fn chunk_id(data: &[u8]) -> Hash {
     *blake3::hash(data).as_bytes()
 }
 
-/// Cuts `input` into chunks, calling `f` with each (in order).
+/// Cuts `input` into chunks, calling `f` with each (in order). The slice is only valid during
+/// the call: a caller that keeps a chunk copies it (most chunks of a snapshot are known to the
+/// store and are only hashed).
 pub fn for_each_chunk<R: std::io::Read>(
     input: R,
-    f: impl FnMut(Vec<u8>) -> Result<(), crate::snapshot::SnapshotError>,
+    f: impl FnMut(&[u8]) -> Result<(), crate::snapshot::SnapshotError>,
 ) -> Result<(), crate::snapshot::SnapshotError> {
     for_each_chunk_sized(input, MIN_SIZE, AVG_SIZE, MAX_SIZE, f)
 }
@@ -42,7 +44,7 @@ fn for_each_chunk_sized<R: std::io::Read>(
     min: u32,
     avg: u32,
     max: u32,
-    mut f: impl FnMut(Vec<u8>) -> Result<(), crate::snapshot::SnapshotError>,
+    mut f: impl FnMut(&[u8]) -> Result<(), crate::snapshot::SnapshotError>,
 ) -> Result<(), crate::snapshot::SnapshotError> {
     let mut buf = vec![0u8; BLOCK];
     let mut len = 0usize;
@@ -69,7 +71,7 @@ fn for_each_chunk_sized<R: std::io::Read>(
             if !eof && end == len {
                 break;
             }
-            f(buf[c.offset..end].to_vec())?;
+            f(&buf[c.offset..end])?;
             consumed = end;
         }
         if eof {
@@ -104,8 +106,8 @@ mod tests {
                 for_each_chunk_sized(f, avg / 4, avg, avg * 4, |c| {
                     total += c.len() as u64;
                     n += 1;
-                    if seen.insert(chunk_id(&c)) {
-                        new += zstd::bulk::compress(&c, 1).unwrap().len() as u64;
+                    if seen.insert(chunk_id(c)) {
+                        new += zstd::bulk::compress(c, 1).unwrap().len() as u64;
                     }
                     Ok(())
                 })
@@ -171,7 +173,7 @@ mod tests {
             .collect();
         let mut a = Vec::new();
         for_each_chunk(&data[..], |c| {
-            a.push(c);
+            a.push(c.to_vec());
             Ok(())
         })
         .unwrap();
@@ -182,7 +184,7 @@ mod tests {
         changed.splice(1000..1000, [1u8, 2, 3]);
         let mut b = Vec::new();
         for_each_chunk(&changed[..], |c| {
-            b.push(chunk_id(&c));
+            b.push(chunk_id(c));
             Ok(())
         })
         .unwrap();

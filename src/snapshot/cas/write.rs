@@ -176,13 +176,13 @@ pub fn write_chunks(
         let mut pending: HashSet<Hash> = HashSet::new();
         let mut writer_stopped = false;
         let chunked = chunker::for_each_chunk(&mut counting, |data| {
-            let id = chunker::chunk_id(&data);
+            let id = chunker::chunk_id(data);
             items.push(Item {
                 id,
                 raw_len: data.len() as u32,
             });
             if !known.contains(&id) && pending.insert(id) {
-                work_tx.send((id, data)).map_err(|_| {
+                work_tx.send((id, data.to_vec())).map_err(|_| {
                     writer_stopped = true;
                     SnapshotError::Other("the snapshot store writer stopped".into())
                 })?;
