@@ -186,6 +186,20 @@ pub fn conclude(outcome: Outcome, step: Option<String>) -> Option<Record> {
             let _ = std::fs::remove_file(&act.path);
             act.previous
         }
+        // Failed or interrupted before its first step (a missing image, a usage error, the
+        // census before a stop): nothing was changed, so nothing is left unfinished.
+        // An earlier run's record stays: what it left is still unsettled.
+        Outcome::Failed { .. } | Outcome::Interrupted { .. } if step.is_none() => {
+            match &act.previous {
+                Some(prev) => {
+                    let _ = write(&act.path, prev);
+                }
+                None => {
+                    let _ = std::fs::remove_file(&act.path);
+                }
+            }
+            None
+        }
         Outcome::Failed { error } => {
             let mut r = act.record;
             r.ended = Some(Ended {
@@ -274,7 +288,7 @@ mod tests {
                 Outcome::Interrupted {
                     signal: "SIGINT".into()
                 },
-                None
+                Some("stopping db".into())
             ),
             None
         );
@@ -289,6 +303,39 @@ mod tests {
         assert_eq!(read(&path).unwrap(), None);
         // nothing begun: nothing to conclude
         assert_eq!(conclude(Outcome::Completed, None), None);
+
+        // failed before its first step (nothing changed): no record is left
+        assert_eq!(begin(&state, "up", "nodus up".into()).unwrap(), None);
+        assert_eq!(
+            conclude(
+                Outcome::Failed {
+                    error: "image x is not present locally".into()
+                },
+                None
+            ),
+            None
+        );
+        assert_eq!(read(&path).unwrap(), None);
+        // ... but an earlier run's record is kept when such a run fails
+        assert_eq!(begin(&state, "up", "nodus up -d".into()).unwrap(), None);
+        conclude(
+            Outcome::Failed {
+                error: "engine gone".into(),
+            },
+            Some("starting db".into()),
+        );
+        let earlier = read(&path).unwrap().unwrap();
+        assert_eq!(
+            begin(&state, "up", "nodus up".into()).unwrap(),
+            Some(earlier.clone())
+        );
+        conclude(
+            Outcome::Failed {
+                error: "image x is not present locally".into(),
+            },
+            None,
+        );
+        assert_eq!(read(&path).unwrap(), Some(earlier));
 
         // killed without a word; a torn record still says something did not finish
         std::fs::write(&path, b"{\"command\": \"nodus do").unwrap();
