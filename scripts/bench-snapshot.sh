@@ -21,7 +21,8 @@
 #        (c) store size after the series <= 2 x the first snapshot's stored size;
 #        (e) restore upload >= 0.9 x raw archive upload.
 #      (The first run of step 2 is the store's first snapshot; BENCH_RUNS must be >= 2 for (a).)
-#      Not measured here yet: DDEV's pg_basebackup | zstd figure.
+#   5. beside it, DDEV's approach: `pg_basebackup -Ft -X fetch -c fast | zstd -3` of the running
+#      server (time and size; BENCH_DDEV=0 skips it).
 #
 # Usage: scripts/bench-snapshot.sh
 # Env:   NODUS=path/to/nodus (default: target/release/nodus, built when missing)
@@ -202,6 +203,24 @@ for i in $(seq 1 "$RUNS"); do
 	n stop --no-snapshot db >&2
 done
 rm -f "$WORK/data.tar"
+
+# --- DDEV's approach beside it: pg_basebackup of the running server piped through zstd -----------
+DDEV_LINE="skipped (BENCH_DDEV=0 or no zstd)"
+if [ "${BENCH_DDEV:-1}" != 0 ] && command -v zstd >/dev/null; then
+	n start db >&2
+	ddev=()
+	for i in $(seq 1 "$RUNS"); do
+		t0=$(now)
+		docker exec "$C" pg_basebackup -U postgres -D - -Ft -X fetch -c fast | zstd -q -T0 -3 >"$WORK/base.tar.zst"
+		ddev+=("$(since "$t0")")
+		log "pg_basebackup | zstd: ${ddev[-1]}s, $(stat -c %s "$WORK/base.tar.zst") bytes"
+	done
+	DDEV_SIZE=$(stat -c %s "$WORK/base.tar.zst")
+	rm -f "$WORK/base.tar.zst"
+	DDEV_T=$(median "${ddev[@]}")
+	DDEV_LINE="${DDEV_T}s, $(mbps "$DDEV_SIZE" 1) MiB at zstd -3 ($(mbps "$RAW_BYTES" "$DDEV_T") MiB/s of the data dir; a full copy every time, no dedup)"
+	n stop --no-snapshot db >&2
+fi
 best_raw_rest=$(median "${raw_rest[@]}")
 best_nodus_rest=$(median "${nodus_rest[@]}")
 best_rest_wall=$(median "${rest_wall[@]}")
@@ -243,5 +262,6 @@ medians of $RUNS alternating runs
   restore   raw docker cp:  $raw_rest_mbps MiB/s (${best_raw_rest}s)
             nodus:          $nodus_rest_mbps MiB/s (${best_nodus_rest}s upload, ${best_rest_wall}s command incl. verify, start, census)
   (e)       ratio:          $rest_ratio (goal >= 0.9: $v_rest)
+  DDEV-style pg_basebackup -Ft -X fetch -c fast | zstd -3 (server running): $DDEV_LINE
 EOF
 [ "$v_snap$v_rest$v_size$v_series$v_store" = okokokokok ]
