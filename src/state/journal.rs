@@ -180,6 +180,15 @@ pub fn begin(
 pub fn conclude(outcome: Outcome, step: Option<String>) -> Option<Record> {
     let mut a = active();
     let act = a.take()?;
+    // The stack lock is released before this runs: another command may have begun its own
+    // record meanwhile, which is not ours to touch.
+    if read(&act.path)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.pid != act.record.pid || r.started_at != act.record.started_at)
+    {
+        return None;
+    }
     match outcome {
         Outcome::Completed => {
             // A record that cannot be removed is reported again next time: harmless.
@@ -336,6 +345,20 @@ mod tests {
             None,
         );
         assert_eq!(read(&path).unwrap(), Some(earlier));
+
+        // another command's record (begun after our lock was released) is left alone
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(begin(&state, "up", "nodus up".into()).unwrap(), None);
+        let other = Record {
+            command: "nodus down".into(),
+            transition: "down".into(),
+            pid: std::process::id() + 1,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            ended: None,
+        };
+        write(&path, &other).unwrap();
+        assert_eq!(conclude(Outcome::Completed, None), None);
+        assert_eq!(read(&path).unwrap(), Some(other));
 
         // killed without a word; a torn record still says something did not finish
         std::fs::write(&path, b"{\"command\": \"nodus do").unwrap();
