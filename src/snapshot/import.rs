@@ -37,14 +37,7 @@ pub fn export_entry(
     force: bool,
     progress: Option<ProgressBar>,
 ) -> Result<Exported> {
-    let manifest = entry
-        .manifest
-        .clone()
-        .map_err(|reason| SnapshotError::BadManifest {
-            id: entry.id.clone(),
-            path: entry.dir.join(MANIFEST_FILE),
-            reason,
-        })?;
+    let manifest = entry.manifest_checked()?;
     let path = export::output_path(out, &entry.id, !recipients.is_empty());
     export::check_target(&path, force)?;
     // The manifest byte for byte, as the store holds it.

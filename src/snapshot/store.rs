@@ -36,6 +36,17 @@ pub struct SnapshotEntry {
 }
 
 impl SnapshotEntry {
+    /// The manifest, or the error saying it is unreadable.
+    pub fn manifest_checked(&self) -> std::result::Result<Manifest, SnapshotError> {
+        self.manifest
+            .clone()
+            .map_err(|reason| SnapshotError::BadManifest {
+                id: self.id.clone(),
+                path: self.dir.join(super::manifest::MANIFEST_FILE),
+                reason,
+            })
+    }
+
     /// The snapshot's data file: `data.tar.zst` (single-file format) or its chunk list (store).
     pub fn data_path(&self) -> PathBuf {
         match &self.manifest {

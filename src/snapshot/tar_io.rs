@@ -17,14 +17,7 @@ use super::{Result, SnapshotError};
 /// error (never a silent short or altered stream). Check the manifest first if you need to
 /// refuse before reading anything (`snapshot verify` does).
 pub fn open_tar_reader(entry: &SnapshotEntry) -> Result<Box<dyn Read + Send>> {
-    let manifest = entry
-        .manifest
-        .clone()
-        .map_err(|reason| SnapshotError::BadManifest {
-            id: entry.id.clone(),
-            path: entry.dir.join(super::manifest::MANIFEST_FILE),
-            reason,
-        })?;
+    let manifest = entry.manifest_checked()?;
     open_manifest_reader(entry, &manifest)
 }
 

@@ -203,14 +203,7 @@ pub async fn verify_entry_with(
     read_data: bool,
     progress: ProgressBar,
 ) -> Result<VerifyReport> {
-    let manifest = entry
-        .manifest
-        .clone()
-        .map_err(|reason| SnapshotError::BadManifest {
-            id: entry.id.clone(),
-            path: entry.dir.join(super::manifest::MANIFEST_FILE),
-            reason,
-        })?;
+    let manifest = entry.manifest_checked()?;
     let path = entry.data_path();
     let m = manifest.clone();
     let pb = progress.clone();

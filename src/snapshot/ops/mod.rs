@@ -25,7 +25,7 @@ use super::cas::Cas;
 use super::restore::{CensusCheck, RestoreTarget, SafetyInfo};
 use super::retention::Decision;
 use super::verify;
-use super::{human_bytes, Manifest, SnapshotEntry, SnapshotError, SnapshotStore};
+use super::{human_bytes, Manifest, SnapshotEntry, SnapshotStore};
 use crate::engine::{Engine, MountKind, MountSpec};
 use crate::lifecycle::Report;
 use crate::output::Ui;
@@ -82,17 +82,6 @@ pub fn stateful_services(
             })
         })
         .collect()
-}
-
-/// The manifest of an entry, or the error saying it is unreadable.
-pub fn manifest_of(e: &SnapshotEntry) -> Result<Manifest, SnapshotError> {
-    e.manifest
-        .clone()
-        .map_err(|reason| SnapshotError::BadManifest {
-            id: e.id.clone(),
-            path: e.dir.join(super::manifest::MANIFEST_FILE),
-            reason,
-        })
 }
 
 pub(crate) fn merge_reports(a: &mut Report, b: Report) {
@@ -348,7 +337,7 @@ fn align(rows: &[Vec<String>]) -> Vec<String> {
 /// `snapshot show`: the manifest with its verification and path.
 pub fn show_json(store: &SnapshotStore, id: &str) -> anyhow::Result<serde_json::Value> {
     let e = store.get(id)?;
-    let m = manifest_of(&e)?;
+    let m = e.manifest_checked()?;
     let mut v = serde_json::to_value(&m)?;
     v["verification"] = serde_json::to_value(&e.verification)?;
     v["path"] = json!(e.dir);
@@ -358,7 +347,7 @@ pub fn show_json(store: &SnapshotStore, id: &str) -> anyhow::Result<serde_json::
 /// `snapshot show` as text: one "key: value" line per fact, the census per database.
 pub fn show_lines(store: &SnapshotStore, id: &str) -> anyhow::Result<Vec<String>> {
     let e = store.get(id)?;
-    let m = manifest_of(&e)?;
+    let m = e.manifest_checked()?;
     let mut out = vec![
         format!("snapshot:   {}", m.id),
         format!("project:    {}", m.project),

@@ -9,8 +9,8 @@ use anyhow::{bail, Context as _};
 use serde::Serialize;
 
 use super::{
-    create_volume, manifest_of, merge_reports, offline_target, safety_info, stack_files,
-    stateful_services, CensusVerdict, START_TIMEOUT,
+    create_volume, merge_reports, offline_target, safety_info, stack_files, stateful_services,
+    CensusVerdict, START_TIMEOUT,
 };
 use crate::engine::{ContainerInfo, Engine, MountSpec, RunState};
 use crate::guard::census::{self, Census, CensusOptions};
@@ -181,7 +181,7 @@ impl RestorePlan {
         // 1. Which snapshots.
         let mut chosen = Vec::new();
         for e in choose(store, project, selection, services, ui)? {
-            let m = manifest_of(&e)?;
+            let m = e.manifest_checked()?;
             if m.project != project.name() {
                 ui.warn(format!(
                     "snapshot {} was taken in project {}; restoring into {}",
