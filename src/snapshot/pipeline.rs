@@ -192,10 +192,69 @@ pub fn sha256_file(path: &Path, progress: Option<ProgressBar>) -> io::Result<(St
     HashingReader::new(io::BufReader::with_capacity(CHUNK, f), progress).finish()
 }
 
-enum Msg {
+/// What the async side hands a blocking consumer of an engine archive.
+pub(crate) enum Msg {
     Data(Vec<u8>),
-    /// The source failed: do not finish the file as if it were complete.
-    Abort,
+    /// The source failed (why): do not finish the result as if it were complete.
+    Abort(String),
+}
+
+/// How [`feed`] ended.
+pub(crate) struct Fed {
+    /// The stream's first 512 bytes (the tar's first header).
+    pub head: Vec<u8>,
+    /// The engine stream broke off (the consumer was sent [`Msg::Abort`]).
+    pub source_error: Option<EngineError>,
+}
+
+/// Forwards `stream` to a blocking consumer through `tx` in buffers of [`CHUNK`] bytes,
+/// advancing `progress` (and pacing by [`test_rate_limit`]). When the stream breaks off, the
+/// consumer gets [`Msg::Abort`]; when the consumer is gone, forwarding stops (its own error
+/// explains why). Drops `tx` at the end.
+pub(crate) async fn feed(
+    mut stream: ByteStream,
+    tx: mpsc::Sender<Msg>,
+    progress: &ProgressBar,
+) -> Fed {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = Vec::with_capacity(CHUNK);
+    let mut source_error: Option<EngineError> = None;
+    let mut consumer_gone = false;
+    let throttle = test_rate_limit();
+    let started = std::time::Instant::now();
+    let mut received: u64 = 0;
+    while let Some(item) = stream.next().await {
+        let chunk = match item {
+            Ok(c) => c,
+            Err(e) => {
+                source_error = Some(e);
+                break;
+            }
+        };
+        if head.len() < 512 {
+            let take = (512 - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        progress.inc(chunk.len() as u64);
+        received += chunk.len() as u64;
+        pace(throttle, received, started).await;
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= CHUNK {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
+            if tx.send(Msg::Data(full)).await.is_err() {
+                consumer_gone = true;
+                break;
+            }
+        }
+    }
+    if let Some(e) = &source_error {
+        let _ = tx
+            .send(Msg::Abort(format!("archive stream broke off: {e}")))
+            .await;
+    } else if !consumer_gone && !buf.is_empty() {
+        let _ = tx.send(Msg::Data(buf)).await;
+    }
+    Fed { head, source_error }
 }
 
 /// `NODUS_TEST_RATE_LIMIT` (bytes per second): slows archive reception down so that tests can
@@ -221,7 +280,7 @@ pub(crate) async fn pace(rate: Option<u64>, received: u64, started: std::time::I
 /// on a blocking thread, and fsyncs it. Advances `progress` by raw bytes. On any error the file
 /// is left for the caller to remove (it sits in a `.partial` location).
 pub async fn compress_to_file(
-    mut stream: ByteStream,
+    stream: ByteStream,
     path: PathBuf,
     codec: Codec,
     progress: &ProgressBar,
@@ -229,44 +288,7 @@ pub async fn compress_to_file(
     let (tx, rx) = mpsc::channel::<Msg>(DEPTH);
     let writer_path = path.clone();
     let writer = tokio::task::spawn_blocking(move || write_compressed(rx, &writer_path, codec));
-
-    let mut head = Vec::with_capacity(512);
-    let mut buf = Vec::with_capacity(CHUNK);
-    let mut source_error: Option<EngineError> = None;
-    let mut writer_gone = false;
-    let throttle = test_rate_limit();
-    let started = std::time::Instant::now();
-    let mut received: u64 = 0;
-    while let Some(item) = stream.next().await {
-        let chunk = match item {
-            Ok(c) => c,
-            Err(e) => {
-                source_error = Some(e);
-                break;
-            }
-        };
-        if head.len() < 512 {
-            let take = (512 - head.len()).min(chunk.len());
-            head.extend_from_slice(&chunk[..take]);
-        }
-        progress.inc(chunk.len() as u64);
-        received += chunk.len() as u64;
-        pace(throttle, received, started).await;
-        buf.extend_from_slice(&chunk);
-        if buf.len() >= CHUNK {
-            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
-            if tx.send(Msg::Data(full)).await.is_err() {
-                writer_gone = true;
-                break;
-            }
-        }
-    }
-    if source_error.is_some() {
-        let _ = tx.send(Msg::Abort).await;
-    } else if !writer_gone && !buf.is_empty() {
-        let _ = tx.send(Msg::Data(buf)).await;
-    }
-    drop(tx);
+    let Fed { head, source_error } = feed(stream, tx, progress).await;
     // The writer's error (e.g. ENOSPC with the path) explains a send failure best.
     let written = writer
         .await
@@ -324,7 +346,7 @@ fn write_compressed(
                                 .map_err(io_err)?;
                         }
                     }
-                    Msg::Abort => return Err(aborted()),
+                    Msg::Abort(_) => return Err(aborted()),
                 }
             }
             (enc.finish().map_err(io_err)?, adapt.lowest)
@@ -337,7 +359,7 @@ fn write_compressed(
                         raw += d.len() as u64;
                         enc.write_all(&d).map_err(io_err)?;
                     }
-                    Msg::Abort => return Err(aborted()),
+                    Msg::Abort(_) => return Err(aborted()),
                 }
             }
             (enc.finish().map_err(io_err)?, level as i32)

@@ -7,7 +7,6 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 
-use futures_util::StreamExt;
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
@@ -16,7 +15,7 @@ use super::pack::{self, PackWriter};
 use super::{chunker, index, Cas, CasLock, Hash};
 use crate::engine::ByteStream;
 use crate::snapshot::manifest::{Manifest, StoreRef, CHUNKS_FILE, FORMAT_STORE};
-use crate::snapshot::pipeline::{Codec, CHUNK};
+use crate::snapshot::pipeline::{Codec, Msg};
 use crate::snapshot::store::{write_new_file, SnapshotStore};
 use crate::snapshot::{Result, SnapshotError};
 
@@ -279,11 +278,6 @@ pub fn import_blocking(
     Ok(m)
 }
 
-enum Msg {
-    Data(Vec<u8>),
-    Abort(String),
-}
-
 /// `Read` over the chunks the async side forwards.
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Msg>,
@@ -313,7 +307,7 @@ impl Read for ChannelReader {
 /// Streams an engine archive into the store (chunking, hashing and compression on blocking
 /// threads) and writes the chunk list to `list_path`. Advances `progress` by raw bytes.
 pub async fn write_from_stream(
-    mut stream: ByteStream,
+    stream: ByteStream,
     cas: Cas,
     list_path: std::path::PathBuf,
     level: i32,
@@ -328,38 +322,9 @@ pub async fn write_from_stream(
         };
         write_chunks(&cas, &list_path, &mut reader, level)
     });
-    let throttle = crate::snapshot::pipeline::test_rate_limit();
-    let started = std::time::Instant::now();
-    let mut received: u64 = 0;
-    let mut buf = Vec::with_capacity(CHUNK);
-    let mut source_error = None;
-    while let Some(item) = stream.next().await {
-        let chunk = match item {
-            Ok(c) => c,
-            Err(e) => {
-                source_error = Some(e);
-                break;
-            }
-        };
-        progress.inc(chunk.len() as u64);
-        received += chunk.len() as u64;
-        crate::snapshot::pipeline::pace(throttle, received, started).await;
-        buf.extend_from_slice(&chunk);
-        if buf.len() >= CHUNK {
-            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
-            if tx.send(Msg::Data(full)).await.is_err() {
-                break;
-            }
-        }
-    }
-    if let Some(e) = &source_error {
-        let _ = tx
-            .send(Msg::Abort(format!("archive stream broke off: {e}")))
-            .await;
-    } else if !buf.is_empty() {
-        let _ = tx.send(Msg::Data(buf)).await;
-    }
-    drop(tx);
+    let source_error = crate::snapshot::pipeline::feed(stream, tx, progress)
+        .await
+        .source_error;
     let written = worker
         .await
         .map_err(|e| SnapshotError::Other(format!("snapshot store thread failed: {e}")))?;
