@@ -16,7 +16,11 @@ mod tests;
 #[cfg(test)]
 mod tests_build;
 #[cfg(test)]
+mod tests_flags;
+#[cfg(test)]
 mod tests_perf;
+#[cfg(test)]
+mod tests_stop;
 mod up;
 mod wait;
 pub use crash::crash_recovery_ran;

@@ -11,7 +11,7 @@ use crate::engine::fake::{FakeEngine, FakeHealth, ImageBehavior};
 use crate::engine::{ContainerSpec, Health, Labels, MountKind, MountSpec};
 use crate::stack::{ComposeFile, ServiceKind};
 
-const STACK: &str = r#"
+pub(super) const STACK: &str = r#"
 services:
   db:
     image: postgres:16
@@ -31,7 +31,7 @@ volumes:
   data:
 "#;
 
-const IMAGES: &[&str] = &["postgres:16", "redis:7", "api:1", "migrate:1"];
+pub(super) const IMAGES: &[&str] = &["postgres:16", "redis:7", "api:1", "migrate:1"];
 
 pub(super) fn hardened(yaml: &str) -> Hardened {
     let compose: ComposeFile = serde_yaml::from_str(yaml).unwrap();
@@ -58,7 +58,7 @@ pub(super) fn hardened(yaml: &str) -> Hardened {
     }
 }
 
-fn ui() -> Ui {
+pub(super) fn ui() -> Ui {
     Ui::plain()
 }
 
@@ -82,7 +82,7 @@ pub(super) fn up_opts() -> UpOptions {
     }
 }
 
-fn down_opts(remove_volumes: bool) -> DownOptions {
+pub(super) fn down_opts(remove_volumes: bool) -> DownOptions {
     DownOptions {
         remove_volumes,
         timeout: None,
@@ -91,21 +91,21 @@ fn down_opts(remove_volumes: bool) -> DownOptions {
 
 /// Records hook calls (with the engine call count at that moment).
 #[derive(Clone)]
-struct Rec {
+pub(super) struct Rec {
     log: Arc<Mutex<Vec<String>>>,
     engine: FakeEngine,
-    fail_all_ready: bool,
+    pub(super) fail_all_ready: bool,
 }
 
 impl Rec {
-    fn new(engine: &FakeEngine) -> Rec {
+    pub(super) fn new(engine: &FakeEngine) -> Rec {
         Rec {
             log: Arc::default(),
             engine: engine.clone(),
             fail_all_ready: false,
         }
     }
-    fn log(&self) -> Vec<String> {
+    pub(super) fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
     fn push(&self, s: String) {
@@ -183,7 +183,7 @@ impl Hooks for Rec {
     }
 }
 
-fn owned(service: &str) -> Labels {
+pub(super) fn owned(service: &str) -> Labels {
     let mut l = labels::base("nt");
     l.insert(labels::SERVICE.into(), service.into());
     l
@@ -467,105 +467,6 @@ async fn docker_compose_volume_is_adopted() {
 }
 
 #[tokio::test]
-async fn down_stops_in_reverse_order_removes_containers_and_network_keeps_volumes() {
-    let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(STACK);
-    let ui = ui();
-    let l = lc(&e, &h, &ui);
-    l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    e.clear_calls();
-    let mut rec = Rec::new(&e);
-    let report = l.down(&down_opts(false), &mut rec).await.unwrap();
-    assert_eq!(
-        e.calls(),
-        [
-            "stop nt-api-1",
-            "stop nt-cache-1",
-            "stop nt-db-1",
-            "remove_container nt-api-1",
-            "remove_container nt-cache-1",
-            "remove_container nt-db-1",
-            "remove_network nt_default",
-        ]
-    );
-    assert_eq!(
-        rec.log(),
-        [
-            "before_stop Down api,cache,db",
-            "after_stop Down api,cache,db"
-        ]
-    );
-    assert_eq!(report.stopped, ["api", "cache", "db"]);
-    assert_eq!(report.removed, ["api", "cache", "db"]);
-    assert!(e.volume("nt_data").is_some(), "volumes are kept");
-    assert!(report.volumes_removed.is_empty());
-    // Each container stopped with its own grace period.
-    assert_eq!(
-        e.stop_timeouts(),
-        [
-            ("nt-api-1".to_string(), None),
-            ("nt-cache-1".to_string(), None),
-            ("nt-db-1".to_string(), Some(60))
-        ]
-    );
-    let ev = &report.evidence["db"];
-    assert_eq!(ev.exit_code, Some(0));
-    assert_eq!(ev.clean_shutdown, Some(true));
-    assert!(ev
-        .log_line
-        .as_deref()
-        .unwrap()
-        .contains("database system is shut down"));
-    assert!(!ev.killed);
-    assert_eq!(
-        report.evidence["cache"].clean_shutdown, None,
-        "only postgres is checked"
-    );
-    assert!(e.container_names().is_empty());
-    assert!(e.network_names().is_empty());
-}
-
-#[tokio::test]
-async fn down_timeout_override() {
-    let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(STACK);
-    let ui = ui();
-    let l = lc(&e, &h, &ui);
-    l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    let opts = DownOptions {
-        remove_volumes: false,
-        timeout: Some(Duration::from_millis(2500)),
-    };
-    l.down(&opts, &mut NoHooks).await.unwrap();
-    assert!(
-        e.stop_timeouts().iter().all(|(_, t)| *t == Some(3)),
-        "{:?}",
-        e.stop_timeouts()
-    );
-}
-
-#[tokio::test]
-async fn down_volumes_removes_only_labelled_stack_volumes() {
-    let yaml = format!("{STACK}  scratch:\n  ext:\n    external: true\n");
-    let e = FakeEngine::new().with_images(IMAGES);
-    e.add_volume("nt_scratch", &Labels::new()); // declared, but not ours
-    e.add_volume("ext", &Labels::new()); // external
-    e.add_volume("unrelated", &Labels::new());
-    e.add_volume("other_data", &labels::base("other"));
-    let h = hardened(&yaml);
-    let ui = ui();
-    let l = lc(&e, &h, &ui);
-    l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    assert_eq!(l.removable_volumes().await.unwrap(), ["nt_data"]);
-    let report = l.down(&down_opts(true), &mut NoHooks).await.unwrap();
-    assert_eq!(report.volumes_removed, ["nt_data"]);
-    assert_eq!(
-        e.volume_names(),
-        ["ext", "nt_scratch", "other_data", "unrelated"]
-    );
-}
-
-#[tokio::test]
 async fn unhealthy_dependency_fails_up_naming_it() {
     let e = FakeEngine::new().with_images(IMAGES);
     e.tweak("postgres:16", |b| b.health = FakeHealth::Unhealthy);
@@ -796,182 +697,6 @@ async fn extra_networks_are_connected_before_start() {
 }
 
 #[tokio::test]
-async fn stop_evidence_killed_postgres() {
-    let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(STACK);
-    let ui = ui();
-    let l = lc(&e, &h, &ui);
-    l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    e.tweak("postgres:16", |b| b.stop_exit_code = 137);
-    e.clear_calls();
-    let mut rec = Rec::new(&e);
-    let report = l.stop(&["db".into()], None, &mut rec).await.unwrap();
-    assert_eq!(e.calls(), ["stop nt-db-1"], "only the selected service");
-    let ev = &report.evidence["db"];
-    assert_eq!(ev.exit_code, Some(137));
-    assert!(ev.killed);
-    assert_eq!(
-        ev.clean_shutdown,
-        Some(false),
-        "the shut-down line is from no earlier run either"
-    );
-    assert_eq!(ev.log_line, None);
-    assert_eq!(rec.log(), ["before_stop Stop db", "after_stop Stop db"]);
-    assert!(e.container("nt-db-1").is_some(), "stop keeps containers");
-}
-
-#[tokio::test]
-async fn stale_shutdown_line_from_an_earlier_run_does_not_count() {
-    let logs = "LOG:  database system is ready to accept connections\nLOG:  database system is shut down\nLOG:  database system is ready to accept connections\n";
-    assert_eq!(postgres_shutdown(logs), (false, None));
-    let logs = "x\nLOG:  database system is ready to accept connections\n2024 LOG:  database system is shut down\n";
-    assert_eq!(
-        postgres_shutdown(logs),
-        (true, Some("2024 LOG:  database system is shut down".into()))
-    );
-    assert_eq!(postgres_shutdown(""), (false, None));
-
-    // Through the lifecycle: start again after a clean stop, then get killed.
-    let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(STACK);
-    let ui = ui();
-    let l = lc(&e, &h, &ui);
-    l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    l.stop(&[], None, &mut NoHooks).await.unwrap();
-    l.start(&up_opts(), &mut NoHooks).await.unwrap();
-    e.tweak("postgres:16", |b| b.oom_on_stop = true);
-    let report = l.stop(&[], None, &mut NoHooks).await.unwrap();
-    let ev = &report.evidence["db"];
-    assert!(ev.oom_killed && ev.killed);
-    assert_eq!(ev.clean_shutdown, Some(false));
-}
-
-#[tokio::test]
-async fn start_and_restart() {
-    let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(STACK);
-    let ui = ui();
-    let l = lc(&e, &h, &ui);
-    let err = l.start(&up_opts(), &mut NoHooks).await.unwrap_err();
-    assert!(
-        matches!(&err, LifecycleError::NoContainer { service } if service == "db"),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("nodus up db"));
-    assert_eq!(e.calls(), Vec::<String>::new());
-
-    l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    l.stop(&[], None, &mut NoHooks).await.unwrap();
-    e.clear_calls();
-    let mut rec = Rec::new(&e);
-    let report = l.start(&up_opts(), &mut rec).await.unwrap();
-    assert_eq!(report.started, ["db", "cache", "api"]);
-    assert_eq!(
-        e.calls(),
-        ["start nt-db-1", "start nt-cache-1", "start nt-api-1"]
-    );
-    assert_eq!(rec.log().last().unwrap(), "all_ready Start db,cache,api");
-    assert!(rec.log()[0].starts_with("service_ready Start db healthy"));
-
-    e.clear_calls();
-    let mut rec = Rec::new(&e);
-    let report = l.restart(&up_opts(), &mut rec).await.unwrap();
-    assert_eq!(report.stopped, ["api", "cache", "db"]);
-    assert_eq!(report.started, ["db", "cache", "api"]);
-    assert_eq!(
-        e.calls(),
-        [
-            "stop nt-api-1",
-            "stop nt-cache-1",
-            "stop nt-db-1",
-            "start nt-db-1",
-            "start nt-cache-1",
-            "start nt-api-1"
-        ]
-    );
-    let log = rec.log();
-    assert_eq!(log[0], "before_stop Restart api,cache,db");
-    assert_eq!(log[1], "after_stop Restart api,cache,db");
-    assert!(log[2].starts_with("service_ready Restart db healthy Postgres"));
-    assert!(log[3].starts_with("service_ready Restart cache"));
-    assert!(log[4].starts_with("service_ready Restart api"));
-    assert_eq!(log[5], "all_ready Restart db,cache,api");
-    assert_eq!(log.len(), 6);
-
-    // Restarting one service stops only it; its running dependencies are left alone.
-    e.clear_calls();
-    let report = l
-        .restart(
-            &UpOptions {
-                services: vec!["api".into()],
-                timeout: Duration::from_secs(5),
-                ..UpOptions::default()
-            },
-            &mut NoHooks,
-        )
-        .await
-        .unwrap();
-    assert_eq!(e.calls(), ["stop nt-api-1", "start nt-api-1"]);
-    assert_eq!(report.unchanged, ["db", "cache"]);
-}
-
-#[tokio::test]
-async fn orphans_show_in_status_and_go_on_down() {
-    let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(STACK);
-    let ui = ui();
-    let l = lc(&e, &h, &ui);
-    l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    e.add_container("nt-old-1", "redis:7", &owned("old"), RunState::Running);
-    // A helper container of nodus is not a service.
-    let mut helper = owned("db");
-    helper.insert(labels::HELPER.into(), "snapshot".into());
-    e.add_container("nt-helper", "postgres:16", &helper, RunState::Exited);
-
-    let st = l.status().await.unwrap();
-    let names: Vec<(&str, bool)> = st.iter().map(|s| (s.service.as_str(), s.orphan)).collect();
-    assert_eq!(
-        names,
-        [
-            ("db", false),
-            ("cache", false),
-            ("api", false),
-            ("old", true)
-        ]
-    );
-    let db = &st[0];
-    assert_eq!(db.container.as_deref(), Some("nt-db-1"));
-    assert_eq!(
-        (db.state.as_str(), db.health.as_str()),
-        ("running", "healthy")
-    );
-    assert_eq!(db.image, "postgres:16");
-    assert_eq!(db.volumes, ["nt_data"]);
-    let api = &st[2];
-    assert_eq!(api.ports.len(), 1);
-    assert!(api.ports[0].starts_with("127.0.0.1:"), "{:?}", api.ports);
-    assert!(api.ports[0].ends_with("->8080/tcp"), "{:?}", api.ports);
-
-    e.clear_calls();
-    let mut rec = Rec::new(&e);
-    l.down(&down_opts(false), &mut rec).await.unwrap();
-    assert_eq!(e.calls()[0], "stop nt-old-1", "orphans first");
-    assert_eq!(rec.log()[0], "before_stop Down old,api,cache,db");
-    assert!(e.container("nt-old-1").is_none());
-    assert!(
-        e.container("nt-helper").is_some(),
-        "helpers are not touched"
-    );
-
-    // Status before anything exists.
-    let e = FakeEngine::new();
-    let l = lc(&e, &h, &ui);
-    let st = l.status().await.unwrap();
-    assert_eq!(st[0].state, "not created");
-    assert_eq!(st[0].volumes, ["nt_data"]);
-}
-
-#[tokio::test]
 async fn container_of_finds_by_label() {
     let e = FakeEngine::new().with_images(IMAGES);
     let h = hardened(&STACK.replace(
@@ -995,21 +720,6 @@ async fn container_of_finds_by_label() {
         l.any_container_of("cache").await.unwrap().unwrap().state,
         RunState::Exited
     );
-}
-
-#[tokio::test]
-async fn stateful_restart_on_up_of_stopped_container() {
-    // Same hash, stopped → start (no recreate).
-    let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(STACK);
-    let ui = ui();
-    let l = lc(&e, &h, &ui);
-    l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    l.stop(&["api".into()], None, &mut NoHooks).await.unwrap();
-    e.clear_calls();
-    let report = l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    assert_eq!(report.started, ["api"]);
-    assert_eq!(e.calls(), ["start nt-api-1"]);
 }
 
 #[tokio::test]
@@ -1130,165 +840,4 @@ fn carry_anonymous_volumes_rules() {
     assert_eq!(spec.mounts.len(), 2);
     assert_eq!(spec.mounts[1].source, anon);
     assert_eq!(spec.mounts[0].source, "nt_named");
-}
-
-// ---- compose habits: up flags ---------------------------------------------------------------
-
-#[tokio::test]
-async fn remove_orphans_stops_them_guarded_then_removes() {
-    let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(STACK);
-    let ui = ui();
-    let l = lc(&e, &h, &ui);
-    l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    // A postgres service deleted from the file: an orphan database.
-    e.add_container(
-        "nt-olddb-1",
-        "postgres:16",
-        &owned("olddb"),
-        RunState::Running,
-    );
-
-    // Without the flag, it is left alone.
-    l.up(&up_opts(), &mut NoHooks).await.unwrap();
-    assert!(e.container("nt-olddb-1").is_some());
-
-    e.clear_calls();
-    let mut rec = Rec::new(&e);
-    let opts = UpOptions {
-        remove_orphans: true,
-        ..up_opts()
-    };
-    let report = l.up(&opts, &mut rec).await.unwrap();
-    assert_eq!(report.removed, ["olddb"]);
-    assert_eq!(report.stopped, ["olddb"]);
-    assert!(e.container("nt-olddb-1").is_none());
-    let log = rec.log();
-    assert_eq!(log[0], "before_stop Up olddb", "{log:?}");
-    assert_eq!(log[1], "after_stop Up olddb", "{log:?}");
-    let calls = e.calls();
-    assert_eq!(calls[0], "stop nt-olddb-1", "{calls:?}");
-    assert_eq!(calls[1], "remove_container nt-olddb-1", "{calls:?}");
-}
-
-#[tokio::test]
-async fn orphan_databases_are_known_to_the_guard() {
-    let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(STACK);
-    let ui = ui();
-    let l = lc(&e, &h, &ui);
-    e.add_container(
-        "nt-olddb-1",
-        "postgres:16",
-        &owned("olddb"),
-        RunState::Running,
-    );
-    let info = ContainerInfo {
-        env: vec!["PGDATA=/pgdata".into()],
-        ..e.container("nt-olddb-1").unwrap()
-    };
-    let st = l
-        .orphan_stateful("olddb", &info)
-        .expect("a postgres orphan");
-    assert_eq!(st.kind, ServiceKind::Postgres);
-    assert_eq!(st.data_dir, "/pgdata");
-    // Services still in the stack are not orphans; unknown images are not databases.
-    assert!(l.orphan_stateful("db", &info).is_none());
-    let app = ContainerInfo {
-        image: "api:1".into(),
-        ..info
-    };
-    assert!(l.orphan_stateful("oldapp", &app).is_none());
-}
-
-#[tokio::test]
-async fn force_recreate_and_no_recreate() {
-    let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(STACK);
-    let ui = ui();
-    let l = lc(&e, &h, &ui);
-    l.up(&up_opts(), &mut NoHooks).await.unwrap();
-
-    let mut rec = Rec::new(&e);
-    let opts = UpOptions {
-        force_recreate: true,
-        ..up_opts()
-    };
-    let report = l.up(&opts, &mut rec).await.unwrap();
-    assert_eq!(report.recreated, ["db", "cache", "api"]);
-    // The database's stop is guarded like any recreation.
-    assert!(
-        rec.log().iter().any(|x| x == "before_stop Up db"),
-        "{:?}",
-        rec.log()
-    );
-
-    // A changed definition is kept with --no-recreate.
-    let changed = STACK.replace(
-        "image: redis:7",
-        "image: redis:7\n    environment: { A: b }",
-    );
-    let h2 = hardened(&changed);
-    let l2 = lc(&e, &h2, &ui);
-    let opts = UpOptions {
-        no_recreate: true,
-        ..up_opts()
-    };
-    let report = l2.up(&opts, &mut NoHooks).await.unwrap();
-    assert!(report.recreated.is_empty(), "{report:?}");
-    assert_eq!(report.unchanged.len(), 3);
-    // Without it, the change is applied.
-    let report = l2.up(&up_opts(), &mut NoHooks).await.unwrap();
-    assert_eq!(report.recreated, ["cache"]);
-}
-
-#[tokio::test]
-async fn no_deps_starts_only_the_named_service() {
-    let e = FakeEngine::new().with_images(IMAGES);
-    let h = hardened(STACK);
-    let ui = ui();
-    let opts = UpOptions {
-        services: vec!["api".into()],
-        no_deps: true,
-        ..up_opts()
-    };
-    let report = lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap();
-    assert_eq!(report.created, ["api"]);
-    assert!(e.container("nt-db-1").is_none());
-}
-
-#[tokio::test]
-async fn pull_policies() {
-    let h = hardened(STACK);
-    let ui = ui();
-    // never: a missing image is an error, nothing pulled or created.
-    let e = FakeEngine::new().with_images(&["postgres:16", "redis:7"]);
-    e.add_pullable("api:1");
-    let opts = UpOptions {
-        pull: ImagePull::Never,
-        ..up_opts()
-    };
-    let err = lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap_err();
-    assert!(
-        matches!(&err, LifecycleError::Engine(EngineError::ImageUnavailable { image, .. }) if image == "api:1"),
-        "{err:?}"
-    );
-    assert!(e.calls().is_empty(), "{:?}", e.calls());
-
-    // always: every image is pulled, present or not.
-    let e = FakeEngine::new().with_images(IMAGES);
-    for i in ["postgres:16", "redis:7", "api:1"] {
-        e.add_pullable(i);
-    }
-    let opts = UpOptions {
-        pull: ImagePull::Always,
-        ..up_opts()
-    };
-    lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap();
-    let pulls: Vec<String> = e
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("pull "))
-        .collect();
-    assert_eq!(pulls, ["pull postgres:16", "pull redis:7", "pull api:1"]);
 }
