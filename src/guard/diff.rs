@@ -6,6 +6,9 @@ use serde::Serialize;
 
 use super::census::{PgCensus, QdrantCensus, RedisCensus, ServiceCensus};
 
+/// database → (`schema.table`, rows before, rows after).
+pub type RowDrops = BTreeMap<String, Vec<(String, i64, i64)>>;
+
 /// Differences for one service; `is_loss()` decides exit code 3.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct ServiceDiff {
@@ -13,7 +16,7 @@ pub struct ServiceDiff {
     /// database → missing `schema.table`s (all of them).
     pub missing_tables: BTreeMap<String, Vec<String>>,
     /// database → (`schema.table`, rows before, rows after) where rows dropped.
-    pub row_drops: BTreeMap<String, Vec<(String, i64, i64)>>,
+    pub row_drops: RowDrops,
     pub new_databases: Vec<String>,
     pub new_tables: BTreeMap<String, Vec<String>>,
     pub system_identifier_changed: Option<(String, String)>,

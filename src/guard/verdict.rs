@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::cause::{self, Cause, CauseInput};
 use super::census::{plural, Persistence, ServiceCensus, Totals};
-use super::diff::ServiceDiff;
+use super::diff::{RowDrops, ServiceDiff};
 use super::ledger::{Phase, ServiceIdentity};
 use crate::lifecycle::StopEvidence;
 use crate::output::Ui;
@@ -166,8 +166,6 @@ fn split_unlogged_drops(d: &ServiceDiff, before: &ServiceCensus) -> (RowDrops, R
     }
     (unlogged, other)
 }
-
-type RowDrops = BTreeMap<String, Vec<(String, i64, i64)>>;
 
 pub fn judge(j: Judge) -> ServiceVerdict {
     let kind = super::census::kind_str(j.kind).to_string();
