@@ -152,13 +152,10 @@ fn docker_kill_during_committed_writes_then_up_reports_crash_recovery_and_keeps_
     s.nodus(&["verify"]).ok();
 }
 
-/// Issue 11: postgres killed outside nodus (`docker kill`) after the last census: the next `up`
-/// finds the unclean shutdown before starting it, crash recovery empties the UNLOGGED table, and
-/// that is a loss (exit 3) naming UNLOGGED and the unclean shutdown, while the logged table keeps
-/// its rows and is not blamed.
-#[test]
-fn unlogged_table_emptied_after_an_outside_kill_is_a_loss() {
-    let s = TestStack::new("unlogkill", &pg_stack("", "x-nodus:\n  settle: 1s\n"));
+/// A running stack whose `app` database holds an UNLOGGED table `sessions` (50 rows) and a
+/// logged table `users` (20 rows).
+fn unlogged_stack(name: &str) -> TestStack {
+    let s = TestStack::new(name, &pg_stack("", "x-nodus:\n  settle: 1s\n"));
     s.nodus(&["up", "--timeout", "300s"]).ok();
     s.psql(
         "db",
@@ -166,6 +163,16 @@ fn unlogged_table_emptied_after_an_outside_kill_is_a_loss() {
         "CREATE UNLOGGED TABLE sessions (id int PRIMARY KEY); INSERT INTO sessions SELECT generate_series(1, 50); \
          CREATE TABLE users (id int PRIMARY KEY); INSERT INTO users SELECT generate_series(1, 20);",
     );
+    s
+}
+
+/// Issue 11: postgres killed outside nodus (`docker kill`) after the last census: the next `up`
+/// finds the unclean shutdown before starting it, crash recovery empties the UNLOGGED table, and
+/// that is a loss (exit 3) naming UNLOGGED and the unclean shutdown, while the logged table keeps
+/// its rows and is not blamed.
+#[test]
+fn unlogged_table_emptied_after_an_outside_kill_is_a_loss() {
+    let s = unlogged_stack("unlogkill");
     // A clean down and up: the census after this start holds both tables with their rows
     // (a clean shutdown writes UNLOGGED tables out, so they survive it).
     s.nodus(&["down", "--no-snapshot"]).ok();
@@ -205,14 +212,7 @@ fn unlogged_table_emptied_after_an_outside_kill_is_a_loss() {
 // deterministic version is `unlogged_table_emptied_after_an_outside_kill_is_a_loss`.
 #[ignore = "racy kill timing; see the comment"]
 fn unlogged_table_emptied_by_crash_recovery_is_named_as_such() {
-    let s = TestStack::new("unlogged", &pg_stack("", "x-nodus:\n  settle: 1s\n"));
-    s.nodus(&["up", "--timeout", "300s"]).ok();
-    s.psql(
-        "db",
-        "app",
-        "CREATE UNLOGGED TABLE sessions (id int PRIMARY KEY); INSERT INTO sessions SELECT generate_series(1, 50); \
-         CREATE TABLE users (id int PRIMARY KEY); INSERT INTO users SELECT generate_series(1, 20);",
-    );
+    let s = unlogged_stack("unlogged");
     // A grace period of 0: the engine kills postgres right after the stop signal.
     let d = s.nodus(&["down", "--no-snapshot", "--timeout", "0s"]);
     d.ok();
