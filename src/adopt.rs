@@ -120,7 +120,7 @@ async fn move_one(
 
     // 2. Snapshot of the data as it is.
     let (store, _) = SnapshotStore::open(project.state.snapshots_dir(project.name()))?;
-    let store = store.with_cas(crate::snapshot::cas::store_dir_for(project));
+    let store = store.for_stack(project);
     let stack_files: Vec<String> = project
         .stack
         .files

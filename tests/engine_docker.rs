@@ -397,7 +397,10 @@ async fn postgres_lifecycle_archives_volumes_networks() {
         let tar = builder.into_inner().unwrap();
         // Sent in two chunks, as a stream.
         let (a, b) = tar.split_at(tar.len() / 2);
-        let chunks: Vec<Result<Vec<u8>>> = vec![Ok(a.to_vec()), Ok(b.to_vec())];
+        let chunks: Vec<Result<bytes::Bytes>> = vec![
+            Ok(bytes::Bytes::copy_from_slice(a)),
+            Ok(bytes::Bytes::copy_from_slice(b)),
+        ];
         e.upload_archive(&id, "/tmp", Box::pin(stream::iter(chunks)))
             .await
             .unwrap();
@@ -413,8 +416,8 @@ async fn postgres_lifecycle_archives_volumes_networks() {
             Some(&content[..])
         );
         // A failing source stream fails the upload with the source's error.
-        let broken: Vec<Result<Vec<u8>>> = vec![
-            Ok(a.to_vec()),
+        let broken: Vec<Result<bytes::Bytes>> = vec![
+            Ok(bytes::Bytes::copy_from_slice(a)),
             Err(EngineError::api("read", "nt-source", "boom")),
         ];
         let err = e

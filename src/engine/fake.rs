@@ -155,7 +155,7 @@ fn matches(have: &Labels, want: &Labels) -> bool {
 }
 
 fn bytes_stream(bytes: Vec<u8>) -> ByteStream {
-    Box::pin(futures_util::stream::iter(vec![Ok(bytes)]))
+    Box::pin(futures_util::stream::iter(vec![Ok(bytes.into())]))
 }
 
 /// An empty tar archive (two zero blocks).
@@ -576,7 +576,7 @@ impl Engine for FakeEngine {
         let mut bytes = Vec::new();
         let mut tar = tar;
         while let Some(chunk) = tar.next().await {
-            bytes.extend(chunk?);
+            bytes.extend_from_slice(&chunk?);
         }
         let mut st = self.st();
         st.calls.push(format!("upload_archive {name} {path}"));

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 pub use docker::DockerEngine;
 
-/// A stream of raw bytes (tar archives, exec output).
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, EngineError>> + Send>>;
+/// A stream of raw bytes (tar archives, exec output). `Bytes`, so the engine's buffers pass
+/// through without a copy (a snapshot reads every byte of a volume).
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, EngineError>> + Send>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -344,8 +344,10 @@ mod tests {
     }
 
     fn stream(bytes: Vec<u8>, chunk: usize) -> crate::engine::ByteStream {
-        let chunks: Vec<Result<Vec<u8>, EngineError>> =
-            bytes.chunks(chunk).map(|c| Ok(c.to_vec())).collect();
+        let chunks: Vec<Result<bytes::Bytes, EngineError>> = bytes
+            .chunks(chunk)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
         Box::pin(futures_util::stream::iter(chunks))
     }
 

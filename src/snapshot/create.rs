@@ -63,6 +63,11 @@ pub async fn snapshot_container(
         tokio::task::spawn_blocking(move || super::cas::write::open_for_write(&for_lock))
             .await
             .map_err(|e| SnapshotError::Other(format!("snapshot store thread failed: {e}")))??;
+    let prev = if store.trust_mtime() {
+        previous_of(store, &cas, &req, &data_dir, &volume)
+    } else {
+        None
+    };
     let partial = store.begin(&id)?;
     crate::interrupt::set_step(format!("the snapshot of {}", req.service));
     // No total: the size of the previous snapshot is not the size of the data now (it showed
@@ -78,6 +83,7 @@ pub async fn snapshot_container(
         cas.clone(),
         partial.dir().join(manifest::CHUNKS_FILE),
         super::cas::write::chunk_level(),
+        prev,
         &pb,
     )
     .await;
@@ -124,9 +130,71 @@ pub async fn snapshot_container(
         store: None,
     };
     super::cas::write::fill_manifest(&mut manifest, &cas, &written)?;
+    if let Some(s) = manifest.store.as_mut() {
+        s.mtime_cutoff = mtime_cutoff(req.container);
+    }
     super::cas::crash_point("before-manifest");
     partial.commit(&manifest)?;
     Ok(manifest)
+}
+
+/// The second the (stopped) container stopped in, on the engine's clock: the files of its data
+/// dir were read after it began ([`super::cas::reuse`]). None for a container that never ran or
+/// runs now.
+fn mtime_cutoff(c: &ContainerInfo) -> Option<i64> {
+    if !matches!(
+        c.state,
+        crate::engine::RunState::Exited | crate::engine::RunState::Dead
+    ) {
+        return None;
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(c.finished_at.as_deref()?).ok()?;
+    let secs = t.timestamp();
+    // The engine says 0001-01-01 for a container that never stopped.
+    (secs > 0).then_some(secs)
+}
+
+/// The latest snapshot of the same volume (same service, data dir and volume name, in the same
+/// store) whose unchanged files a new snapshot may take ([`super::cas::reuse`]). Data kept in
+/// a container's own layer has no identity to check: never. (The engine's `CreatedAt` of a
+/// local volume is not its creation time — it moves with the directory's mtime — so it cannot
+/// tell a recreated volume; a recreated volume's files have new times anyway, and one filled
+/// by a restore has the times of the snapshot restored, whose files were read before any later
+/// change of theirs. The safety snapshot a restore takes first records no stop time, so the
+/// snapshot after a restore reads every byte.)
+fn previous_of(
+    store: &SnapshotStore,
+    cas: &super::cas::Cas,
+    req: &SnapshotRequest<'_>,
+    data_dir: &str,
+    volume: &VolumeIdentity,
+) -> Option<super::cas::reuse::Previous> {
+    if volume.kind == "container" || volume.name.is_none() {
+        return None;
+    }
+    let list = store.list().ok()?;
+    let (e, m) = list.iter().rev().find_map(|e| {
+        let m = e.manifest.as_ref().ok()?;
+        let same = m.service == req.service
+            && m.data_dir == data_dir
+            && m.volume.kind == volume.kind
+            && m.volume.name == volume.name
+            && m.store.as_ref().is_some_and(|s| s.store_id == cas.id())
+            && !e.verified_bad();
+        same.then_some((e, m))
+    })?;
+    let prev = super::cas::reuse::Previous::load(&e.dir, m);
+    tracing::debug!(
+        "snapshot of {}: previous snapshot {} {}",
+        req.service,
+        e.id,
+        if prev.is_some() {
+            "offers its unchanged files"
+        } else {
+            "recorded no files (or no stop time): every byte is read"
+        }
+    );
+    prev
 }
 
 /// `/a/b/` → `/a/b`.
@@ -210,6 +278,7 @@ pub struct SnapshotHook {
     project: String,
     snapshots_dir: PathBuf,
     cas_dir: PathBuf,
+    trust_mtime: bool,
     stack_files: Vec<String>,
     keep: Retention,
     reason: Option<Reason>,
@@ -226,6 +295,7 @@ impl SnapshotHook {
             project: project.name().to_string(),
             snapshots_dir: project.state.snapshots_dir(project.name()),
             cas_dir: super::cas::store_dir_for(project),
+            trust_mtime: project.stack.nodus.snapshots.trust_mtime,
             stack_files: project
                 .stack
                 .files
@@ -310,7 +380,9 @@ impl Hooks for SnapshotHook {
         };
         let store = match SnapshotStore::open(&self.snapshots_dir) {
             Ok((store, cleaned)) => {
-                let store = store.with_cas(&self.cas_dir);
+                let store = store
+                    .with_cas(&self.cas_dir)
+                    .with_trust_mtime(self.trust_mtime);
                 for c in cleaned {
                     self.ui.status(format!(
                         "removed interrupted snapshot {c} (its writer did not finish)"
@@ -436,6 +508,26 @@ mod tests {
         }
         assert_eq!(tar_top(&raw[..512]).as_deref(), Some("data"));
         assert_eq!(tar_top(&[0u8; 10]), None);
+    }
+
+    #[test]
+    fn the_mtime_cutoff_is_the_stop_on_the_engines_clock() {
+        let mut c = crate::guard::testutil::container(&[], &[]);
+        c.state = crate::engine::RunState::Exited;
+        c.finished_at = Some("2026-12-05T10:00:07.912345678Z".into());
+        assert_eq!(mtime_cutoff(&c), Some(1796464807));
+        c.finished_at = Some("0001-01-01T00:00:00Z".into());
+        assert_eq!(mtime_cutoff(&c), None, "never stopped");
+        c.finished_at = Some("2026-12-05T10:00:07Z".into());
+        c.state = crate::engine::RunState::Running;
+        assert_eq!(
+            mtime_cutoff(&c),
+            None,
+            "running: its files may change while read"
+        );
+        c.state = crate::engine::RunState::Exited;
+        c.finished_at = None;
+        assert_eq!(mtime_cutoff(&c), None);
     }
 
     #[test]

@@ -148,6 +148,21 @@ pub struct StoreRef {
     pub added_bytes: u64,
     /// "fastcdc-v2020 min/avg/max" of the chunker used.
     pub chunker: String,
+    /// Bytes of unchanged files whose chunks were taken from `reused_from` (the previous
+    /// snapshot of the volume) without being read (see `cas/reuse.rs`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reused_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
+    /// Seconds since the epoch, on the engine host's clock: every file of this snapshot was
+    /// read after this second began (the container's stop). A later snapshot trusts a file's
+    /// unchanged size and mtime only when the mtime is before it. None: trust nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_cutoff: Option<i64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Manifest {

@@ -194,7 +194,8 @@ pub fn sha256_file(path: &Path, progress: Option<ProgressBar>) -> io::Result<(St
 
 /// What the async side hands a blocking consumer of an engine archive.
 pub(crate) enum Msg {
-    Data(Vec<u8>),
+    /// The engine's buffers as they came (about [`CHUNK`] bytes together), not copied.
+    Data(Vec<bytes::Bytes>),
     /// The source failed (why): do not finish the result as if it were complete.
     Abort(String),
 }
@@ -217,7 +218,8 @@ pub(crate) async fn feed(
     progress: &ProgressBar,
 ) -> Fed {
     let mut head = Vec::with_capacity(512);
-    let mut buf = Vec::with_capacity(CHUNK);
+    let mut batch: Vec<bytes::Bytes> = Vec::new();
+    let mut batched = 0usize;
     let mut source_error: Option<EngineError> = None;
     let mut consumer_gone = false;
     let throttle = test_rate_limit();
@@ -238,10 +240,15 @@ pub(crate) async fn feed(
         progress.inc(chunk.len() as u64);
         received += chunk.len() as u64;
         pace(throttle, received, started).await;
-        buf.extend_from_slice(&chunk);
-        if buf.len() >= CHUNK {
-            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
-            if tx.send(Msg::Data(full)).await.is_err() {
+        batched += chunk.len();
+        batch.push(chunk);
+        if batched >= CHUNK {
+            batched = 0;
+            if tx
+                .send(Msg::Data(std::mem::take(&mut batch)))
+                .await
+                .is_err()
+            {
                 consumer_gone = true;
                 break;
             }
@@ -251,8 +258,8 @@ pub(crate) async fn feed(
         let _ = tx
             .send(Msg::Abort(format!("archive stream broke off: {e}")))
             .await;
-    } else if !consumer_gone && !buf.is_empty() {
-        let _ = tx.send(Msg::Data(buf)).await;
+    } else if !consumer_gone && !batch.is_empty() {
+        let _ = tx.send(Msg::Data(batch)).await;
     }
     Fed { head, source_error }
 }
@@ -338,9 +345,11 @@ fn write_compressed(
                 let Some(msg) = rx.blocking_recv() else { break };
                 adapt.waited(waited.elapsed());
                 match msg {
-                    Msg::Data(d) => {
-                        raw += d.len() as u64;
-                        enc.write_all(&d).map_err(io_err)?;
+                    Msg::Data(batch) => {
+                        for d in batch {
+                            raw += d.len() as u64;
+                            enc.write_all(&d).map_err(io_err)?;
+                        }
                         if let Some(next) = adapt.chunk_done() {
                             enc.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(next))
                                 .map_err(io_err)?;
@@ -355,9 +364,11 @@ fn write_compressed(
             let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(level));
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
-                    Msg::Data(d) => {
-                        raw += d.len() as u64;
-                        enc.write_all(&d).map_err(io_err)?;
+                    Msg::Data(batch) => {
+                        for d in batch {
+                            raw += d.len() as u64;
+                            enc.write_all(&d).map_err(io_err)?;
+                        }
                     }
                     Msg::Abort(_) => return Err(aborted()),
                 }
@@ -444,7 +455,7 @@ impl Adapt {
 
 /// A `Write` that forwards 1 MiB chunks into an engine byte stream from a blocking thread.
 pub struct ChannelWriter {
-    tx: mpsc::Sender<std::result::Result<Vec<u8>, EngineError>>,
+    tx: mpsc::Sender<std::result::Result<bytes::Bytes, EngineError>>,
     buf: Vec<u8>,
     progress: Option<ProgressBar>,
 }
@@ -456,7 +467,7 @@ impl ChannelWriter {
         }
         let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         let n = full.len() as u64;
-        self.tx.blocking_send(Ok(full)).map_err(|_| {
+        self.tx.blocking_send(Ok(full.into())).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the engine stopped reading the upload",
@@ -582,7 +593,9 @@ mod tests {
     use super::*;
 
     fn stream_of(chunks: Vec<std::result::Result<Vec<u8>, EngineError>>) -> ByteStream {
-        Box::pin(futures_util::stream::iter(chunks))
+        Box::pin(futures_util::stream::iter(
+            chunks.into_iter().map(|c| c.map(bytes::Bytes::from)),
+        ))
     }
 
     fn pseudo_random(n: usize) -> Vec<u8> {
@@ -659,7 +672,7 @@ mod tests {
         let mut saw_err = false;
         while let Some(c) = s.next().await {
             match c {
-                Ok(c) => back.extend(c),
+                Ok(c) => back.extend_from_slice(&c),
                 Err(_) => saw_err = true,
             }
         }

@@ -302,9 +302,10 @@ async fn replace_with(
         // Each chunk is re-hashed as it is read: damage since the verification ends the
         // stream with an error instead of a clean end.
         let e = entry.clone();
+        let m = manifest.clone();
         super::pipeline::stream_from_blocking(Some(pb.clone()), move |w| {
-            let mut r = super::tar_io::open_tar_reader(&e)?;
-            std::io::copy(&mut r, w).map_err(|err| SnapshotError::Corrupt {
+            let mut r = super::cas::read::ChunkReader::open(&e, &m)?;
+            r.copy_to(w).map_err(|err| SnapshotError::Corrupt {
                 id: e.id.clone(),
                 path: e.data_path(),
                 reason: err.to_string(),

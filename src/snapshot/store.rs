@@ -85,6 +85,8 @@ pub struct SnapshotStore {
     dir: PathBuf,
     /// The deduplicating store new snapshots are written to.
     cas: PathBuf,
+    /// `x-nodus.snapshots.trust_mtime`: new snapshots take unchanged files from the previous one.
+    trust_mtime: bool,
 }
 
 /// The default deduplicating store for a project snapshot directory `<x>/snapshots/<project>`:
@@ -110,14 +112,33 @@ impl SnapshotStore {
     pub fn at(dir: impl Into<PathBuf>) -> SnapshotStore {
         let dir = dir.into();
         let cas = default_cas_dir(&dir);
-        SnapshotStore { dir, cas }
+        SnapshotStore {
+            dir,
+            cas,
+            trust_mtime: true,
+        }
     }
 
     /// The snapshots of `project`, writing to the store its stack names (`x-nodus.snapshots.store`)
     /// or the default one. Nothing is created.
     pub fn for_project(project: &crate::project::Project) -> SnapshotStore {
-        SnapshotStore::at(project.state.snapshots_dir(project.name()))
-            .with_cas(super::cas::store_dir_for(project))
+        SnapshotStore::at(project.state.snapshots_dir(project.name())).for_stack(project)
+    }
+
+    /// Uses the store and the policy `project`'s stack names.
+    pub fn for_stack(self, project: &crate::project::Project) -> SnapshotStore {
+        self.with_cas(super::cas::store_dir_for(project))
+            .with_trust_mtime(project.stack.nodus.snapshots.trust_mtime)
+    }
+
+    /// `x-nodus.snapshots.trust_mtime`.
+    pub fn with_trust_mtime(mut self, trust: bool) -> SnapshotStore {
+        self.trust_mtime = trust;
+        self
+    }
+
+    pub fn trust_mtime(&self) -> bool {
+        self.trust_mtime
     }
 
     /// Uses the deduplicating store at `cas` (`x-nodus.snapshots.store`) for new snapshots.

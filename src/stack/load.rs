@@ -436,6 +436,7 @@ const CASTS: &[(&str, Cast)] = &[
     ("x-nodus.services.*.harden", Cast::Bool),
     ("x-nodus.services.*.roles.*.login", Cast::Bool),
     ("x-nodus.snapshots.on_down", Cast::Bool),
+    ("x-nodus.snapshots.trust_mtime", Cast::Bool),
     ("x-nodus.snapshots.keep.*", Cast::Int),
 ];
 

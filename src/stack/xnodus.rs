@@ -25,6 +25,7 @@
 //!     on_down: true
 //!     keep: { last: 3, hourly: 168, daily: 30, weekly: 12 }
 //!     store: ../.nodus-store     # deduplicating snapshot store (default <state>/snapshots/.store)
+//!     trust_mtime: true          # unchanged large files (size + mtime) are not re-read
 //!   watch:                       # `nodus watch` rules (beside compose's develop.watch)
 //!     - paths: [config/**/*.yaml, init/*.sql]   # globs relative to the stack file
 //!       services: [api, worker]
@@ -146,6 +147,12 @@ pub struct SnapshotPolicy {
     /// `<state dir>/snapshots/.store`. Stacks naming the same path share chunks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// Take a large file whose size and modification time match the previous snapshot's (and
+    /// that was modified before that snapshot began) from the previous snapshot without reading
+    /// it through the chunker (default true; see snapshot/cas/reuse.rs). `false`: every byte is
+    /// cut and hashed on every snapshot.
+    #[serde(default = "yes")]
+    pub trust_mtime: bool,
 }
 
 impl Default for SnapshotPolicy {
@@ -154,6 +161,7 @@ impl Default for SnapshotPolicy {
             on_down: true,
             keep: Retention::default(),
             store: None,
+            trust_mtime: true,
         }
     }
 }

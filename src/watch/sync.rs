@@ -79,7 +79,8 @@ pub async fn sync(
                     source: std::io::Error::other(e),
                 })??
         };
-        let stream = futures_util::stream::once(async move { Ok::<_, EngineError>(tar) }).boxed();
+        let stream =
+            futures_util::stream::once(async move { Ok::<_, EngineError>(tar.into()) }).boxed();
         engine
             .upload_archive(container, "/", stream)
             .await

@@ -319,7 +319,7 @@ impl Engine for DockerEngine {
             let container = container_in.clone();
             async move {
                 match item {
-                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => Some(Ok(Vec::from(message))),
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => Some(Ok(message)),
                     Ok(LogOutput::StdErr { message }) => {
                         tracing::debug!(container = %container, "exec stderr: {}", String::from_utf8_lossy(&message).trim_end());
                         keep_tail(&mut tail.lock().unwrap_or_else(|p| p.into_inner()), &message);
@@ -381,12 +381,12 @@ impl Engine for DockerEngine {
         let archive_err = |e: BollardError| self.archive_err("download archive", id, &object, e);
         let first = match archive.next().await {
             None => None,
-            Some(Ok(b)) => Some(Ok(Vec::from(b))),
+            Some(Ok(b)) => Some(Ok(b)),
             Some(Err(e)) => return Err(archive_err(e)),
         };
         let endpoint = self.endpoint.clone();
         let rest = archive.map(move |item| {
-            item.map(Vec::from).map_err(|e| {
+            item.map_err(|e| {
                 if is_connection_error(&e) {
                     EngineError::Unreachable {
                         endpoint: endpoint.clone(),
@@ -406,7 +406,7 @@ impl Engine for DockerEngine {
         let source_err: Arc<Mutex<Option<EngineError>>> = Arc::new(Mutex::new(None));
         let slot = source_err.clone();
         let body = tar.map(move |item| match item {
-            Ok(chunk) => Ok(bytes::Bytes::from(chunk)),
+            Ok(chunk) => Ok(chunk),
             Err(e) => {
                 let msg = e.to_string();
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);

@@ -150,7 +150,7 @@ async fn scripted_behaviours() {
         .exec_stream("p", &["dump".into()], &[], None)
         .await
         .unwrap();
-    assert_eq!(st.next().await.unwrap().unwrap(), b"dump");
+    assert_eq!(&st.next().await.unwrap().unwrap()[..], b"dump");
     assert_eq!(e.exec_exit_code(&xid).await.unwrap(), Some(0));
     assert!(
         e.exec("c", &["x".into()], &[], None).await.is_err(),

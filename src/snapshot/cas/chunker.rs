@@ -6,6 +6,7 @@
 //! between 16 and 128 KiB the sizes differ by less than 10 %, 64 KiB needs a quarter of the
 //! chunks of 16 KiB.
 
+use super::chunklist::Item;
 use super::Hash;
 
 pub const MIN_SIZE: u32 = 16 * 1024;
@@ -23,8 +24,7 @@ pub fn chunk_id(data: &[u8]) -> Hash {
 }
 
 /// Cuts `input` into chunks, calling `f` with each (in order). The slice is only valid during
-/// the call: a caller that keeps a chunk copies it (most chunks of a snapshot are known to the
-/// store and are only hashed).
+/// the call: a caller that keeps a chunk copies it.
 pub fn for_each_chunk<R: std::io::Read>(
     input: R,
     f: impl FnMut(&[u8]) -> Result<(), crate::snapshot::SnapshotError>,
@@ -32,54 +32,174 @@ pub fn for_each_chunk<R: std::io::Read>(
     for_each_chunk_sized(input, MIN_SIZE, AVG_SIZE, MAX_SIZE, f)
 }
 
-/// Bytes of input cut per pass.
-const BLOCK: usize = 8 << 20;
+/// Bytes of input cut per pass (the size of a block of [`cut_blocks`]).
+pub const BLOCK: usize = 8 << 20;
 
-/// Cuts with the slice chunker of `fastcdc` over 8 MiB blocks: the last chunk of a block (which
-/// the block's end may have cut short) is carried over to the next one, so the cuts are those of
-/// a stream. (The crate's `StreamCDC` moves its buffer for every chunk and is generic over the
-/// reader, so it is compiled without optimisation in debug builds: several times slower.)
-fn for_each_chunk_sized<R: std::io::Read>(
-    mut input: R,
+/// What a block holds, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// A chunk to hash: `(offset in the block, length)`.
+    Cut(usize, usize),
+    /// A chunk known without reading it (an unchanged file's chunk from the previous snapshot;
+    /// its bytes were skipped, or lie in the block unread).
+    Known(Item),
+}
+
+/// The stream [`cut_blocks`] cuts.
+pub trait Input: std::io::Read {
+    /// Chunks known to follow at stream offset `at` (where a chunk starts), and the stream
+    /// offset where they end; `None` when nothing is known there. Only runs that a full cut
+    /// would produce may be returned: every chunk inside bytes known to be those of the
+    /// previous snapshot, starting at one of its cuts (the cutter is memoryless after a cut).
+    fn known_run(&mut self, _at: u64) -> Option<(Vec<Item>, u64)> {
+        None
+    }
+    /// Discards the next `n` bytes of the stream (the inside of a known run).
+    fn skip(&mut self, n: u64) -> std::io::Result<()>;
+}
+
+/// Any reader, with nothing known.
+pub struct Plain<R>(pub R);
+
+impl<R: std::io::Read> std::io::Read for Plain<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: std::io::Read> Input for Plain<R> {
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        let mut part = <&mut R as std::io::Read>::take(&mut self.0, n);
+        let got = std::io::copy(&mut part, &mut std::io::sink())?;
+        if got < n {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+}
+
+/// Cuts `input` block by block, with the cuts of a stream: each block of up to [`BLOCK`] bytes
+/// is filled from `input` and cut with the slice chunker of `fastcdc`; the last chunk of a block
+/// (which the block's end may have cut short) is carried over to the start of the next one.
+/// At every cut, `input` may say which chunks follow ([`Input::known_run`]): they are emitted
+/// as known, and the cutter continues after them (skipping the stream past them when they end
+/// beyond the block). `emit` gets every filled block with its pieces (in order) and returns the
+/// block to fill next: the same one when it is done with it, or another (a caller hashing on
+/// another thread hands the block over and takes a free one from a pool). Blocks must be
+/// [`BLOCK`] bytes long. (The crate's `StreamCDC` moves its buffer for every chunk and is
+/// generic over the reader, so it is compiled without optimisation in debug builds: several
+/// times slower.)
+pub fn cut_blocks(
+    input: &mut dyn Input,
+    first: Vec<u8>,
+    emit: impl FnMut(Vec<u8>, Vec<Piece>) -> Result<Vec<u8>, crate::snapshot::SnapshotError>,
+) -> Result<(), crate::snapshot::SnapshotError> {
+    cut_blocks_sized(input, first, MIN_SIZE, AVG_SIZE, MAX_SIZE, emit)
+}
+
+fn cut_blocks_sized(
+    input: &mut dyn Input,
+    first: Vec<u8>,
     min: u32,
     avg: u32,
     max: u32,
-    mut f: impl FnMut(&[u8]) -> Result<(), crate::snapshot::SnapshotError>,
+    mut emit: impl FnMut(Vec<u8>, Vec<Piece>) -> Result<Vec<u8>, crate::snapshot::SnapshotError>,
 ) -> Result<(), crate::snapshot::SnapshotError> {
-    let mut buf = vec![0u8; BLOCK];
+    let read_err = |e: std::io::Error| {
+        crate::snapshot::SnapshotError::Other(format!("reading the archive stream: {e}"))
+    };
+    let mut buf = first;
+    debug_assert_eq!(buf.len(), BLOCK);
+    let mut tail: Vec<u8> = Vec::with_capacity(max as usize);
+    // Stream offset of buf[0].
+    let mut base = 0u64;
     let mut len = 0usize;
     let mut eof = false;
     loop {
-        while !eof && len < BLOCK {
+        while !eof && len < buf.len() {
             match input.read(&mut buf[len..]) {
                 Ok(0) => eof = true,
                 Ok(n) => len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(crate::snapshot::SnapshotError::Other(format!(
-                        "reading the archive stream: {e}"
-                    )))
-                }
+                Err(e) => return Err(read_err(e)),
             }
         }
         if len == 0 {
             return Ok(());
         }
-        let mut consumed = 0usize;
-        for c in fastcdc::v2020::FastCDC::new(&buf[..len], min, avg, max) {
-            let end = c.offset + c.length;
-            if !eof && end == len {
+        let mut pieces = Vec::with_capacity(len / avg as usize * 2 + 1);
+        // Where the next chunk starts (in the block), and how far past the block a known run
+        // reaches.
+        let mut pos = 0usize;
+        let mut beyond = 0u64;
+        while pos < len {
+            if let Some((run, end)) = input.known_run(base + pos as u64) {
+                if end > base + pos as u64 && !run.is_empty() {
+                    pieces.extend(run.into_iter().map(Piece::Known));
+                    if end <= base + len as u64 {
+                        pos = (end - base) as usize;
+                    } else {
+                        beyond = end - (base + len as u64);
+                        pos = len;
+                    }
+                    continue;
+                }
+            }
+            let Some(c) = fastcdc::v2020::FastCDC::new(&buf[pos..len], min, avg, max).next() else {
+                break;
+            };
+            if !eof && pos + c.length == len {
+                // Maybe cut short by the block's end: carried over.
                 break;
             }
-            f(&buf[c.offset..end])?;
-            consumed = end;
+            pieces.push(Piece::Cut(pos, c.length));
+            pos += c.length;
         }
-        if eof {
+        if eof && beyond == 0 {
+            emit(buf, pieces)?;
             return Ok(());
         }
-        buf.copy_within(consumed..len, 0);
-        len -= consumed;
+        tail.clear();
+        tail.extend_from_slice(&buf[pos..len]);
+        buf = emit(buf, pieces)?;
+        debug_assert_eq!(buf.len(), BLOCK);
+        if beyond > 0 {
+            input.skip(beyond).map_err(read_err)?;
+            base += len as u64 + beyond;
+            len = 0;
+            // A run never ends past the stream: the end of input comes later, if at all.
+            eof = false;
+        } else {
+            base += pos as u64;
+            buf[..tail.len()].copy_from_slice(&tail);
+            len = tail.len();
+        }
     }
+}
+
+/// [`for_each_chunk`] with other sizes (the measurement of [`AVG_SIZE`]).
+fn for_each_chunk_sized<R: std::io::Read>(
+    input: R,
+    min: u32,
+    avg: u32,
+    max: u32,
+    mut f: impl FnMut(&[u8]) -> Result<(), crate::snapshot::SnapshotError>,
+) -> Result<(), crate::snapshot::SnapshotError> {
+    cut_blocks_sized(
+        &mut Plain(input),
+        vec![0u8; BLOCK],
+        min,
+        avg,
+        max,
+        |block, pieces| {
+            for p in pieces {
+                if let Piece::Cut(o, l) = p {
+                    f(&block[o..o + l])?;
+                }
+            }
+            Ok(block)
+        },
+    )
 }
 
 #[cfg(test)]

@@ -30,6 +30,10 @@ pub mod gc;
 pub mod index;
 pub mod pack;
 pub mod read;
+pub mod reuse;
+#[cfg(test)]
+mod reuse_tests;
+pub mod tarscan;
 pub mod verify;
 pub mod write;
 

@@ -173,8 +173,14 @@ fn crash_before_manifest_rename_is_not_listed_and_is_collected() {
         let partial = store.dir().join(format!("{B}.partial"));
         std::fs::create_dir(&partial).unwrap();
         std::fs::write(partial.join(".lock"), "").unwrap();
-        let w =
-            write::write_chunks(&cas, &partial.join(CHUNKS_FILE), &mut &tar_b()[..], 1).unwrap();
+        let w = write::write_chunks(
+            &cas,
+            &partial.join(CHUNKS_FILE),
+            &mut chunker::Plain(&tar_b()[..]),
+            1,
+            None,
+        )
+        .unwrap();
         assert!(w.new_chunks >= 1);
         // "Killed" here: no manifest, no rename.
     }
@@ -397,7 +403,9 @@ fn a_failing_pack_writer_ends_the_write_with_its_error_instead_of_hanging() {
     let dir = store.dir().to_path_buf();
     std::thread::spawn(move || {
         let list = dir.join("list");
-        let _ = tx.send(write::write_chunks(&cas, &list, &mut &tar[..], 1).map(|_| ()));
+        let _ = tx.send(
+            write::write_chunks(&cas, &list, &mut chunker::Plain(&tar[..]), 1, None).map(|_| ()),
+        );
     });
     let r = rx
         .recv_timeout(std::time::Duration::from_secs(60))
@@ -458,4 +466,52 @@ fn a_new_store_opened_by_several_writers_at_once_is_one_store() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn read_ahead_hands_out_chunks_in_order_and_stops_at_a_damaged_one() {
+    let (_d, store) = setup();
+    // Many more chunks than the reader keeps in flight.
+    let tar = pg_tar(&[("base/1/9000", noise(7, 12 << 20))]);
+    let m = import(&store, A, &tar);
+    let items = chunklist::read(&store.dir().join(A).join(CHUNKS_FILE)).unwrap();
+    assert!(items.len() > 100, "{} chunks", items.len());
+    let e = store.get(A).unwrap();
+    let mut whole = Vec::new();
+    read::ChunkReader::open(&e, &m)
+        .unwrap()
+        .copy_to(&mut whole)
+        .unwrap();
+    assert!(whole == tar, "copy_to reads the tar back");
+
+    let k = 77;
+    flip(&cas_of(&store), &items[k].id);
+    let before: usize = items[..k].iter().map(|i| i.raw_len as usize).sum();
+    let name = &hex32(&items[k].id)[..16];
+    // Small reads: every byte before the damaged chunk, in order, then its error.
+    let mut r = read::ChunkReader::open(&e, &m).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1000];
+    let err = loop {
+        match r.read(&mut buf) {
+            Ok(0) => panic!("the damaged chunk was not noticed"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break e,
+        }
+    };
+    assert!(got == tar[..before], "{} bytes before the error", got.len());
+    assert!(err.to_string().contains(name), "{err}");
+    let again = r.read(&mut buf).unwrap_err();
+    assert!(
+        again.to_string().contains(name),
+        "no clean end after an error: {again}"
+    );
+    // Whole chunks: the same.
+    let mut got = Vec::new();
+    let err = read::ChunkReader::open(&e, &m)
+        .unwrap()
+        .copy_to(&mut got)
+        .unwrap_err();
+    assert!(got == tar[..before], "{} bytes before the error", got.len());
+    assert!(err.to_string().contains(name), "{err}");
 }

@@ -10,8 +10,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
+use super::chunker::Piece;
 use super::chunklist::{self, Item};
 use super::pack::{self, PackWriter};
+use super::reuse::{self, Previous, TarInput};
 use super::{chunker, index, Cas, CasLock, Hash};
 use crate::engine::ByteStream;
 use crate::snapshot::manifest::{Manifest, StoreRef, CHUNKS_FILE, FORMAT_STORE};
@@ -22,6 +24,11 @@ use crate::snapshot::{Result, SnapshotError};
 /// What a write stored.
 #[derive(Debug, Clone, Default)]
 pub struct Written {
+    /// Bytes listed from the previous snapshot's unchanged files without being read
+    /// ([`super::reuse`]).
+    pub reused_bytes: u64,
+    /// The previous snapshot they came from.
+    pub reused_from: Option<String>,
     /// Bytes of tar.
     pub raw_bytes: u64,
     pub chunks: u64,
@@ -56,34 +63,21 @@ pub fn open_for_write(store: &SnapshotStore) -> Result<(Cas, CasLock)> {
     Ok((cas, lock))
 }
 
-/// Counts the raw bytes and keeps the first 512.
-struct Counting<'a> {
-    inner: &'a mut (dyn Read + Send),
-    bytes: u64,
-    head: Vec<u8>,
-}
-
-impl Read for Counting<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if self.head.len() < 512 {
-            let take = (512 - self.head.len()).min(n);
-            self.head.extend_from_slice(&buf[..take]);
-        }
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
 type Compressed = std::result::Result<(Hash, Vec<u8>, u32), SnapshotError>;
 
+/// Blocks of [`chunker::BLOCK`] bytes circulating between the cutter and the hasher.
+const BLOCKS: usize = 3;
+
 /// Chunks `input`, stores the chunks the store lacks, and writes the ordered chunk list to
-/// `list_path` (0600, fsynced). Blocking. The caller holds the store's shared lock.
+/// `list_path` (0600, fsynced) with the large files beside it ([`super::reuse`]). Unchanged
+/// files of `prev` are taken from it without being cut or hashed. Blocking. The caller holds
+/// the store's shared lock.
 pub fn write_chunks(
     cas: &Cas,
     list_path: &Path,
-    input: &mut (dyn Read + Send),
+    input: &mut dyn chunker::Input,
     level: i32,
+    prev: Option<&Previous>,
 ) -> Result<Written> {
     // Known chunks: indexed, in a pack that exists (never dedup against missing data).
     let idx = index::load(cas, false)?;
@@ -166,29 +160,57 @@ pub fn write_chunks(
         // sending work fails instead of blocking forever.
         drop(work_rx);
 
-        let mut counting = Counting {
-            inner: input,
-            bytes: 0,
-            head: Vec::with_capacity(512),
-        };
-        let mut items: Vec<Item> = Vec::new();
-        let mut pending: HashSet<Hash> = HashSet::new();
-        let mut writer_stopped = false;
-        let chunked = chunker::for_each_chunk(&mut counting, |data| {
-            let id = chunker::chunk_id(data);
-            items.push(Item {
-                id,
-                raw_len: data.len() as u32,
-            });
-            if !known.contains(&id) && pending.insert(id) {
-                work_tx.send((id, data.to_vec())).map_err(|_| {
-                    writer_stopped = true;
-                    SnapshotError::Other("the snapshot store writer stopped".into())
-                })?;
+        let known = &known;
+        let mut tar = TarInput::new(input, prev, known);
+        // Cutting (this thread) and hashing (a thread of its own) run side by side: filled
+        // blocks go to the hasher with their cuts, and come back to be filled again.
+        let (cut_tx, cut_rx) = mpsc::sync_channel::<(Vec<u8>, Vec<Piece>)>(1);
+        let (free_tx, free_rx) = mpsc::sync_channel::<Vec<u8>>(BLOCKS);
+        for _ in 1..BLOCKS {
+            free_tx
+                .send(vec![0u8; chunker::BLOCK])
+                .expect("room for the pool");
+        }
+        let hasher = s.spawn(move || {
+            let mut items: Vec<Item> = Vec::new();
+            let mut pending: HashSet<Hash> = HashSet::new();
+            for (block, pieces) in cut_rx {
+                for p in pieces {
+                    let (o, l) = match p {
+                        Piece::Cut(o, l) => (o, l),
+                        Piece::Known(item) => {
+                            items.push(item);
+                            continue;
+                        }
+                    };
+                    let data = &block[o..o + l];
+                    let id = chunker::chunk_id(data);
+                    items.push(Item {
+                        id,
+                        raw_len: l as u32,
+                    });
+                    if !known.contains(&id)
+                        && pending.insert(id)
+                        && work_tx.send((id, data.to_vec())).is_err()
+                    {
+                        // The pack writer stopped (its error says why).
+                        return (items, true);
+                    }
+                }
+                // The cutter may have stopped already.
+                let _ = free_tx.send(block);
             }
-            Ok(())
+            (items, false)
         });
-        drop(work_tx);
+        let stopped = || SnapshotError::Other("the snapshot store writer stopped".into());
+        let chunked = chunker::cut_blocks(&mut tar, vec![0u8; chunker::BLOCK], |block, pieces| {
+            cut_tx.send((block, pieces)).map_err(|_| stopped())?;
+            free_rx.recv().map_err(|_| stopped())
+        });
+        drop(cut_tx);
+        let (items, writer_stopped) = hasher
+            .join()
+            .map_err(|_| SnapshotError::Other("the snapshot store hasher panicked".into()))?;
         if let Err(e) = &chunked {
             // The pack being written must not be committed as if the stream were complete.
             let _ = done_tx.send(Err(SnapshotError::Other(format!("aborted: {e}"))));
@@ -207,13 +229,17 @@ pub fn write_chunks(
         super::crash_point("chunks-stored");
         let bytes = chunklist::encode(&items);
         write_new_file(list_path, &bytes).map_err(|e| SnapshotError::io(list_path, e))?;
+        reuse::write_files(list_path, &tar.scan.spans)
+            .map_err(|e| SnapshotError::io(list_path.with_file_name(reuse::FILES_FILE), e))?;
         Ok(Written {
-            raw_bytes: counting.bytes,
+            reused_bytes: tar.reused,
+            reused_from: prev.filter(|_| tar.reused > 0).map(|p| p.id.clone()),
+            raw_bytes: tar.bytes,
             chunks: items.len() as u64,
             new_chunks,
             added_bytes,
             list_sha256: hex::encode(Sha256::digest(&bytes)),
-            head: counting.head,
+            head: tar.head,
             level,
         })
     })
@@ -245,6 +271,9 @@ pub fn fill_manifest(m: &mut Manifest, cas: &Cas, w: &Written) -> Result<()> {
         new_chunks: w.new_chunks,
         added_bytes: w.added_bytes,
         chunker: chunker::describe(),
+        reused_bytes: w.reused_bytes,
+        reused_from: w.reused_from.clone(),
+        mtime_cutoff: None,
     });
     Ok(())
 }
@@ -271,36 +300,90 @@ pub fn import_blocking(
     }
     let (cas, _lock) = open_for_write(store)?;
     let partial = store.begin(&m.id)?;
-    let w = write_chunks(&cas, &partial.dir().join(CHUNKS_FILE), tar, chunk_level())?;
+    let w = write_chunks(
+        &cas,
+        &partial.dir().join(CHUNKS_FILE),
+        &mut chunker::Plain(tar),
+        chunk_level(),
+        None,
+    )?;
     fill_manifest(&mut m, &cas, &w)?;
     super::crash_point("before-manifest");
     partial.commit(&m)?;
     Ok(m)
 }
 
-/// `Read` over the chunks the async side forwards.
-struct ChannelReader {
+/// `Read` over the buffers the async side forwards.
+pub(crate) struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Msg>,
-    buf: Vec<u8>,
+    /// The current batch, reversed (the next buffer is last), and the position in its last.
+    batch: Vec<bytes::Bytes>,
     pos: usize,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(Msg::Data(d)) => {
-                    self.buf = d;
+        loop {
+            match self.batch.last() {
+                Some(b) if self.pos < b.len() => {
+                    let n = out.len().min(b.len() - self.pos);
+                    out[..n].copy_from_slice(&b[self.pos..self.pos + n]);
+                    self.pos += n;
+                    return Ok(n);
+                }
+                Some(_) => {
+                    self.batch.pop();
                     self.pos = 0;
                 }
-                Some(Msg::Abort(why)) => return Err(io::Error::other(why)),
-                None => return Ok(0),
+                None => match self.rx.blocking_recv() {
+                    Some(Msg::Data(mut d)) => {
+                        d.reverse();
+                        self.batch = d;
+                        self.pos = 0;
+                    }
+                    Some(Msg::Abort(why)) => return Err(io::Error::other(why)),
+                    None => return Ok(0),
+                },
             }
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+    }
+}
+
+/// A reader of what [`crate::snapshot::pipeline::feed`] sends (tests feed it directly).
+pub(crate) fn channel_reader(rx: tokio::sync::mpsc::Receiver<Msg>) -> ChannelReader {
+    ChannelReader {
+        rx,
+        batch: Vec::new(),
+        pos: 0,
+    }
+}
+
+impl chunker::Input for ChannelReader {
+    /// Drops the next `n` bytes without copying them.
+    fn skip(&mut self, mut n: u64) -> io::Result<()> {
+        while n > 0 {
+            match self.batch.last() {
+                Some(b) if self.pos < b.len() => {
+                    let k = n.min((b.len() - self.pos) as u64);
+                    self.pos += k as usize;
+                    n -= k;
+                }
+                Some(_) => {
+                    self.batch.pop();
+                    self.pos = 0;
+                }
+                None => match self.rx.blocking_recv() {
+                    Some(Msg::Data(mut d)) => {
+                        d.reverse();
+                        self.batch = d;
+                        self.pos = 0;
+                    }
+                    Some(Msg::Abort(why)) => return Err(io::Error::other(why)),
+                    None => return Err(io::ErrorKind::UnexpectedEof.into()),
+                },
+            }
+        }
+        Ok(())
     }
 }
 
@@ -311,16 +394,13 @@ pub async fn write_from_stream(
     cas: Cas,
     list_path: std::path::PathBuf,
     level: i32,
+    prev: Option<Previous>,
     progress: &ProgressBar,
 ) -> Result<Written> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Msg>(8);
     let worker = tokio::task::spawn_blocking(move || {
-        let mut reader = ChannelReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        };
-        write_chunks(&cas, &list_path, &mut reader, level)
+        let mut reader = channel_reader(rx);
+        write_chunks(&cas, &list_path, &mut reader, level, prev.as_ref())
     });
     let source_error = crate::snapshot::pipeline::feed(stream, tx, progress)
         .await

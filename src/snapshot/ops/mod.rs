@@ -38,7 +38,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Opens the project's store, saying which interrupted snapshots were removed.
 pub fn open_store(project: &Project, ui: &Ui) -> anyhow::Result<SnapshotStore> {
     let (store, cleaned) = SnapshotStore::open(project.state.snapshots_dir(project.name()))?;
-    let store = store.with_cas(crate::snapshot::cas::store_dir_for(project));
+    let store = store.for_stack(project);
     for c in cleaned {
         ui.status(format!(
             "removed interrupted snapshot {c} (its writer did not finish)"
@@ -226,6 +226,7 @@ pub fn entry_json(e: &SnapshotEntry) -> serde_json::Value {
             "compressed_bytes": m.archive.compressed_bytes,
             "format": if m.store.is_some() { "store" } else { "file" },
             "added_bytes": m.store.as_ref().map(|s| s.added_bytes),
+            "reused_bytes": m.store.as_ref().map(|s| s.reused_bytes),
             "store": m.store.as_ref().map(|s| s.path.clone()),
             "clean": m.clean,
             "holds": holds(m),
@@ -374,11 +375,18 @@ pub fn show_lines(store: &SnapshotStore, id: &str) -> anyhow::Result<Vec<String>
         ),
         match &m.store {
             Some(st) => format!(
-                "store:      {} ({} chunks, {} new, {} added)",
+                "store:      {} ({} chunks, {} new, {} added{})",
                 st.path,
                 st.chunks,
                 st.new_chunks,
-                human_bytes(st.added_bytes)
+                human_bytes(st.added_bytes),
+                match &st.reused_from {
+                    Some(from) if st.reused_bytes > 0 => format!(
+                        "; {} of unchanged files taken from {from} unread",
+                        human_bytes(st.reused_bytes)
+                    ),
+                    _ => String::new(),
+                }
             ),
             None => format!("sha256:     {}", m.archive.sha256),
         },
