@@ -161,6 +161,8 @@ RAW_BYTES=$(jq -r .archive.raw_bytes <<<"$FIRST")
 ZST_BYTES=$(jq -r '.store.added_bytes // .archive.compressed_bytes' <<<"$FIRST")
 ZST_LEVEL=$(jq -r '.archive.level' <<<"$FIRST")
 UNCHANGED_ADDED=$(n --json snapshot show "$SNAP_ID" | jq -r '.store.added_bytes // .archive.compressed_bytes')
+# Unchanged large files are taken from the previous snapshot without being read (cas/reuse.rs).
+UNCHANGED_REUSED=$(n --json snapshot show "$SNAP_ID" | jq -r '.store.reused_bytes // 0')
 
 # --- store series: 1 % of the rows updated before each snapshot (b, c) ------------------------
 series_mbps=() series_added=()
@@ -176,7 +178,7 @@ for k in $(seq 1 "$SERIES"); do
 	t=$(jq -r '.duration_ms / 1000' <<<"$sm")
 	series_mbps+=("$(mbps "$(jq -r .archive.raw_bytes <<<"$sm")" "$t")")
 	series_added+=("$(jq -r '.store.added_bytes // .archive.compressed_bytes' <<<"$sm")")
-	log "series $k/$SERIES: ${series_mbps[-1]} MiB/s, added $(mbps "${series_added[-1]}" 1) MiB"
+	log "series $k/$SERIES: ${series_mbps[-1]} MiB/s, added $(mbps "${series_added[-1]}" 1) MiB, $(mbps "$(jq -r ".store.reused_bytes // 0" <<<"$sm")" 1) MiB taken unread"
 done
 STORE_BYTES=$(n --json snapshot stats | jq -r '.[0].store_bytes')
 
@@ -255,7 +257,7 @@ medians of $RUNS alternating runs
   data (tar):            $(mbps "$RAW_BYTES" 1) MiB
   (d) first snapshot:    stored $(mbps "$ZST_BYTES" 1) MiB at zstd level $ZST_LEVEL (ratio $size_ratio, goal <= 0.5: $v_size), $first_snap_mbps MiB/s
   snapshot  raw docker cp:  $raw_snap_mbps MiB/s (${best_raw_snap}s; $(median "${raw_snap_cores[@]}") of $(nproc) cores busy)
-  (a) unchanged volume:     $nodus_snap_mbps MiB/s (${best_nodus_snap}s transfer, ${best_snap_wall}s command; $(median "${nodus_snap_cores[@]:1}") cores busy), added $(mbps "$UNCHANGED_ADDED" 1) MiB
+  (a) unchanged volume:     $nodus_snap_mbps MiB/s (${best_nodus_snap}s transfer, ${best_snap_wall}s command; $(median "${nodus_snap_cores[@]:1}") cores busy), added $(mbps "$UNCHANGED_ADDED" 1) MiB, $(mbps "$UNCHANGED_REUSED" 1) MiB of unchanged files taken unread
             ratio:          $snap_ratio (goal >= 0.9: $v_snap)
   (b) 1 % rows updated:     $series_line
   (c) store size:           $store_line
