@@ -54,6 +54,9 @@ pub trait Input: std::io::Read {
     fn known_run(&mut self, _at: u64) -> Option<(Vec<Item>, u64)> {
         None
     }
+    /// The run offered at `at` did not hold (its first chunk's bytes differ): offer nothing
+    /// more inside that file.
+    fn refuse(&mut self, _at: u64) {}
     /// Discards the next `n` bytes of the stream (the inside of a known run).
     fn skip(&mut self, n: u64) -> std::io::Result<()>;
 }
@@ -83,7 +86,9 @@ impl<R: std::io::Read> Input for Plain<R> {
 /// (which the block's end may have cut short) is carried over to the start of the next one.
 /// At every cut, `input` may say which chunks follow ([`Input::known_run`]): they are emitted
 /// as known, and the cutter continues after them (skipping the stream past them when they end
-/// beyond the block). `emit` gets every filled block with its pieces (in order) and returns the
+/// beyond the block). The first chunk of a run is checked against the bytes first (a file
+/// rewritten with its old time is caught when its start changed): a run is taken only once
+/// its first chunk is in the block, and refused when that chunk's id differs. `emit` gets every filled block with its pieces (in order) and returns the
 /// block to fill next: the same one when it is done with it, or another (a caller hashing on
 /// another thread hands the block over and takes a free one from a pool). Blocks must be
 /// [`BLOCK`] bytes long. (The crate's `StreamCDC` moves its buffer for every chunk and is
@@ -133,8 +138,26 @@ fn cut_blocks_sized(
         let mut pos = 0usize;
         let mut beyond = 0u64;
         while pos < len {
-            if let Some((run, end)) = input.known_run(base + pos as u64) {
-                if end > base + pos as u64 && !run.is_empty() {
+            let at = base + pos as u64;
+            if let Some((run, end)) = input.known_run(at) {
+                let first = run.first().map(|f| (f.id, f.raw_len as usize));
+                let checked = match first {
+                    None => false,
+                    // Its bytes are not all here yet: carried over, checked in the next block.
+                    Some((_, n)) if pos + n > len && !eof => break,
+                    Some((_, n)) if pos + n > len => false,
+                    Some((id, n)) => {
+                        let same = chunk_id(&buf[pos..pos + n]) == id;
+                        if !same {
+                            tracing::warn!(
+                                "a file at stream offset {at} has the size and modification time it had in the previous snapshot, but not its bytes: it is read in full"
+                            );
+                            input.refuse(at);
+                        }
+                        same
+                    }
+                };
+                if checked && end > at {
                     pieces.extend(run.into_iter().map(Piece::Known));
                     if end <= base + len as u64 {
                         pos = (end - base) as usize;

@@ -109,8 +109,8 @@ pub struct TarInput<'a> {
     cur: usize,
     pub bytes: u64,
     pub head: Vec<u8>,
-    /// Bytes listed from the previous snapshot without being read.
-    pub reused: u64,
+    /// Files whose offered run did not hold.
+    refused: HashSet<String>,
 }
 
 impl<'a> TarInput<'a> {
@@ -127,7 +127,7 @@ impl<'a> TarInput<'a> {
             cur: 0,
             bytes: 0,
             head: Vec::with_capacity(512),
-            reused: 0,
+            refused: HashSet::new(),
         }
     }
 }
@@ -153,12 +153,21 @@ impl Input for TarInput<'_> {
             self.cur += 1;
         }
         let s = spans.get(self.cur)?;
-        if at < s.offset {
+        if at < s.offset || self.refused.contains(&s.path) {
             return None;
         }
-        let (run, end) = prev.run(s, at, self.known)?;
-        self.reused += end - at;
-        Some((run, end))
+        prev.run(s, at, self.known)
+    }
+
+    fn refuse(&mut self, at: u64) {
+        if let Some(s) = self
+            .scan
+            .spans
+            .iter()
+            .find(|s| s.offset <= at && at < s.offset + s.size)
+        {
+            self.refused.insert(s.path.clone());
+        }
     }
 
     fn skip(&mut self, n: u64) -> io::Result<()> {

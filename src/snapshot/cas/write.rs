@@ -174,11 +174,13 @@ pub fn write_chunks(
         let hasher = s.spawn(move || {
             let mut items: Vec<Item> = Vec::new();
             let mut pending: HashSet<Hash> = HashSet::new();
+            let mut reused = 0u64;
             for (block, pieces) in cut_rx {
                 for p in pieces {
                     let (o, l) = match p {
                         Piece::Cut(o, l) => (o, l),
                         Piece::Known(item) => {
+                            reused += u64::from(item.raw_len);
                             items.push(item);
                             continue;
                         }
@@ -194,13 +196,13 @@ pub fn write_chunks(
                         && work_tx.send((id, data.to_vec())).is_err()
                     {
                         // The pack writer stopped (its error says why).
-                        return (items, true);
+                        return (items, reused, true);
                     }
                 }
                 // The cutter may have stopped already.
                 let _ = free_tx.send(block);
             }
-            (items, false)
+            (items, reused, false)
         });
         let stopped = || SnapshotError::Other("the snapshot store writer stopped".into());
         let chunked = chunker::cut_blocks(&mut tar, vec![0u8; chunker::BLOCK], |block, pieces| {
@@ -208,7 +210,7 @@ pub fn write_chunks(
             free_rx.recv().map_err(|_| stopped())
         });
         drop(cut_tx);
-        let (items, writer_stopped) = hasher
+        let (items, reused, writer_stopped) = hasher
             .join()
             .map_err(|_| SnapshotError::Other("the snapshot store hasher panicked".into()))?;
         if let Err(e) = &chunked {
@@ -232,8 +234,8 @@ pub fn write_chunks(
         reuse::write_files(list_path, &tar.scan.spans)
             .map_err(|e| SnapshotError::io(list_path.with_file_name(reuse::FILES_FILE), e))?;
         Ok(Written {
-            reused_bytes: tar.reused,
-            reused_from: prev.filter(|_| tar.reused > 0).map(|p| p.id.clone()),
+            reused_bytes: reused,
+            reused_from: prev.filter(|_| reused > 0).map(|p| p.id.clone()),
             raw_bytes: tar.bytes,
             chunks: items.len() as u64,
             new_chunks,
