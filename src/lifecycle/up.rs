@@ -455,19 +455,23 @@ impl<'a> Lifecycle<'a> {
                 let _t = crate::timing::span("ready");
                 self.wait_all(&started, opts.timeout).await?
             };
-            for ((name, id, verb, _), info) in started.into_iter().zip(infos) {
-                let rs = RunningService {
+            let wave_ready: Vec<RunningService> = started
+                .iter()
+                .zip(infos)
+                .map(|((name, ..), info)| RunningService {
                     service: name.clone(),
                     container: info,
-                    stateful: self.stateful(&name),
-                };
-                {
-                    let _t = crate::timing::span("census");
-                    hooks
-                        .service_ready(transition, &rs)
-                        .await
-                        .map_err(LifecycleError::hook)?;
-                }
+                    stateful: self.stateful(name),
+                })
+                .collect();
+            {
+                let _t = crate::timing::span("census");
+                hooks
+                    .wave_ready(transition, &wave_ready)
+                    .await
+                    .map_err(LifecycleError::hook)?;
+            }
+            for ((name, id, verb, _), rs) in started.into_iter().zip(wave_ready) {
                 self.ui.success(format!(
                     "{name:<width$}  {verb} ({})",
                     describe(&rs.container)
