@@ -402,6 +402,6 @@ async fn a_restart_starts_services_while_old_snapshots_are_pruned() {
     assert!(old_present_at_ready.load(Ordering::SeqCst));
     let o = outcome.lock().unwrap().clone();
     assert_eq!(o.taken.len(), 1, "{:?}", o.failed);
-    assert_eq!(o.pruned, [old.id.clone()]);
+    assert_eq!(o.pruned, std::slice::from_ref(&old.id));
     assert!(!store.dir().join(&old.id).exists());
 }

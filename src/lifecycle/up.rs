@@ -300,8 +300,8 @@ impl<'a> Lifecycle<'a> {
 
         // 6. Services in waves, like compose: a wave is every service whose dependencies are all
         //    in earlier waves. A wave's containers are created together, then started together
-        //    (as compose does), then waited for together; each is ready (and has had its
-        //    `service_ready` census) before any of its dependents starts.
+        //    (as compose does), then waited for together; the wave's ready services are handed to
+        //    `wave_ready` together (the guard's early censuses), before any dependent starts.
         let must_complete: BTreeSet<&str> = order
             .iter()
             .flat_map(|n| compose.services[n].depends_on.iter())

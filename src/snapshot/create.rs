@@ -635,7 +635,7 @@ pub(crate) mod tests {
         assert!(orphan.exists());
 
         let (removed, collected) = auto_prune(&store, &keep(1), &groups).unwrap();
-        assert_eq!(removed, [a.id.clone()]);
+        assert_eq!(removed, std::slice::from_ref(&a.id));
         assert_eq!(collected.len(), 1);
         assert!(collected[0].result.is_ok(), "{:?}", collected[0].result);
         assert!(!orphan.exists(), "collected once a snapshot was deleted");
