@@ -267,51 +267,78 @@ impl Hooks for Guard {
         Ok(())
     }
 
-    async fn service_ready(&mut self, _t: Transition, svc: &RunningService) -> anyhow::Result<()> {
+    async fn service_ready(&mut self, t: Transition, svc: &RunningService) -> anyhow::Result<()> {
+        self.wave_ready(t, std::slice::from_ref(svc)).await
+    }
+
+    /// Provisioning and the early census of every service of the wave run together (each
+    /// on its own connections); what they found is then judged and recorded in the wave's order,
+    /// as if the services had become ready one after the other, with one ledger write.
+    async fn wave_ready(&mut self, _t: Transition, svcs: &[RunningService]) -> anyhow::Result<()> {
         if self.start_time.is_none() {
             self.start_time = Some(census::now_rfc3339());
         }
-        if self.started_now(&svc.container) {
-            self.ready_order.push(svc.service.clone());
-        }
-        if !countable(svc) {
-            return Ok(());
-        }
-        let kind = svc.stateful.as_ref().map(|s| s.kind);
-        let engine = self.engine.clone();
-        if kind == Some(ServiceKind::Postgres) {
-            if let Some(spec) = self.cfg.nodus.services.get(&svc.service) {
-                let created = provision::provision(
-                    engine.as_ref(),
-                    svc,
-                    spec,
-                    &self.cfg.env,
-                    READY_CONNECT_RETRY,
-                )
-                .await?;
-                for c in created {
-                    self.ui.success(format!("{}: {c}", svc.service));
-                }
+        // Bookkeeping in order: the position of each service's early census among the
+        // services ready so far is what it would be one service at a time.
+        let mut todo: Vec<(&RunningService, bool, usize)> = Vec::new();
+        for svc in svcs {
+            if self.started_now(&svc.container) {
+                self.ready_order.push(svc.service.clone());
             }
+            if !countable(svc) {
+                continue;
+            }
+            let kept_running = self.baseline_for(&svc.service).is_some_and(|b| {
+                b.identity.as_ref().is_some_and(|id| {
+                    id.container_id.as_deref() == Some(svc.container.id.as_str())
+                        && id.started_at.is_some()
+                        && id.started_at == svc.container.started_at
+                })
+            });
+            todo.push((svc, kept_running, self.ready_order.len()));
         }
-        let kept_running = self.baseline_for(&svc.service).is_some_and(|b| {
-            b.identity.as_ref().is_some_and(|id| {
-                id.container_id.as_deref() == Some(svc.container.id.as_str())
-                    && id.started_at.is_some()
-                    && id.started_at == svc.container.started_at
-            })
-        });
-        if kept_running {
-            self.kept_running.insert(svc.service.clone());
+        if todo.is_empty() {
             return Ok(());
         }
+        let engine = self.engine.clone();
         let opts = CensusOptions {
             connect_retry: READY_CONNECT_RETRY,
             ..self.opts
         };
-        // The engine's identity (for the ledger entry) is asked while the census runs.
-        let (c, info) =
-            futures_util::future::join(census::take_service(engine.as_ref(), svc, &opts), async {
+        let this = &*self;
+        let opts = &opts;
+        let counting = todo.iter().map(|&(svc, kept_running, _)| {
+            let engine = engine.clone();
+            async move {
+                let kind = svc.stateful.as_ref().map(|s| s.kind);
+                let mut created = Vec::new();
+                if kind == Some(ServiceKind::Postgres) {
+                    if let Some(spec) = this.cfg.nodus.services.get(&svc.service) {
+                        created = provision::provision(
+                            engine.as_ref(),
+                            svc,
+                            spec,
+                            &this.cfg.env,
+                            READY_CONNECT_RETRY,
+                        )
+                        .await?;
+                    }
+                }
+                if kept_running {
+                    return Ok::<_, anyhow::Error>((created, None));
+                }
+                let c = match census::take_service(engine.as_ref(), svc, opts).await {
+                    Ok(c) => c,
+                    Err(e) => ServiceCensus::Unavailable {
+                        reason: e.to_string(),
+                    },
+                };
+                Ok((created, Some((c, census::now_rfc3339()))))
+            }
+        });
+        // The engine's identity (for the ledger entry) is asked while the censuses run.
+        let (results, info) =
+            futures_util::future::join(futures_util::future::join_all(counting), async {
                 match self.engine_id {
                     Some(_) => None,
                     None => Some(engine.info().await),
@@ -321,52 +348,75 @@ impl Hooks for Guard {
         if let Some(info) = info {
             self.engine_id = Some(info.ok().map(|i| i.id));
         }
-        let c = match c {
-            Ok(c) => c,
-            Err(e) => ServiceCensus::Unavailable {
-                reason: e.to_string(),
-            },
-        };
-        if let ServiceCensus::Unavailable { reason } = &c {
-            self.ui.warn(format!(
-                "{}: no census right after start: {reason}",
-                svc.service
-            ));
-        }
-        let mut one = Census {
+
+        let mut wave = Census {
             taken_at: census::now_rfc3339(),
             services: BTreeMap::new(),
         };
-        one.services.insert(svc.service.clone(), c.clone());
-        let ids = self.identities(std::slice::from_ref(svc), &one).await;
-        let diff = self
-            .baseline_for(&svc.service)
-            .map(|b| diff::compare(&b.census, &c));
-        if let (Some(d), Some(b)) = (&diff, self.baseline_for(&svc.service)) {
-            if d.is_loss() && (b.guarded || d.is_structural_loss()) {
+        let mut counted: Vec<RunningService> = Vec::new();
+        let mut early: Vec<(String, Early)> = Vec::new();
+        let mut failed = None;
+        for ((svc, _, position), r) in todo.into_iter().zip(results) {
+            let (created, census) = match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // As one at a time: the first failure ends the wave's hook.
+                    failed = Some(e);
+                    break;
+                }
+            };
+            for c in created {
+                self.ui.success(format!("{}: {c}", svc.service));
+            }
+            let Some((c, taken_at)) = census else {
+                self.kept_running.insert(svc.service.clone());
+                continue;
+            };
+            if let ServiceCensus::Unavailable { reason } = &c {
                 self.ui.warn(format!(
-                    "{}: right after start, {} compared with the census {} at {} (details when all services are up)",
-                    svc.service,
-                    d.summary(),
-                    b.entry.phase.describe(),
-                    b.entry.time
+                    "{}: no census right after start: {reason}",
+                    svc.service
                 ));
             }
+            let diff = self
+                .baseline_for(&svc.service)
+                .map(|b| diff::compare(&b.census, &c));
+            if let (Some(d), Some(b)) = (&diff, self.baseline_for(&svc.service)) {
+                if d.is_loss() && (b.guarded || d.is_structural_loss()) {
+                    self.ui.warn(format!(
+                        "{}: right after start, {} compared with the census {} at {} (details when all services are up)",
+                        svc.service,
+                        d.summary(),
+                        b.entry.phase.describe(),
+                        b.entry.time
+                    ));
+                }
+            }
+            wave.services.insert(svc.service.clone(), c.clone());
+            early.push((
+                svc.service.clone(),
+                Early {
+                    diff,
+                    census: c,
+                    taken_at,
+                    position,
+                },
+            ));
+            counted.push(svc.clone());
         }
-        let taken_at = one.taken_at.clone();
-        self.record(Phase::PostReady, one, ids).await;
-        self.early.insert(
-            svc.service.clone(),
-            Early {
-                diff,
-                census: c,
-                taken_at,
-                position: self.ready_order.len(),
-            },
-        );
-        self.ready.retain(|r| r.service != svc.service);
-        self.ready.push(svc.clone());
-        Ok(())
+        if !counted.is_empty() {
+            let ids = self.identities(&counted, &wave).await;
+            self.record(Phase::PostReady, wave, ids).await;
+            self.early.extend(early);
+            for svc in counted {
+                self.ready.retain(|r| r.service != svc.service);
+                self.ready.push(svc);
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     async fn unclean_stop_found(

@@ -406,4 +406,6 @@ mod tests_local;
 #[cfg(test)]
 mod tests_settle;
 #[cfg(test)]
+mod tests_wave;
+#[cfg(test)]
 pub(crate) mod testutil;

@@ -193,6 +193,15 @@ pub trait Hooks: Send {
     ) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Every service of a start wave is ready (they were started together and waited for
+    /// together); none of their dependents has started yet. By default `service_ready` for each,
+    /// in order; the guard counts them all at once.
+    async fn wave_ready(&mut self, t: Transition, svcs: &[RunningService]) -> anyhow::Result<()> {
+        for s in svcs {
+            self.service_ready(t, s).await?;
+        }
+        Ok(())
+    }
     /// Every service of the transition is up and ready (settled census, comparison).
     async fn all_ready(
         &mut self,
@@ -247,6 +256,12 @@ impl Hooks for HookChain {
     async fn service_ready(&mut self, t: Transition, svc: &RunningService) -> anyhow::Result<()> {
         for h in &mut self.0 {
             h.service_ready(t, svc).await?;
+        }
+        Ok(())
+    }
+    async fn wave_ready(&mut self, t: Transition, svcs: &[RunningService]) -> anyhow::Result<()> {
+        for h in &mut self.0 {
+            h.wave_ready(t, svcs).await?;
         }
         Ok(())
     }

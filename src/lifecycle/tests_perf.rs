@@ -1,6 +1,7 @@
 //! Readiness probes and parallel stops over the in-memory engine, on paused (virtual) time.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -315,4 +316,92 @@ async fn a_failed_postgres_probe_costs_no_exec() {
     let err = lc(&e, &h, &ui).up(&opts, &mut NoHooks).await.unwrap_err();
     assert!(matches!(err, LifecycleError::NotHealthy { .. }), "{err}");
     assert_eq!(execs.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// Opens the prune's gate when `db` is ready, noting whether the old snapshot was still there.
+struct OpenGateWhenReady {
+    gate: std::sync::mpsc::Sender<()>,
+    old: std::path::PathBuf,
+    old_present_at_ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl Hooks for OpenGateWhenReady {
+    async fn service_ready(&mut self, _t: Transition, svc: &RunningService) -> anyhow::Result<()> {
+        if svc.service == "db" {
+            self.old_present_at_ready
+                .store(self.old.is_dir(), std::sync::atomic::Ordering::SeqCst);
+            let _ = self.gate.send(());
+        }
+        Ok(())
+    }
+}
+
+/// In a restart the retention prune after the snapshots runs while the services start: the
+/// prune is held back until db is ready, so the restart completes only if the start did not
+/// wait for it; the prune is done (and reported) once the restart returns.
+#[tokio::test]
+async fn a_restart_starts_services_while_old_snapshots_are_pruned() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let e = FakeEngine::new().with_images(super::tests::IMAGES);
+    let h = super::tests::hardened(super::tests::STACK);
+    let ui = Ui::plain();
+    let l = super::tests::lc(&e, &h, &ui);
+    l.up(&super::tests::up_opts(), &mut NoHooks).await.unwrap();
+    e.set_archive(
+        "nt-db-1",
+        "/var/lib/postgresql/data",
+        crate::snapshot::create::tests::data_tar(b"16\n"),
+    );
+
+    let d = tempfile::tempdir().unwrap();
+    let (store, _) = crate::snapshot::SnapshotStore::open(d.path().join("snapshots/nt")).unwrap();
+    let old = crate::snapshot::create::tests::stored(
+        &store,
+        "20250101T000000Z-db-aaaaaa",
+        "2025-01-01T00:00:00Z",
+        "nt_data",
+    );
+    let (gate, gate_rx) = std::sync::mpsc::channel::<()>();
+    let gate_timed_out = Arc::new(AtomicBool::new(false));
+    let timed_out = gate_timed_out.clone();
+    let snapshots = crate::snapshot::SnapshotHook::for_test(
+        Arc::new(e.clone()),
+        "nt",
+        store.dir().to_path_buf(),
+        store.cas_dir().to_path_buf(),
+        crate::stack::xnodus::Retention {
+            last: Some(1),
+            ..Default::default()
+        },
+    )
+    .before_prune(move || {
+        if gate_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            timed_out.store(true, Ordering::SeqCst);
+        }
+    });
+    let outcome = snapshots.outcome();
+    let old_present_at_ready = Arc::new(AtomicBool::new(false));
+    let mut chain = HookChain(vec![
+        Box::new(snapshots),
+        Box::new(OpenGateWhenReady {
+            gate,
+            old: store.dir().join(&old.id),
+            old_present_at_ready: old_present_at_ready.clone(),
+        }),
+    ]);
+    let report = l
+        .restart(&super::tests::up_opts(), &mut chain)
+        .await
+        .unwrap();
+    assert_eq!(report.started, ["db", "cache", "api"]);
+    assert!(
+        !gate_timed_out.load(Ordering::SeqCst),
+        "the start waited for the prune"
+    );
+    assert!(old_present_at_ready.load(Ordering::SeqCst));
+    let o = outcome.lock().unwrap().clone();
+    assert_eq!(o.taken.len(), 1, "{:?}", o.failed);
+    assert_eq!(o.pruned, std::slice::from_ref(&old.id));
+    assert!(!store.dir().join(&old.id).exists());
 }

@@ -300,8 +300,8 @@ impl<'a> Lifecycle<'a> {
 
         // 6. Services in waves, like compose: a wave is every service whose dependencies are all
         //    in earlier waves. A wave's containers are created together, then started together
-        //    (as compose does), then waited for together; each is ready (and has had its
-        //    `service_ready` census) before any of its dependents starts.
+        //    (as compose does), then waited for together; the wave's ready services are handed to
+        //    `wave_ready` together (the guard's early censuses), before any dependent starts.
         let must_complete: BTreeSet<&str> = order
             .iter()
             .flat_map(|n| compose.services[n].depends_on.iter())
@@ -455,19 +455,23 @@ impl<'a> Lifecycle<'a> {
                 let _t = crate::timing::span("ready");
                 self.wait_all(&started, opts.timeout).await?
             };
-            for ((name, id, verb, _), info) in started.into_iter().zip(infos) {
-                let rs = RunningService {
+            let wave_ready: Vec<RunningService> = started
+                .iter()
+                .zip(infos)
+                .map(|((name, ..), info)| RunningService {
                     service: name.clone(),
                     container: info,
-                    stateful: self.stateful(&name),
-                };
-                {
-                    let _t = crate::timing::span("census");
-                    hooks
-                        .service_ready(transition, &rs)
-                        .await
-                        .map_err(LifecycleError::hook)?;
-                }
+                    stateful: self.stateful(name),
+                })
+                .collect();
+            {
+                let _t = crate::timing::span("census");
+                hooks
+                    .wave_ready(transition, &wave_ready)
+                    .await
+                    .map_err(LifecycleError::hook)?;
+            }
+            for ((name, id, verb, _), rs) in started.into_iter().zip(wave_ready) {
                 self.ui.success(format!(
                     "{name:<width$}  {verb} ({})",
                     describe(&rs.container)

@@ -271,7 +271,36 @@ pub struct SnapshotOutcome {
     pub pruned: Vec<String>,
 }
 
+/// What the automatic prune removed, and the garbage collections it ran.
+type PruneResult = Result<(Vec<String>, Vec<super::Collected>)>;
+
+/// The retention policy applied to `groups` after new snapshots were taken (blocking). The
+/// stores' garbage is collected only when a snapshot was deleted: with nothing deleted a
+/// collection would read every manifest and chunk list for nothing the retention freed (what an
+/// interrupted writer left is reclaimed by the next collection or `snapshot prune`).
+pub(crate) fn auto_prune(
+    store: &SnapshotStore,
+    keep: &Retention,
+    groups: &[String],
+) -> PruneResult {
+    let removed: Vec<String> = super::prune_plan(store, keep, Some(groups))?
+        .into_iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.id)
+        .collect();
+    if removed.is_empty() {
+        return Ok((removed, Vec::new()));
+    }
+    let collected = super::delete_snapshots(store, &removed)?;
+    Ok((removed, collected))
+}
+
 /// Snapshots every stateful service after a clean stop, before its container is removed.
+///
+/// The retention policy runs on its own thread once the snapshots are committed. In a restart
+/// it runs while the services start (nothing of the start reads the snapshot store) and is
+/// waited for in `all_ready`; otherwise, and whenever the hook is dropped first (a failed
+/// start), it is waited for before the hook goes, so it never outlives the command's lock.
 pub struct SnapshotHook {
     engine: Arc<dyn Engine>,
     ui: Ui,
@@ -285,6 +314,20 @@ pub struct SnapshotHook {
     only: Option<Vec<String>>,
     prune: bool,
     outcome: Arc<Mutex<SnapshotOutcome>>,
+    /// The automatic prune running on its own thread.
+    pending: Option<std::thread::JoinHandle<PruneResult>>,
+    /// Test hook: runs on the prune thread before it prunes.
+    #[cfg(test)]
+    before_prune: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Drop for SnapshotHook {
+    fn drop(&mut self) {
+        // A transition that failed before `all_ready`: the prune ends before the command does.
+        if let Some(h) = self.pending.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl SnapshotHook {
@@ -307,6 +350,9 @@ impl SnapshotHook {
             only: None,
             prune: true,
             outcome: Arc::default(),
+            pending: None,
+            #[cfg(test)]
+            before_prune: Mutex::new(None),
         }
     }
 
@@ -325,6 +371,39 @@ impl SnapshotHook {
         );
         (stops && !no_snapshot && project.stack.nodus.snapshots.on_down)
             .then(|| SnapshotHook::new(project, engine, ui))
+    }
+
+    /// A hook writing to `snapshots_dir` and the store at `cas_dir`, without a project.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        engine: Arc<dyn Engine>,
+        project: &str,
+        snapshots_dir: PathBuf,
+        cas_dir: PathBuf,
+        keep: Retention,
+    ) -> SnapshotHook {
+        SnapshotHook {
+            engine,
+            ui: Ui::plain(),
+            project: project.to_string(),
+            snapshots_dir,
+            cas_dir,
+            stack_files: Vec::new(),
+            keep,
+            reason: None,
+            only: None,
+            prune: true,
+            outcome: Arc::default(),
+            pending: None,
+            before_prune: Mutex::new(None),
+        }
+    }
+
+    /// Test hook: `f` runs on the prune thread before the prune.
+    #[cfg(test)]
+    pub(crate) fn before_prune(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.before_prune = Mutex::new(Some(Box::new(f)));
+        self
     }
 
     /// Records this reason instead of the transition's.
@@ -350,6 +429,74 @@ impl SnapshotHook {
     fn record<F: FnOnce(&mut SnapshotOutcome)>(&self, f: F) {
         let mut o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut o);
+    }
+
+    /// Starts the automatic prune of `groups` on its own thread (after the one still running,
+    /// if any).
+    async fn start_prune(&mut self, store: &SnapshotStore, groups: Vec<String>) {
+        self.finish_prune().await;
+        let store = store.clone();
+        let keep = self.keep.clone();
+        #[cfg(test)]
+        let before = self
+            .before_prune
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let work = move || {
+            #[cfg(test)]
+            if let Some(f) = before {
+                f();
+            }
+            auto_prune(&store, &keep, &groups)
+        };
+        self.pending = match std::thread::Builder::new()
+            .name("nodus-prune".into())
+            .spawn(work)
+        {
+            Ok(h) => Some(h),
+            Err(e) => {
+                self.ui.warn(format!(
+                    "pruning old snapshots failed: no thread for it: {e}"
+                ));
+                None
+            }
+        };
+    }
+
+    /// Waits for the automatic prune (without blocking the runtime) and reports it.
+    async fn finish_prune(&mut self) {
+        let Some(h) = self.pending.take() else {
+            return;
+        };
+        let joined = tokio::task::spawn_blocking(move || h.join()).await;
+        let result = match joined {
+            Ok(Ok(r)) => r,
+            _ => Err(SnapshotError::Other("the prune thread failed".into())),
+        };
+        match result {
+            Ok((removed, collected)) => {
+                for c in &collected {
+                    match &c.result {
+                        Ok(r) if r.busy || r.packs_deleted + r.packs_repacked > 0 => {
+                            self.ui.detail(c.describe())
+                        }
+                        Ok(_) => {}
+                        Err(_) => self.ui.warn(c.describe()),
+                    }
+                }
+                if !removed.is_empty() {
+                    self.ui.detail(format!(
+                        "pruned {} old {}: {}",
+                        removed.len(),
+                        crate::guard::census::plural(removed.len(), "snapshot", "snapshots"),
+                        removed.join(", ")
+                    ));
+                }
+                self.record(|o| o.pruned.extend(removed));
+            }
+            Err(e) => self.ui.warn(format!("pruning old snapshots failed: {e}")),
+        }
     }
 }
 
@@ -437,35 +584,21 @@ impl Hooks for SnapshotHook {
             o.taken.iter().map(|m| m.retention_key()).collect()
         };
         if self.prune && !taken_groups.is_empty() {
-            match super::prune(store, &self.keep, Some(&taken_groups), false) {
-                Ok((decisions, collected)) => {
-                    for c in &collected {
-                        match &c.result {
-                            Ok(r) if r.busy || r.packs_deleted + r.packs_repacked > 0 => {
-                                self.ui.detail(c.describe())
-                            }
-                            Ok(_) => {}
-                            Err(_) => self.ui.warn(c.describe()),
-                        }
-                    }
-                    let removed: Vec<String> = decisions
-                        .into_iter()
-                        .filter(|d| !d.keep)
-                        .map(|d| d.id)
-                        .collect();
-                    if !removed.is_empty() {
-                        self.ui.detail(format!(
-                            "pruned {} old {}: {}",
-                            removed.len(),
-                            crate::guard::census::plural(removed.len(), "snapshot", "snapshots"),
-                            removed.join(", ")
-                        ));
-                    }
-                    self.record(|o| o.pruned.extend(removed));
-                }
-                Err(e) => self.ui.warn(format!("pruning old snapshots failed: {e}")),
+            self.start_prune(store, taken_groups).await;
+            // In a restart the services start while it runs (joined in `all_ready`).
+            if transition != Transition::Restart {
+                self.finish_prune().await;
             }
         }
+        Ok(())
+    }
+
+    async fn all_ready(
+        &mut self,
+        _transition: Transition,
+        _started: &[crate::lifecycle::RunningService],
+    ) -> anyhow::Result<()> {
+        self.finish_prune().await;
         Ok(())
     }
 }
@@ -491,7 +624,7 @@ pub fn report_taken(ui: &Ui, m: &Manifest) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -508,6 +641,77 @@ mod tests {
         }
         assert_eq!(tar_top(&raw[..512]).as_deref(), Some("data"));
         assert_eq!(tar_top(&[0u8; 10]), None);
+    }
+
+    /// A tiny data dir archive (top entry `data`).
+    pub(crate) fn data_tar(content: &[u8]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        {
+            let mut b = tar::Builder::new(&mut raw);
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(0o700);
+            b.append_data(&mut h, "data/", std::io::empty()).unwrap();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(content.len() as u64);
+            h.set_mode(0o600);
+            b.append_data(&mut h, "data/PG_VERSION", content).unwrap();
+            b.finish().unwrap();
+        }
+        raw
+    }
+
+    /// A store-backed snapshot of volume `volume` created at `at`.
+    pub(crate) fn stored(store: &SnapshotStore, id: &str, at: &str, volume: &str) -> Manifest {
+        let mut m = manifest::tests::sample(id);
+        m.archive.top = String::new();
+        m.created_at = at.into();
+        m.volume.name = Some(volume.into());
+        crate::snapshot::import_tar(store, m, &mut &data_tar(id.as_bytes())[..]).unwrap()
+    }
+
+    /// The prune after new snapshots collects the store's garbage only when it deleted one: a
+    /// pack nothing indexes (what a writer killed mid-way leaves) stays until then.
+    #[test]
+    fn the_automatic_prune_collects_garbage_only_after_deleting() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, _) = SnapshotStore::open(d.path().join("snapshots/demo")).unwrap();
+        let a = stored(
+            &store,
+            "20250101T000000Z-db-aaaaaa",
+            "2025-01-01T00:00:00Z",
+            "v",
+        );
+        stored(
+            &store,
+            "20250102T000000Z-db-bbbbbb",
+            "2025-01-02T00:00:00Z",
+            "v",
+        );
+        let cas = crate::snapshot::cas::Cas::open(store.cas_dir()).unwrap();
+        let orphan = cas.pack_path(&[7; 32]);
+        std::fs::write(&orphan, b"orphan pack").unwrap();
+        let groups = [a.retention_key()];
+
+        let keep = |n| Retention {
+            last: Some(n),
+            ..Default::default()
+        };
+        let (removed, collected) = auto_prune(&store, &keep(2), &groups).unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        assert!(
+            collected.is_empty(),
+            "no collection when nothing was deleted"
+        );
+        assert!(orphan.exists());
+
+        let (removed, collected) = auto_prune(&store, &keep(1), &groups).unwrap();
+        assert_eq!(removed, std::slice::from_ref(&a.id));
+        assert_eq!(collected.len(), 1);
+        assert!(collected[0].result.is_ok(), "{:?}", collected[0].result);
+        assert!(!orphan.exists(), "collected once a snapshot was deleted");
+        assert_eq!(store.list().unwrap().len(), 1);
     }
 
     #[test]

@@ -153,6 +153,26 @@ pub fn prune(
     groups: Option<&[String]>,
     dry_run: bool,
 ) -> Result<(Vec<Decision>, Vec<Collected>)> {
+    let decisions = prune_plan(store, keep, groups)?;
+    let mut collected = Vec::new();
+    if !dry_run {
+        let ids: Vec<String> = decisions
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.id.clone())
+            .collect();
+        collected = delete_snapshots(store, &ids)?;
+    }
+    Ok((decisions, collected))
+}
+
+/// What the retention policy keeps and drops of the snapshots of `groups` (all when None);
+/// deletes nothing. Snapshots whose manifest is unreadable are never part of the plan.
+pub fn prune_plan(
+    store: &SnapshotStore,
+    keep: &Retention,
+    groups: Option<&[String]>,
+) -> Result<Vec<Decision>> {
     let entries = store.list()?;
     let candidates: Vec<Candidate> = entries
         .iter()
@@ -170,17 +190,7 @@ pub fn prune(
             })
         })
         .collect();
-    let decisions = retention::plan(&candidates, keep);
-    let mut collected = Vec::new();
-    if !dry_run {
-        let ids: Vec<String> = decisions
-            .iter()
-            .filter(|d| !d.keep)
-            .map(|d| d.id.clone())
-            .collect();
-        collected = delete_snapshots(store, &ids)?;
-    }
-    Ok((decisions, collected))
+    Ok(retention::plan(&candidates, keep))
 }
 
 /// What the garbage collection of one store did after snapshots were deleted.
