@@ -388,6 +388,7 @@ impl SnapshotHook {
             project: project.to_string(),
             snapshots_dir,
             cas_dir,
+            trust_mtime: true,
             stack_files: Vec::new(),
             keep,
             reason: None,
