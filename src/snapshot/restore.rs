@@ -299,12 +299,13 @@ async fn replace_with(
     );
     let t = Instant::now();
     let (stream, producer) = if manifest.store.is_some() {
-        // Each chunk is re-hashed as it is read: damage since the verification ends the
-        // stream with an error instead of a clean end.
+        // Every chunk was checked against its id before the volume was touched; while
+        // uploading, each is checked again by its zstd frame checksum (re-hashed when it has
+        // none): damage since the verification ends the stream with an error, not a clean end.
         let e = entry.clone();
         let m = manifest.clone();
         super::pipeline::stream_from_blocking(Some(pb.clone()), move |w| {
-            let mut r = super::cas::read::ChunkReader::open(&e, &m)?;
+            let mut r = super::cas::read::ChunkReader::open(&e, &m)?.after_verification();
             r.copy_to(w).map_err(|err| SnapshotError::Corrupt {
                 id: e.id.clone(),
                 path: e.data_path(),

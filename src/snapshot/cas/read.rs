@@ -39,6 +39,8 @@ pub struct ChunkReader {
     snapshot: String,
     /// Once a read failed, every later one fails the same way (never a clean end after it).
     failed: Option<String>,
+    /// See [`ChunkReader::after_verification`].
+    frame_check: bool,
 }
 
 /// A chunk on its way: its reply, or the error found before it could be handed out.
@@ -55,6 +57,7 @@ struct Job {
     file: Arc<File>,
     loc: Loc,
     id: Hash,
+    frame_check: bool,
     reply: mpsc::SyncSender<std::result::Result<Vec<u8>, String>>,
 }
 
@@ -81,9 +84,12 @@ fn start_workers(n: usize) -> mpsc::Sender<Job> {
             let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
             let Ok(job) = job else { break };
             // The reader may be gone (dropped after an error): nothing to tell.
-            let _ = job
-                .reply
-                .send(pack::read_chunk(&job.file, &job.loc, &job.id));
+            let _ = job.reply.send(pack::read_chunk_with(
+                &job.file,
+                &job.loc,
+                &job.id,
+                job.frame_check,
+            ));
         });
     }
     tx
@@ -118,7 +124,16 @@ impl ChunkReader {
             files: HashMap::new(),
             snapshot: entry.id.clone(),
             failed: None,
+            frame_check: false,
         })
+    }
+
+    /// For a read right after every chunk of the snapshot was checked against its id (a
+    /// restore's upload): chunks whose zstd frame carries a checksum are checked by it instead
+    /// of being re-hashed ([`pack::read_chunk_with`]).
+    pub fn after_verification(mut self) -> ChunkReader {
+        self.frame_check = true;
+        self
     }
 
     fn bad(&self, item: &Item, why: String) -> io::Error {
@@ -166,6 +181,7 @@ impl ChunkReader {
             file: self.files[&loc.pack].clone(),
             loc,
             id: item.id,
+            frame_check: self.frame_check,
             reply,
         };
         match self.jobs.as_ref().map(|j| j.send(job)) {

@@ -515,3 +515,35 @@ fn read_ahead_hands_out_chunks_in_order_and_stops_at_a_damaged_one() {
     assert!(got == tar[..before], "{} bytes before the error", got.len());
     assert!(err.to_string().contains(name), "{err}");
 }
+
+#[test]
+fn chunks_carry_a_frame_checksum_that_an_upload_read_relies_on() {
+    let (_d, store) = setup();
+    let tar = pg_tar(&base_files());
+    let m = import(&store, A, &tar);
+    let cas = cas_of(&store);
+    let idx = index::load(&cas, true).unwrap();
+    let ids = chunk_ids(&store, A);
+    for id in &ids {
+        let loc = idx.get(id).unwrap();
+        let f = std::fs::File::open(cas.pack_path(idx.pack_of(&loc))).unwrap();
+        let c = pack::read_compressed(&f, &loc).unwrap();
+        assert!(pack::frame_has_checksum(&c), "every new chunk has one");
+    }
+    let e = store.get(A).unwrap();
+    let mut back = Vec::new();
+    read::ChunkReader::open(&e, &m)
+        .unwrap()
+        .after_verification()
+        .copy_to(&mut back)
+        .unwrap();
+    assert!(back == tar);
+    // Damage after the verification is still caught, by the frame checksum.
+    flip(&cas, &ids[2]);
+    let err = read::ChunkReader::open(&e, &m)
+        .unwrap()
+        .after_verification()
+        .copy_to(&mut Vec::new())
+        .unwrap_err();
+    assert!(err.to_string().contains(&hex32(&ids[2])[..16]), "{err}");
+}
