@@ -7,19 +7,8 @@ use super::chunker::{self, Input};
 use super::chunklist::{self, Item};
 use super::reuse::{full_cut, Previous, FILES_FILE};
 use super::tarscan::FileSpan;
+use super::tests::noise;
 use super::{write, Cas};
-
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 56) as u8
-        })
-        .collect()
-}
 
 /// A PGDATA-like tar: (name, content, mtime) in order, after the top directory.
 fn tar_of(files: &[(&str, &[u8], u64)]) -> Vec<u8> {

@@ -162,19 +162,7 @@ impl TarScan {
                         self.offset += n;
                         data = &data[n as usize..];
                     }
-                    if let State::Meta {
-                        remaining: 0,
-                        pad: 0,
-                        ..
-                    } = self.state
-                    {
-                        let State::Meta { kind, data: d, .. } =
-                            std::mem::replace(&mut self.state, header_state())
-                        else {
-                            unreachable!()
-                        };
-                        self.meta_done(kind, &d);
-                    }
+                    self.meta_if_complete();
                 }
                 State::Header { buf, have } => {
                     let n = (512 - *have).min(data.len());
@@ -281,6 +269,12 @@ impl TarScan {
                 };
             }
         }
+        self.meta_if_complete();
+    }
+
+    /// A PAX header or long name whose content (and padding) is all in: parsed, and the next
+    /// header expected.
+    fn meta_if_complete(&mut self) {
         if let State::Meta {
             remaining: 0,
             pad: 0,

@@ -8,7 +8,7 @@ use crate::snapshot::manifest::tests::sample;
 use crate::snapshot::manifest::{Manifest, CHUNKS_FILE};
 use crate::snapshot::{import_tar, open_tar_reader, SnapshotStore};
 
-fn noise(seed: u64, n: usize) -> Vec<u8> {
+pub(super) fn noise(seed: u64, n: usize) -> Vec<u8> {
     let mut x = seed;
     (0..n)
         .map(|_| {

@@ -323,16 +323,13 @@ pub(crate) struct ChannelReader {
     pos: usize,
 }
 
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+impl ChannelReader {
+    /// The unread part of the current buffer (receiving the next batch when it is used up);
+    /// empty at the end of the stream.
+    fn current(&mut self) -> io::Result<&[u8]> {
         loop {
             match self.batch.last() {
-                Some(b) if self.pos < b.len() => {
-                    let n = out.len().min(b.len() - self.pos);
-                    out[..n].copy_from_slice(&b[self.pos..self.pos + n]);
-                    self.pos += n;
-                    return Ok(n);
-                }
+                Some(b) if self.pos < b.len() => break,
                 Some(_) => {
                     self.batch.pop();
                     self.pos = 0;
@@ -344,10 +341,22 @@ impl Read for ChannelReader {
                         self.pos = 0;
                     }
                     Some(Msg::Abort(why)) => return Err(io::Error::other(why)),
-                    None => return Ok(0),
+                    None => return Ok(&[]),
                 },
             }
         }
+        let b = self.batch.last().expect("checked");
+        Ok(&b[self.pos..])
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let cur = self.current()?;
+        let n = out.len().min(cur.len());
+        out[..n].copy_from_slice(&cur[..n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -364,26 +373,13 @@ impl chunker::Input for ChannelReader {
     /// Drops the next `n` bytes without copying them.
     fn skip(&mut self, mut n: u64) -> io::Result<()> {
         while n > 0 {
-            match self.batch.last() {
-                Some(b) if self.pos < b.len() => {
-                    let k = n.min((b.len() - self.pos) as u64);
-                    self.pos += k as usize;
-                    n -= k;
-                }
-                Some(_) => {
-                    self.batch.pop();
-                    self.pos = 0;
-                }
-                None => match self.rx.blocking_recv() {
-                    Some(Msg::Data(mut d)) => {
-                        d.reverse();
-                        self.batch = d;
-                        self.pos = 0;
-                    }
-                    Some(Msg::Abort(why)) => return Err(io::Error::other(why)),
-                    None => return Err(io::ErrorKind::UnexpectedEof.into()),
-                },
+            let have = self.current()?.len();
+            if have == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
             }
+            let k = n.min(have as u64);
+            self.pos += k as usize;
+            n -= k;
         }
         Ok(())
     }
