@@ -284,6 +284,12 @@ async fn replace_with(
         stats.safety = Some(m.id);
     }
 
+    // A restore writes files with the times they had when the restored snapshot was taken: the
+    // files recorded by this service's snapshots must not vouch for them any more.
+    if let Some(dir) = entry.dir.parent() {
+        super::cas::reuse::forget_files(dir, &target.service)?;
+    }
+
     // From here on the volume is half-replaced until the upload ends: a signal waits for it.
     let _critical =
         crate::interrupt::critical(format!("the restore of {} into its volume", target.service));

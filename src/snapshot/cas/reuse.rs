@@ -178,6 +178,30 @@ impl Input for TarInput<'_> {
     }
 }
 
+/// Removes the file records of `service`'s snapshots in the snapshot dir `dir` (before a
+/// restore into its volume: the restored files carry the times of the snapshot restored, so a
+/// later snapshot must read them rather than trust a record taken before). Nothing else of a
+/// snapshot is touched; the next snapshot reads every byte and records the files anew.
+pub fn forget_files(dir: &Path, service: &str) -> crate::snapshot::Result<()> {
+    let list = crate::snapshot::SnapshotStore::at(dir).list()?;
+    for e in list {
+        let ours = match &e.manifest {
+            Ok(m) => m.service == service,
+            // Unreadable manifest: its records cannot vouch for anything anyway.
+            Err(_) => true,
+        };
+        let path = e.dir.join(FILES_FILE);
+        if ours {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(crate::snapshot::SnapshotError::io(&path, err)),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes the large files `scan` found beside the chunk list at `list_path` (0600, fsynced
 /// with the rest of the snapshot by its commit).
 pub fn write_files(list_path: &Path, spans: &[FileSpan]) -> io::Result<()> {

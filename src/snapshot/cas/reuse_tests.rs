@@ -267,3 +267,35 @@ fn a_file_rewritten_with_its_old_time_is_caught_when_its_start_changed() {
     assert_eq!(w.reused_bytes, 0);
     assert_eq!(items, full_cut(&lying));
 }
+
+#[test]
+fn a_restore_forgets_the_services_file_records() {
+    use crate::snapshot::manifest::tests::sample;
+    let d = tempfile::tempdir().unwrap();
+    let mk = |id: &str, service: &str| {
+        let dir = d.path().join(id);
+        std::fs::create_dir(&dir).unwrap();
+        let mut m = sample(id);
+        m.service = service.into();
+        std::fs::write(
+            dir.join(crate::snapshot::manifest::MANIFEST_FILE),
+            serde_json::to_vec(&m).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join(FILES_FILE), b"[]").unwrap();
+        dir
+    };
+    let a = mk("20250101T000000Z-db-aaaaaa", "db");
+    let b = mk("20250102T000000Z-db-bbbbbb", "db");
+    let c = mk("20250102T000000Z-cache-cccccc", "cache");
+    super::reuse::forget_files(d.path(), "db").unwrap();
+    assert!(!a.join(FILES_FILE).exists());
+    assert!(!b.join(FILES_FILE).exists());
+    assert!(
+        c.join(FILES_FILE).exists(),
+        "another service's records stay"
+    );
+    // Again: nothing to remove is fine.
+    super::reuse::forget_files(d.path(), "db").unwrap();
+    let _ = Path::new("");
+}
