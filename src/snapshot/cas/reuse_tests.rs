@@ -7,32 +7,8 @@ use super::chunker::{self, Input};
 use super::chunklist::{self, Item};
 use super::reuse::{full_cut, Previous, FILES_FILE};
 use super::tarscan::FileSpan;
-use super::tests::noise;
+use super::tests::{noise, tar_of};
 use super::{write, Cas};
-
-/// A PGDATA-like tar: (name, content, mtime) in order, after the top directory.
-fn tar_of(files: &[(&str, &[u8], u64)]) -> Vec<u8> {
-    let mut raw = Vec::new();
-    {
-        let mut b = tar::Builder::new(&mut raw);
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_size(0);
-        h.set_mode(0o700);
-        h.set_mtime(1_000);
-        b.append_data(&mut h, "data/", std::io::empty()).unwrap();
-        for (name, data, mtime) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o600);
-            h.set_mtime(*mtime);
-            b.append_data(&mut h, format!("data/{name}"), *data)
-                .unwrap();
-        }
-        b.finish().unwrap();
-    }
-    raw
-}
 
 struct Store {
     _d: tempfile::TempDir,

@@ -20,8 +20,8 @@ pub(super) fn noise(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// A tar like a tiny PGDATA (top entry `data`, PG_VERSION, three 1 MiB relation files).
-fn pg_tar(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+/// A PGDATA-like tar: (name, content, mtime) in order, after the top directory `data`.
+pub(super) fn tar_of(files: &[(&str, &[u8], u64)]) -> Vec<u8> {
     let mut raw = Vec::new();
     {
         let mut b = tar::Builder::new(&mut raw);
@@ -29,20 +29,26 @@ fn pg_tar(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
         h.set_entry_type(tar::EntryType::Directory);
         h.set_size(0);
         h.set_mode(0o700);
+        h.set_mtime(1_000);
         b.append_data(&mut h, "data/", std::io::empty()).unwrap();
-        let mut add = |name: &str, data: &[u8]| {
+        for (name, data, mtime) in files {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o600);
-            b.append_data(&mut h, format!("data/{name}"), data).unwrap();
-        };
-        add("PG_VERSION", b"16\n");
-        for (n, d) in files {
-            add(n, d);
+            h.set_mtime(*mtime);
+            b.append_data(&mut h, format!("data/{name}"), *data)
+                .unwrap();
         }
         b.finish().unwrap();
     }
     raw
+}
+
+/// A tar like a tiny PGDATA (top entry `data`, PG_VERSION, then `files`).
+fn pg_tar(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut all: Vec<(&str, &[u8], u64)> = vec![("PG_VERSION", b"16\n", 0)];
+    all.extend(files.iter().map(|(n, d)| (*n, d.as_slice(), 0)));
+    tar_of(&all)
 }
 
 fn base_files() -> Vec<(&'static str, Vec<u8>)> {
