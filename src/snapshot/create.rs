@@ -630,37 +630,14 @@ pub(crate) mod tests {
 
     #[test]
     fn tar_top_reads_the_first_entry() {
-        let mut raw = Vec::new();
-        {
-            let mut b = tar::Builder::new(&mut raw);
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_size(0);
-            h.set_mode(0o700);
-            b.append_data(&mut h, "data/", std::io::empty()).unwrap();
-            b.finish().unwrap();
-        }
+        let raw = crate::snapshot::cas::tests::tar_of(&[]);
         assert_eq!(tar_top(&raw[..512]).as_deref(), Some("data"));
         assert_eq!(tar_top(&[0u8; 10]), None);
     }
 
     /// A tiny data dir archive (top entry `data`).
     pub(crate) fn data_tar(content: &[u8]) -> Vec<u8> {
-        let mut raw = Vec::new();
-        {
-            let mut b = tar::Builder::new(&mut raw);
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_size(0);
-            h.set_mode(0o700);
-            b.append_data(&mut h, "data/", std::io::empty()).unwrap();
-            let mut h = tar::Header::new_gnu();
-            h.set_size(content.len() as u64);
-            h.set_mode(0o600);
-            b.append_data(&mut h, "data/PG_VERSION", content).unwrap();
-            b.finish().unwrap();
-        }
-        raw
+        crate::snapshot::cas::tests::tar_of(&[("PG_VERSION", content, 0)])
     }
 
     /// A store-backed snapshot of volume `volume` created at `at`.

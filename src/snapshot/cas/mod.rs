@@ -363,4 +363,4 @@ pub(crate) fn crash_point(name: &str) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -21,7 +21,7 @@ pub(super) fn noise(seed: u64, n: usize) -> Vec<u8> {
 }
 
 /// A PGDATA-like tar: (name, content, mtime) in order, after the top directory `data`.
-pub(super) fn tar_of(files: &[(&str, &[u8], u64)]) -> Vec<u8> {
+pub(crate) fn tar_of(files: &[(&str, &[u8], u64)]) -> Vec<u8> {
     let mut raw = Vec::new();
     {
         let mut b = tar::Builder::new(&mut raw);
