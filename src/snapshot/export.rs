@@ -263,26 +263,47 @@ impl<R: Read> Read for Exact<R> {
                 )),
             };
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
+        read_hashed(
+            &mut self.inner,
+            buf,
+            &mut self.remaining,
+            &mut self.hasher,
+            self.progress.as_ref(),
+            |left| {
                 format!(
-                    "the snapshot's tar stream ended {} bytes short of the size its manifest says",
-                    self.remaining
-                ),
-            ));
-        }
-        self.hasher.update(&buf[..n]);
-        self.remaining -= n as u64;
-        if let Some(pb) = &self.progress {
-            pb.inc(n as u64);
-        }
-        Ok(n)
+                    "the snapshot's tar stream ended {left} bytes short of the size its manifest says"
+                )
+            },
+        )
     }
+}
+
+/// One read of at most `remaining` bytes from `inner` (an early end is an error saying
+/// `short(remaining)`), hashed and counted into `progress`.
+fn read_hashed(
+    inner: &mut dyn Read,
+    buf: &mut [u8],
+    remaining: &mut u64,
+    hasher: &mut Sha256,
+    progress: Option<&ProgressBar>,
+    short: impl FnOnce(u64) -> String,
+) -> io::Result<usize> {
+    let want = buf
+        .len()
+        .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+    let n = inner.read(&mut buf[..want])?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            short(*remaining),
+        ));
+    }
+    hasher.update(&buf[..n]);
+    *remaining -= n as u64;
+    if let Some(pb) = progress {
+        pb.inc(n as u64);
+    }
+    Ok(n)
 }
 
 fn gnu_header(path: &str, size: u64) -> io::Result<tar::Header> {
@@ -691,22 +712,14 @@ impl Read for Checked<'_> {
             }
             return Ok(0);
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the export's data ended early",
-            ));
-        }
-        self.hasher.update(&buf[..n]);
-        self.remaining -= n as u64;
-        if let Some(pb) = &self.progress {
-            pb.inc(n as u64);
-        }
-        Ok(n)
+        read_hashed(
+            self.inner,
+            buf,
+            &mut self.remaining,
+            &mut self.hasher,
+            self.progress.as_ref(),
+            |_| "the export's data ended early".into(),
+        )
     }
 }
 

@@ -181,10 +181,9 @@ pub fn read_chunk_with(
     Ok(raw)
 }
 
-/// Whether a zstd frame's header sets the Content_Checksum_flag (bit 2 of the frame header
-/// descriptor, after the 4-byte magic).
+/// Whether a compressed chunk's zstd frame carries a content checksum.
 pub fn frame_has_checksum(c: &[u8]) -> bool {
-    c.len() > 4 && c[..4] == [0x28, 0xB5, 0x2F, 0xFD] && c[4] & 0x04 != 0
+    crate::snapshot::pipeline::header_has_checksum(c)
 }
 
 /// BLAKE3 of a pack file (its name, when intact).
