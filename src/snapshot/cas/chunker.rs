@@ -23,8 +23,10 @@ pub fn chunk_id(data: &[u8]) -> Hash {
     *blake3::hash(data).as_bytes()
 }
 
-/// Cuts `input` into chunks, calling `f` with each (in order). The slice is only valid during
+/// Cuts `input` into chunks, calling `f` with each (in order); what a full cut gives, which the
+/// store's writer ([`cut_blocks`]) must match (tests compare them). The slice is only valid during
 /// the call: a caller that keeps a chunk copies it.
+#[cfg(test)]
 pub fn for_each_chunk<R: std::io::Read>(
     input: R,
     f: impl FnMut(&[u8]) -> Result<(), crate::snapshot::SnapshotError>,
@@ -201,6 +203,7 @@ fn cut_blocks_sized(
 }
 
 /// [`for_each_chunk`] with other sizes (the measurement of [`AVG_SIZE`]).
+#[cfg(test)]
 fn for_each_chunk_sized<R: std::io::Read>(
     input: R,
     min: u32,
