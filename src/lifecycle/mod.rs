@@ -166,7 +166,14 @@ pub trait Hooks: Send {
     ) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
         Ok(BTreeMap::new())
     }
-    /// The services stopped; their containers still exist (snapshots are taken here).
+    /// Whether this hook's `after_stop` needs `service`'s container to stay stopped until it
+    /// returns (a snapshot reads its volume). A restart starts a service no hook holds as soon
+    /// as its own stop ended, before `after_stop` (see [`Lifecycle::restart`]).
+    fn holds_stopped(&self, _transition: Transition, _service: &str) -> bool {
+        false
+    }
+    /// The services stopped; their containers still exist (snapshots are taken here). In a
+    /// restart, services no hook holds ([`Hooks::holds_stopped`]) may be running again.
     async fn after_stop(
         &mut self,
         _transition: Transition,
@@ -231,6 +238,9 @@ impl Hooks for HookChain {
             out.extend(h.before_stop(t, running).await?);
         }
         Ok(out)
+    }
+    fn holds_stopped(&self, t: Transition, service: &str) -> bool {
+        self.0.iter().any(|h| h.holds_stopped(t, service))
     }
     async fn after_stop(
         &mut self,

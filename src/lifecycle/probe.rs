@@ -26,9 +26,9 @@ use crate::guard::pg;
 use crate::stack::{Service, ServiceKind, StatefulService};
 
 /// First delay between polls of a waiting service.
-pub(super) const PROBE_MIN: Duration = Duration::from_millis(50);
+pub(super) const PROBE_MIN: Duration = Duration::from_millis(25);
 /// Bound of the back-off: a service that became ready is seen within this much.
-pub(super) const PROBE_MAX: Duration = Duration::from_millis(100);
+pub(super) const PROBE_MAX: Duration = Duration::from_millis(50);
 /// How long a redis probe relies on its published port alone (see [`Probe::Redis`]).
 pub(super) const REDIS_TCP_ONLY: Duration = Duration::from_secs(1);
 /// A probe taking longer than this counts as "not ready yet" (the engine is read again).

@@ -1,6 +1,6 @@
 //! Stopping services: stop, down, stop evidence (clean postgres shutdown), volume removal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::spec;
@@ -80,6 +80,40 @@ impl<'a> Lifecycle<'a> {
         with_hooks: bool,
         report: &mut Report,
     ) -> Result<Vec<StoppedService>, LifecycleError> {
+        let none = BTreeSet::new();
+        self.stop_waves(
+            targets, timeout, transition, hooks, with_hooks, &none, report,
+        )
+        .await
+        .map(|(stopped, _)| stopped)
+    }
+
+    /// A restart's stops ([`Lifecycle::stop_without_after`] with its hooks): each service in
+    /// `early` is started again as soon as its own stop ended cleanly (postgres: its log shows
+    /// the clean shutdown; nothing killed). Returns the stopped services and those started.
+    pub(super) async fn stop_then_start(
+        &self,
+        targets: &[(String, ContainerInfo)],
+        transition: Transition,
+        hooks: &mut dyn Hooks,
+        early: &BTreeSet<String>,
+        report: &mut Report,
+    ) -> Result<(Vec<StoppedService>, BTreeSet<String>), LifecycleError> {
+        self.stop_waves(targets, None, transition, hooks, true, early, report)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn stop_waves(
+        &self,
+        targets: &[(String, ContainerInfo)],
+        timeout: Option<Duration>,
+        transition: Transition,
+        hooks: &mut dyn Hooks,
+        with_hooks: bool,
+        early: &BTreeSet<String>,
+        report: &mut Report,
+    ) -> Result<(Vec<StoppedService>, BTreeSet<String>), LifecycleError> {
         // Fresh, complete information (a listing may lack env and mounts).
         let live: Vec<&(String, ContainerInfo)> =
             targets.iter().filter(|(_, c)| is_running(c)).collect();
@@ -104,7 +138,7 @@ impl<'a> Lifecycle<'a> {
             })
             .collect();
         if running.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), BTreeSet::new()));
         }
         let pre = if with_hooks {
             let _t = crate::timing::span("census");
@@ -119,6 +153,7 @@ impl<'a> Lifecycle<'a> {
         let width = self.width(&names);
         let _t = crate::timing::span("stop");
         let mut stopped = Vec::new();
+        let mut started = BTreeSet::new();
         for wave in plan::stop_waves(self.compose(), &names) {
             let members: Vec<&RunningService> = wave
                 .iter()
@@ -141,12 +176,22 @@ impl<'a> Lifecycle<'a> {
                     self.engine
                         .stop_container(&rs.container.id, grace(rs))
                         .await?;
-                    self.evidence(rs).await
+                    let (container, evidence) = self.evidence(rs).await?;
+                    let clean = !evidence.killed && evidence.clean_shutdown != Some(false);
+                    let again = clean && early.contains(&rs.service);
+                    if again {
+                        let _t = crate::timing::span("start");
+                        self.start_service(&rs.service, &container.id).await?;
+                    }
+                    Ok::<_, LifecycleError>((container, evidence, again))
                 }))
                 .await
             };
             for (rs, r) in members.into_iter().zip(results) {
-                let (container, evidence) = r?;
+                let (container, evidence, again) = r?;
+                if again {
+                    started.insert(rs.service.clone());
+                }
                 let clean = match evidence.clean_shutdown {
                     Some(true) if !evidence.killed => ", postgres shut down cleanly",
                     _ => "",
@@ -170,7 +215,7 @@ impl<'a> Lifecycle<'a> {
                 });
             }
         }
-        Ok(stopped)
+        Ok((stopped, started))
     }
 
     /// How a container stopped (and a warning when it was not clean).

@@ -237,6 +237,79 @@ async fn a_waves_containers_are_started_together() {
     assert!(e.call_index("start np-app-1") > e.call_index("start np-db-1"));
 }
 
+/// Holds the named services stopped until `after_stop` (as a snapshot does); records when
+/// `after_stop` ran relative to the engine's calls.
+struct Holds(
+    &'static [&'static str],
+    FakeEngine,
+    Arc<std::sync::Mutex<Vec<String>>>,
+);
+
+#[async_trait::async_trait]
+impl Hooks for Holds {
+    fn holds_stopped(&self, _t: Transition, service: &str) -> bool {
+        self.0.contains(&service)
+    }
+    async fn after_stop(&mut self, _t: Transition, _s: &[StoppedService]) -> anyhow::Result<()> {
+        *self.2.lock().unwrap() = self.1.calls();
+        Ok(())
+    }
+}
+
+/// A restart starts a service that depends on nothing as soon as its own stop ended, while a
+/// slower one is still stopping (the engine starts one container faster than two at once);
+/// a service a hook holds (a snapshot of its volume) starts only after `after_stop`, and one
+/// that was killed only in the start waves (after its last shutdown was read).
+#[tokio::test(start_paused = true)]
+async fn a_restart_starts_a_service_as_soon_as_its_own_stop_ended() {
+    let e = FakeEngine::new().with_images(&["postgres:16", "redis:7", "api:1"]);
+    e.tweak("redis:7", |b| b.stop_delay = Duration::from_secs(1));
+    ready_at(&e, Instant::now(), &[]);
+    let h = hardened(
+        "services:\n  db:\n    image: postgres:16\n  cache:\n    image: redis:7\n  app:\n    image: api:1\n    depends_on: [db, cache]\n",
+        &[("db", ServiceKind::Postgres), ("cache", ServiceKind::Redis)],
+    );
+    let ui = Ui::plain();
+    let l = lc(&e, &h, &ui);
+    l.up(&opts(), &mut NoHooks).await.unwrap();
+
+    e.clear_calls();
+    let report = l.restart(&opts(), &mut NoHooks).await.unwrap();
+    let calls = e.calls();
+    assert!(
+        e.call_index("start np-db-1") < e.call_index("stop np-cache-1"),
+        "db starts while cache is still stopping: {calls:?}"
+    );
+    // The app depends on both: it starts in its wave, after both are ready.
+    assert!(e.call_index("start np-app-1") > e.call_index("start np-cache-1"));
+    assert!(e.call_index("stop np-app-1") < e.call_index("stop np-db-1"));
+    assert_eq!(report.started, ["db", "cache", "app"], "{calls:?}");
+    assert_eq!(calls.iter().filter(|c| c.starts_with("start ")).count(), 3);
+
+    // Held by a hook: db starts only after `after_stop`.
+    e.clear_calls();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut holds = Holds(&["db", "cache", "app"], e.clone(), seen.clone());
+    let report = l.restart(&opts(), &mut holds).await.unwrap();
+    let at_after_stop = seen.lock().unwrap().clone();
+    assert!(
+        !at_after_stop.iter().any(|c| c.starts_with("start ")),
+        "nothing started before after_stop: {at_after_stop:?}"
+    );
+    assert_eq!(report.started, ["db", "cache", "app"]);
+
+    // Killed on its stop (exit 137): not started early; the start waves read its shutdown.
+    e.tweak("postgres:16", |b| b.stop_exit_code = 137);
+    e.clear_calls();
+    let report = l.restart(&opts(), &mut NoHooks).await.unwrap();
+    let calls = e.calls();
+    assert!(
+        e.call_index("start np-db-1") > e.call_index("stop np-cache-1"),
+        "{calls:?}"
+    );
+    assert_eq!(report.started, ["db", "cache", "app"]);
+}
+
 /// Real time (the probes below dial real loopback sockets).
 fn short_opts() -> UpOptions {
     UpOptions {

@@ -503,6 +503,13 @@ impl SnapshotHook {
 
 #[async_trait]
 impl Hooks for SnapshotHook {
+    /// Every service it may snapshot stays stopped until its snapshot is taken (whether it is
+    /// stateful is known only from the stopped service: any name in scope is held).
+    fn holds_stopped(&self, _t: Transition, service: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|s| s == service))
+    }
     async fn after_stop(
         &mut self,
         transition: Transition,
