@@ -507,8 +507,12 @@ pub struct RestartArgs {
     #[arg(long, default_value = "120s")]
     pub timeout: String,
     /// Do not snapshot stateful volumes
-    #[arg(long)]
+    #[arg(long, conflicts_with = "snapshot")]
     pub no_snapshot: bool,
+    /// Snapshot stateful volumes even when only databases restart (see
+    /// `x-nodus.snapshots.on_restart`)
+    #[arg(long)]
+    pub snapshot: bool,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,18 @@ impl Project {
         &self.stack.project
     }
 
+    /// The services a command acts on: those named, else the default selection (services
+    /// without a profile, and those of the active `COMPOSE_PROFILES`).
+    pub fn selection(&self, named: &[String]) -> Vec<String> {
+        if !named.is_empty() {
+            return named.to_vec();
+        }
+        let profiles = crate::stack::plan::parse_profiles(
+            self.env.get("COMPOSE_PROFILES").map(String::as_str),
+        );
+        crate::stack::plan::default_services(&self.hardened.compose, &profiles)
+    }
+
     /// Records the project name in the state dir (for the "project renamed" warning). Only
     /// commands that create resources under this name call it; read-only commands never do.
     pub fn remember_name(&self) -> anyhow::Result<()> {

@@ -27,6 +27,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::DownArgs) -> anyhow::Result<()> {
     }
     let opts = SessionOptions {
         no_snapshot: args.no_snapshot,
+        ..Default::default()
     };
     let mut g = ctx.guarded(project, &[], Transition::Down, opts).await?;
     let lc = Lifecycle::for_project(&*g.engine, &g.project, &ctx.ui);

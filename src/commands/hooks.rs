@@ -18,10 +18,15 @@ use crate::state::StackLock;
 
 use super::Ctx;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
     /// `--no-snapshot`.
     pub no_snapshot: bool,
+    /// `restart --snapshot`: snapshot whatever `x-nodus.snapshots.on_restart` says.
+    pub force_snapshot: bool,
+    /// The services named on the command line (empty: the default selection); a restart
+    /// snapshots when these start an application service (`on_restart: auto`).
+    pub services: Vec<String>,
 }
 
 /// The hooks of one guarded transition.
@@ -164,7 +169,11 @@ impl Session {
             engine,
             &ctx.ui,
             transition,
-            opts.no_snapshot,
+            &crate::snapshot::SnapshotChoice {
+                no_snapshot: opts.no_snapshot,
+                force: opts.force_snapshot,
+                services: opts.services.clone(),
+            },
         ) {
             chain.0.push(Box::new(h));
         }

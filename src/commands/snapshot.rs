@@ -67,7 +67,10 @@ async fn create(ctx: &Ctx, services: Vec<String>) -> anyhow::Result<()> {
             &project,
             engine.clone(),
             Transition::Restart,
-            SessionOptions { no_snapshot: true },
+            SessionOptions {
+                no_snapshot: true,
+                ..Default::default()
+            },
         )?;
         let (report, more) = create::snapshot_running(
             engine.clone(),
@@ -283,7 +286,10 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> anyhow::Result<()> {
         &project,
         engine.clone(),
         Transition::Restore,
-        SessionOptions { no_snapshot: true },
+        SessionOptions {
+            no_snapshot: true,
+            ..Default::default()
+        },
     )?;
     let expect = session.expect_census();
     let restored = plan

@@ -13,6 +13,7 @@ pub async fn run(ctx: &Ctx, args: crate::cli::StopArgs) -> anyhow::Result<()> {
     let project = ctx.project()?;
     let opts = SessionOptions {
         no_snapshot: args.no_snapshot,
+        ..Default::default()
     };
     let mut g = ctx
         .guarded(project, &args.services, Transition::Stop, opts)

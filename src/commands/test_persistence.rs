@@ -240,6 +240,8 @@ impl Guarded<'_> {
     fn opts(&self) -> SessionOptions {
         SessionOptions {
             no_snapshot: self.no_snapshot,
+            services: self.services.clone(),
+            ..Default::default()
         }
     }
 

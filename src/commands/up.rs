@@ -158,12 +158,7 @@ async fn adopt_data(
 
 /// The services named on the command line, or the default ones (profiles honoured).
 pub(super) fn selection(project: &Project, named: Vec<String>) -> Vec<String> {
-    if !named.is_empty() {
-        return named;
-    }
-    let profiles =
-        crate::stack::plan::parse_profiles(project.env.get("COMPOSE_PROFILES").map(String::as_str));
-    crate::stack::plan::default_services(&project.hardened.compose, &profiles)
+    project.selection(&named)
 }
 
 /// One closing status line.

@@ -82,7 +82,10 @@ impl Driver for CommandDriver<'_> {
             project,
             engine.clone(),
             transition,
-            SessionOptions::default(),
+            SessionOptions {
+                services: services.clone(),
+                ..Default::default()
+            },
         )?;
         let mut g = Guarded {
             project: project.clone(),

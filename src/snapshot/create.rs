@@ -357,19 +357,30 @@ impl SnapshotHook {
     }
 
     /// The hook for a lifecycle transition, or None when snapshots are off for it: `--no-snapshot`,
-    /// `x-nodus.snapshots.on_down: false`, or a transition that does not stop anything.
+    /// `x-nodus.snapshots.on_down: false`, a transition that does not stop anything, or a
+    /// `restart` that `x-nodus.snapshots.on_restart` leaves out
+    /// ([`super::policy::restart_snapshots`]).
     pub fn for_transition(
         project: &Project,
         engine: Arc<dyn Engine>,
         ui: &Ui,
         transition: Transition,
-        no_snapshot: bool,
+        choice: &super::policy::SnapshotChoice,
     ) -> Option<SnapshotHook> {
         let stops = matches!(
             transition,
             Transition::Down | Transition::Stop | Transition::Restart
         );
-        (stops && !no_snapshot && project.stack.nodus.snapshots.on_down)
+        if !stops || choice.no_snapshot {
+            return None;
+        }
+        if transition == Transition::Restart && !choice.force {
+            if let Some(why) = super::policy::restart_snapshots(project, &choice.services) {
+                ui.status(format!("no snapshot on this restart: {why}"));
+                return None;
+            }
+        }
+        (choice.force || project.stack.nodus.snapshots.on_down)
             .then(|| SnapshotHook::new(project, engine, ui))
     }
 

@@ -24,6 +24,7 @@ pub mod migrate;
 pub mod ops;
 pub mod pick;
 pub mod pipeline;
+pub mod policy;
 pub mod restore;
 pub mod retention;
 pub mod store;
@@ -38,6 +39,7 @@ use retention::{Candidate, Decision};
 
 pub use create::{snapshot_container, SnapshotHook, SnapshotOutcome, SnapshotRequest};
 pub use manifest::{Manifest, Reason, Verification};
+pub use policy::SnapshotChoice;
 pub use store::{SnapshotEntry, SnapshotStore};
 pub use tar_io::{import_tar, open_tar_reader};
 

@@ -23,6 +23,9 @@
 //!           login: true
 //!   snapshots:
 //!     on_down: true
+//!     on_restart: auto           # auto | always | never: auto snapshots on `restart` only when
+//!                                # an application service starts in it (databases alone keep
+//!                                # their containers and volumes; the census checks them)
 //!     keep: { last: 3, hourly: 168, daily: 30, weekly: 12 }
 //!     store: ../.nodus-store     # deduplicating snapshot store (default <state>/snapshots/.store)
 //!     trust_mtime: true          # unchanged large files (size + mtime) are not re-read
@@ -141,6 +144,9 @@ pub struct SnapshotPolicy {
     /// Snapshot stateful volumes on `down`/`stop`/`restart` (default true).
     #[serde(default = "yes")]
     pub on_down: bool,
+    /// Which `restart`s snapshot (when `on_down` is true): see [`OnRestart`].
+    #[serde(default)]
+    pub on_restart: OnRestart,
     #[serde(default)]
     pub keep: Retention,
     /// The deduplicating snapshot store (relative to the stack file's directory); default
@@ -159,11 +165,32 @@ impl Default for SnapshotPolicy {
     fn default() -> Self {
         SnapshotPolicy {
             on_down: true,
+            on_restart: OnRestart::Auto,
             keep: Retention::default(),
             store: None,
             trust_mtime: true,
         }
     }
+}
+
+/// When `restart` snapshots the volumes of the databases it stops.
+///
+/// A snapshot is there to put back what a transition lost. `down` removes containers (an
+/// anonymous volume, a data dir off the volume, a volume renamed with the project: all gone), so
+/// it always snapshots. A `restart` keeps every container and volume; between the clean stop and
+/// the census after the start only the restarted services run, and of them only an
+/// application (an ORM's schema sync at start, a seed script) changes a database's data. So by
+/// default (`auto`) a restart snapshots only when it starts an application service (any service
+/// that is not a database nodus knows); a restart of databases alone is checked by the censuses
+/// before and after it and skips reading every volume through the engine. `always` snapshots
+/// on every restart (as `down` does), `never` on none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRestart {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 /// Retention counts, applied per volume. Unset = 0 for that bucket; all unset = keep last 10.

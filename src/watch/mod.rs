@@ -105,12 +105,7 @@ pub trait Driver {
 
 /// The services a plain `nodus up` would start (profiles honoured), or the named ones.
 pub fn selection(project: &Project, named: &[String]) -> Vec<String> {
-    if !named.is_empty() {
-        return named.to_vec();
-    }
-    let profiles =
-        crate::stack::plan::parse_profiles(project.env.get("COMPOSE_PROFILES").map(String::as_str));
-    crate::stack::plan::default_services(&project.hardened.compose, &profiles)
+    project.selection(named)
 }
 
 /// The rules of a loaded project.
