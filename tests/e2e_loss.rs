@@ -256,3 +256,45 @@ fn a_renamed_project_gives_the_p_fix_for_redis_and_in_the_hint() {
     assert!(cache_cause.contains(&fix), "{}", u.stderr);
     s.nodus_as(&renamed, &["down", "--no-snapshot"]);
 }
+
+/// `x-nodus.snapshots.on_restart: auto`: a restart of the database alone keeps its container and
+/// volume and takes no snapshot (it says so), `--snapshot` takes one; a restart that starts an
+/// app snapshots the database first, so the table the app drops at its start can be put back.
+#[test]
+fn a_restart_snapshots_only_when_an_app_starts_with_it() {
+    let s = TestStack::new("rsnap", &pg_stack("", "x-nodus:\n  settle: 4s\n"));
+    s.nodus(&["up"]).ok();
+    s.create_tables("db", "app", 3, 2);
+    let r = s.nodus(&["restart"]);
+    r.ok();
+    assert!(
+        r.stderr.contains("no snapshot on this restart"),
+        "{}",
+        r.stderr
+    );
+    assert!(snapshot_ids(&s).is_empty());
+    s.nodus(&["restart", "--snapshot"]).ok();
+    assert_eq!(snapshot_ids(&s).len(), 1);
+
+    // An app that drops t2 when it starts the second time (its container keeps the marker).
+    let orm = format!(
+        "  orm:\n    image: {PG_IMAGE}\n    depends_on:\n      db:\n        condition: service_healthy\n    entrypoint: [\"sh\", \"-c\", \"if [ -e /tmp/started ]; then psql postgresql://postgres:secret-pw@db/app -c 'DROP TABLE t2'; fi; touch /tmp/started; trap 'exit 0' TERM; sleep 3600 & wait\"]\n"
+    );
+    let x = "x-nodus:\n  settle: 4s\n  services:\n    orm:\n      stateful: false\n";
+    s.write_stack(&pg_stack(&orm, x));
+    s.nodus(&["up"]).ok();
+    assert_eq!(s.table_count("db", "app"), 3);
+    let r = s.nodus(&["restart"]);
+    r.code(3);
+    assert!(r.stderr.contains("t2"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("no snapshot on this restart"),
+        "{}",
+        r.stderr
+    );
+    let ids = snapshot_ids(&s);
+    assert_eq!(ids.len(), 2, "the restart snapshotted db: {ids:?}");
+    let newest = ids.iter().max().unwrap().clone();
+    s.nodus(&["snapshot", "restore", &newest, "--yes"]).ok();
+    assert_eq!(s.table_count("db", "app"), 3, "t2 is back");
+}

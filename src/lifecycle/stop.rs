@@ -43,6 +43,22 @@ fn secs_ceil(d: Duration) -> i64 {
     d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0)
 }
 
+/// The hooks' `after_stop` (snapshots), when something stopped.
+async fn after_stop(
+    transition: Transition,
+    hooks: &mut dyn Hooks,
+    stopped: &[StoppedService],
+) -> Result<(), LifecycleError> {
+    if stopped.is_empty() {
+        return Ok(());
+    }
+    let _t = crate::timing::span("snapshot");
+    hooks
+        .after_stop(transition, stopped)
+        .await
+        .map_err(LifecycleError::hook)
+}
+
 impl<'a> Lifecycle<'a> {
     /// Stops the running containers among `targets` (given in stop order), collecting evidence;
     /// calls `before_stop`/`after_stop` around it when `with_hooks`.
@@ -55,15 +71,14 @@ impl<'a> Lifecycle<'a> {
         with_hooks: bool,
         report: &mut Report,
     ) -> Result<Vec<StoppedService>, LifecycleError> {
-        let stopped = self
-            .stop_without_after(targets, timeout, transition, hooks, with_hooks, report)
+        let none = BTreeSet::new();
+        let (stopped, _) = self
+            .stop_waves(
+                targets, timeout, transition, hooks, with_hooks, &none, report,
+            )
             .await?;
-        if with_hooks && !stopped.is_empty() {
-            let _t = crate::timing::span("snapshot");
-            hooks
-                .after_stop(transition, &stopped)
-                .await
-                .map_err(LifecycleError::hook)?;
+        if with_hooks {
+            after_stop(transition, hooks, &stopped).await?;
         }
         Ok(stopped)
     }
@@ -88,9 +103,9 @@ impl<'a> Lifecycle<'a> {
         .map(|(stopped, _)| stopped)
     }
 
-    /// A restart's stops ([`Lifecycle::stop_without_after`] with its hooks): each service in
-    /// `early` is started again as soon as its own stop ended cleanly (postgres: its log shows
-    /// the clean shutdown; nothing killed). Returns the stopped services and those started.
+    /// A restart's stops ([`Lifecycle::stop_services`] with its hooks): each service in `early`
+    /// is started again as soon as its own stop ended cleanly (postgres: its log shows the clean
+    /// shutdown; nothing killed), before `after_stop`. Returns the services started.
     pub(super) async fn stop_then_start(
         &self,
         targets: &[(String, ContainerInfo)],
@@ -98,9 +113,12 @@ impl<'a> Lifecycle<'a> {
         hooks: &mut dyn Hooks,
         early: &BTreeSet<String>,
         report: &mut Report,
-    ) -> Result<(Vec<StoppedService>, BTreeSet<String>), LifecycleError> {
-        self.stop_waves(targets, None, transition, hooks, true, early, report)
-            .await
+    ) -> Result<BTreeSet<String>, LifecycleError> {
+        let (stopped, started) = self
+            .stop_waves(targets, None, transition, hooks, true, early, report)
+            .await?;
+        after_stop(transition, hooks, &stopped).await?;
+        Ok(started)
     }
 
     #[allow(clippy::too_many_arguments)]

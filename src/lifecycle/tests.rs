@@ -219,8 +219,8 @@ services:
     let report = lc(&e, &h, &ui).up(&up_opts(), &mut rec).await.unwrap();
     let waited = t.elapsed();
     assert_eq!(report.created, ["db", "cache", "api"]);
-    // Polls back off from 50 ms to at most 100 ms (probe.rs).
-    let one_wait = Duration::from_millis(50 + 5 * 100);
+    // Polls back off from PROBE_MIN to at most PROBE_MAX (probe.rs).
+    let one_wait = super::probe::PROBE_MIN + 5 * super::probe::PROBE_MAX;
     assert!(
         waited >= one_wait && waited < one_wait * 3 / 2,
         "db and cache were not waited for together: {waited:?}"

@@ -570,16 +570,9 @@ impl<'a> Lifecycle<'a> {
             .into_iter()
             .filter(|s| !hooks.holds_stopped(Transition::Restart, s))
             .collect();
-        let (stopped, started_early) = self
+        let started_early = self
             .stop_then_start(&targets, Transition::Restart, hooks, &early, &mut report)
             .await?;
-        if !stopped.is_empty() {
-            let _t = crate::timing::span("snapshot");
-            hooks
-                .after_stop(Transition::Restart, &stopped)
-                .await
-                .map_err(LifecycleError::hook)?;
-        }
         let started = self
             .bring_up(
                 opts,
