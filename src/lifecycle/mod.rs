@@ -16,6 +16,8 @@ mod tests;
 #[cfg(test)]
 mod tests_build;
 #[cfg(test)]
+mod tests_fail;
+#[cfg(test)]
 mod tests_flags;
 #[cfg(test)]
 mod tests_perf;
