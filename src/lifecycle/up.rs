@@ -119,7 +119,7 @@ impl<'a> Lifecycle<'a> {
         .map(|r| self.timed(r))
     }
 
-    /// `started`: services whose containers this transition started already (see
+    /// `started_early`: services whose containers this transition started already (see
     /// [`Lifecycle::restart`]); they count as started.
     async fn bring_up(
         &self,

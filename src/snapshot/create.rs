@@ -374,14 +374,18 @@ impl SnapshotHook {
         if !stops || choice.no_snapshot {
             return None;
         }
-        if transition == Transition::Restart && !choice.force {
-            if let Some(why) = super::policy::restart_snapshots(project, &choice.services) {
-                ui.status(format!("no snapshot on this restart: {why}"));
+        if !choice.force {
+            if !project.stack.nodus.snapshots.on_down {
                 return None;
             }
+            if transition == Transition::Restart {
+                if let Some(why) = super::policy::restart_snapshots(project, &choice.services) {
+                    ui.status(format!("no snapshot on this restart: {why}"));
+                    return None;
+                }
+            }
         }
-        (choice.force || project.stack.nodus.snapshots.on_down)
-            .then(|| SnapshotHook::new(project, engine, ui))
+        Some(SnapshotHook::new(project, engine, ui))
     }
 
     /// A hook writing to `snapshots_dir` and the store at `cas_dir`, without a project.

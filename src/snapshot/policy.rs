@@ -144,6 +144,48 @@ volumes: {pg: {}}
     }
 
     #[test]
+    fn the_command_line_and_on_down_decide_before_on_restart() {
+        use crate::lifecycle::Transition;
+        use crate::snapshot::SnapshotHook;
+        let engine: std::sync::Arc<dyn crate::engine::Engine> =
+            std::sync::Arc::new(crate::engine::fake::FakeEngine::new());
+        let ui = crate::output::Ui::plain();
+        let hook = |p: &Project, t: Transition, choice: SnapshotChoice| {
+            SnapshotHook::for_transition(p, engine.clone(), &ui, t, &choice).is_some()
+        };
+        let db = || SnapshotChoice {
+            services: vec!["db".into()],
+            ..Default::default()
+        };
+        let (_d, p) = project(STACK, &[]);
+        assert!(!hook(&p, Transition::Restart, db()), "databases alone");
+        assert!(
+            hook(&p, Transition::Restart, SnapshotChoice::default()),
+            "with the app"
+        );
+        assert!(hook(&p, Transition::Down, db()), "down always");
+        assert!(hook(&p, Transition::Stop, db()), "stop always");
+        assert!(!hook(&p, Transition::Up, SnapshotChoice::default()));
+        let forced = SnapshotChoice {
+            force: true,
+            ..db()
+        };
+        assert!(hook(&p, Transition::Restart, forced.clone()), "--snapshot");
+        let off = SnapshotChoice {
+            no_snapshot: true,
+            ..Default::default()
+        };
+        assert!(!hook(&p, Transition::Down, off), "--no-snapshot");
+        let (_d, p) = project(
+            &format!("{STACK}x-nodus:\n  snapshots:\n    on_down: false\n"),
+            &[],
+        );
+        assert!(!hook(&p, Transition::Down, db()), "on_down: false");
+        assert!(!hook(&p, Transition::Restart, SnapshotChoice::default()));
+        assert!(hook(&p, Transition::Restart, forced), "--snapshot wins");
+    }
+
+    #[test]
     fn an_unknown_policy_is_refused() {
         let sources = [SourceFile {
             path: "compose.yaml".into(),
