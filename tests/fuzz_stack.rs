@@ -114,7 +114,7 @@ fn key() -> impl Strategy<Value = String> {
             "container_name", "networks", "restart", "deploy", "labels", "x-nodus", "services",
             "name", "external", "driver", "target", "source", "type", "condition", "test",
             "interval", "retries", "settle", "databases", "stateful", "harden", "snapshots",
-            "keep", "on_down", "extensions", "roles", "password_env", "postgres", "db", "web",
+            "keep", "on_down", "on_restart", "extensions", "roles", "password_env", "postgres", "db", "web",
             "extends", "secrets", "configs", "tmpfs", "user", "working_dir",
         ])
         .prop_map(str::to_string),
