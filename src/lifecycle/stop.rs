@@ -71,11 +71,8 @@ impl<'a> Lifecycle<'a> {
         with_hooks: bool,
         report: &mut Report,
     ) -> Result<Vec<StoppedService>, LifecycleError> {
-        let none = BTreeSet::new();
-        let (stopped, _) = self
-            .stop_waves(
-                targets, timeout, transition, hooks, with_hooks, &none, report,
-            )
+        let stopped = self
+            .stop_without_after(targets, timeout, transition, hooks, with_hooks, report)
             .await?;
         if with_hooks {
             after_stop(transition, hooks, &stopped).await?;

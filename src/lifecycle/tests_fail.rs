@@ -9,16 +9,21 @@ use super::*;
 use crate::engine::fake::{FakeEngine, FakeHealth};
 use crate::engine::Labels;
 
+/// `up` of every service, which must fail: the error.
+async fn up_fails(e: &FakeEngine, h: &Hardened, ui: &Ui) -> LifecycleError {
+    lc(e, h, ui)
+        .up(&up_opts(), &mut NoHooks)
+        .await
+        .expect_err("up must fail")
+}
+
 #[tokio::test]
 async fn foreign_container_is_refused_and_nothing_touched() {
     let e = FakeEngine::new().with_images(IMAGES);
     e.add_container("nt-cache-1", "redis:7", &Labels::new(), RunState::Running);
     let h = hardened(STACK);
     let ui = ui();
-    let err = lc(&e, &h, &ui)
-        .up(&up_opts(), &mut NoHooks)
-        .await
-        .unwrap_err();
+    let err = up_fails(&e, &h, &ui).await;
     match &err {
         LifecycleError::Foreign {
             kind,
@@ -51,10 +56,7 @@ async fn foreign_volume_and_network_are_refused() {
 
     let e = FakeEngine::new().with_images(IMAGES);
     e.add_volume("nt_data", &Labels::new());
-    let err = lc(&e, &h, &ui)
-        .up(&up_opts(), &mut NoHooks)
-        .await
-        .unwrap_err();
+    let err = up_fails(&e, &h, &ui).await;
     assert!(
         matches!(&err, LifecycleError::Foreign { kind: "volume", name, .. } if name == "nt_data"),
         "{err:?}"
@@ -70,10 +72,7 @@ async fn foreign_volume_and_network_are_refused() {
     let mut other = labels::base("someone-else");
     other.insert(labels::NETWORK.into(), "default".into());
     e.add_network("nt_default", &other);
-    let err = lc(&e, &h, &ui)
-        .up(&up_opts(), &mut NoHooks)
-        .await
-        .unwrap_err();
+    let err = up_fails(&e, &h, &ui).await;
     assert!(
         matches!(&err, LifecycleError::Foreign { kind: "network", name, .. } if name == "nt_default"),
         "{err:?}"
@@ -124,10 +123,7 @@ async fn exiting_service_fails_with_exit_code_and_logs() {
     e.tweak("postgres:16", |b| b.health = FakeHealth::Exits(1));
     let h = hardened(STACK);
     let ui = ui();
-    let err = lc(&e, &h, &ui)
-        .up(&up_opts(), &mut NoHooks)
-        .await
-        .unwrap_err();
+    let err = up_fails(&e, &h, &ui).await;
     match &err {
         LifecycleError::Exited {
             service,
@@ -173,10 +169,7 @@ async fn missing_image_is_pulled_or_fails_before_anything_is_created() {
     assert_eq!(e.calls()[0], "pull api:1");
 
     let e = FakeEngine::new().with_images(&["postgres:16", "redis:7"]);
-    let err = lc(&e, &h, &ui)
-        .up(&up_opts(), &mut NoHooks)
-        .await
-        .unwrap_err();
+    let err = up_fails(&e, &h, &ui).await;
     assert!(
         matches!(&err, LifecycleError::Engine(EngineError::ImageUnavailable { image, .. }) if image == "api:1"),
         "{err:?}"
@@ -192,19 +185,13 @@ async fn external_resources_must_exist() {
     let h = hardened(yaml);
     let ui = ui();
     let e = FakeEngine::new().with_images(IMAGES);
-    let err = lc(&e, &h, &ui)
-        .up(&up_opts(), &mut NoHooks)
-        .await
-        .unwrap_err();
+    let err = up_fails(&e, &h, &ui).await;
     assert!(
         matches!(&err, LifecycleError::ExternalMissing { kind: "network", name } if name == "shared"),
         "{err:?}"
     );
     e.add_network("shared", &Labels::new());
-    let err = lc(&e, &h, &ui)
-        .up(&up_opts(), &mut NoHooks)
-        .await
-        .unwrap_err();
+    let err = up_fails(&e, &h, &ui).await;
     assert!(
         matches!(&err, LifecycleError::ExternalMissing { kind: "volume", name } if name == "the-ext"),
         "{err:?}"

@@ -41,6 +41,14 @@ fn lc<'a>(engine: &'a FakeEngine, h: &'a Hardened, ui: &'a Ui) -> Lifecycle<'a> 
     }
 }
 
+/// postgres `db` and redis `cache`, independent of each other, and `app` depending on both.
+fn db_cache_app() -> Hardened {
+    hardened(
+        "services:\n  db:\n    image: postgres:16\n  cache:\n    image: redis:7\n  app:\n    image: api:1\n    depends_on: [db, cache]\n",
+        &[("db", ServiceKind::Postgres), ("cache", ServiceKind::Redis)],
+    )
+}
+
 fn opts() -> UpOptions {
     UpOptions {
         services: Vec::new(),
@@ -201,10 +209,7 @@ async fn a_waves_containers_are_started_together() {
     }
     // Every probe answers at once (postgres' pg_isready, redis' PING).
     ready_at(&e, Instant::now(), &[]);
-    let h = hardened(
-        "services:\n  db:\n    image: postgres:16\n  cache:\n    image: redis:7\n  app:\n    image: api:1\n    depends_on: [db, cache]\n",
-        &[("db", ServiceKind::Postgres), ("cache", ServiceKind::Redis)],
-    );
+    let h = db_cache_app();
     let ui = Ui::plain();
     let l = lc(&e, &h, &ui);
     let t0 = Instant::now();
@@ -265,10 +270,7 @@ async fn a_restart_starts_a_service_as_soon_as_its_own_stop_ended() {
     let e = FakeEngine::new().with_images(&["postgres:16", "redis:7", "api:1"]);
     e.tweak("redis:7", |b| b.stop_delay = Duration::from_secs(1));
     ready_at(&e, Instant::now(), &[]);
-    let h = hardened(
-        "services:\n  db:\n    image: postgres:16\n  cache:\n    image: redis:7\n  app:\n    image: api:1\n    depends_on: [db, cache]\n",
-        &[("db", ServiceKind::Postgres), ("cache", ServiceKind::Redis)],
-    );
+    let h = db_cache_app();
     let ui = Ui::plain();
     let l = lc(&e, &h, &ui);
     l.up(&opts(), &mut NoHooks).await.unwrap();

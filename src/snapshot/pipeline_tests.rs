@@ -9,6 +9,15 @@ fn stream_of(chunks: Vec<std::result::Result<Vec<u8>, EngineError>>) -> ByteStre
     ))
 }
 
+/// zstd at level 3 throughout, on the calling thread.
+fn fixed_zstd() -> Codec {
+    Codec::Zstd {
+        level: 3,
+        threads: 0,
+        min_level: 3,
+    }
+}
+
 fn pseudo_random(n: usize) -> Vec<u8> {
     // Half-compressible data: a text-like alphabet driven by an LCG.
     let mut x: u64 = 0x1234_5678;
@@ -170,11 +179,7 @@ async fn source_error_is_reported_not_committed() {
     let err = compress_to_file(
         stream_of(chunks),
         path,
-        Codec::Zstd {
-            level: 3,
-            threads: 0,
-            min_level: 3,
-        },
+        fixed_zstd(),
         &ProgressBar::hidden(),
     )
     .await
@@ -211,11 +216,7 @@ async fn existing_file_is_not_overwritten() {
     let err = compress_to_file(
         stream_of(vec![Ok(vec![0; 10])]),
         path.clone(),
-        Codec::Zstd {
-            level: 3,
-            threads: 0,
-            min_level: 3,
-        },
+        fixed_zstd(),
         &ProgressBar::hidden(),
     )
     .await
