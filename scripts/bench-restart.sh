@@ -224,7 +224,7 @@ for line in open(tim):
         for k, s in cur[key].items():
             ph[key][k].append(s)
         cur[key] = defaultdict(float)
-order = ["stop", "snapshot", "remove", "create", "start", "ready", "census", "settle"]
+order = ["stop", "snapshot", "remove", "networks", "create", "start", "ready", "census", "settle"]
 print(f"medians of {runs} alternating runs (seconds)")
 print(f"{'variant':8} {'transition':10} {'raw':>7} {'nodus':>7} {'ratio':>6}   nodus breakdown")
 for (v, pair, side) in sorted({(a, b, "raw") for (a, b, _) in t}):

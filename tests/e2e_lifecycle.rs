@@ -268,3 +268,38 @@ fn unknown_service_lists_services_and_engine_unreachable_exits_4() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("tcp://127.0.0.1:1"));
 }
+
+/// `docker network prune` removes a network that only stopped containers use (and an
+/// interrupted `nodus down` removes it before the containers): the engine then refuses to start
+/// them. `start` says what to do; `up` recreates them on the new network, data kept.
+#[test]
+fn a_stopped_stack_whose_network_was_removed_comes_back_with_up() {
+    let s = TestStack::new("netgone", &pg_stack("", ""));
+    s.nodus(&["up"]).ok();
+    s.create_tables("db", "app", 3, 5);
+    let old = docker_ok(&["inspect", "-f", "{{.Id}}", &s.container("db")]);
+    s.nodus(&["stop"]).ok();
+    docker_ok(&["network", "rm", &format!("{}_default", s.project)]);
+
+    let start = s.nodus(&["start"]);
+    assert_ne!(start.code, 0, "{}", start.all());
+    assert!(
+        start.stderr.contains("was removed since it stopped")
+            && start.stderr.contains("`nodus up` recreates"),
+        "{}",
+        start.all()
+    );
+
+    let up = s.nodus(&["up"]);
+    up.ok();
+    assert!(
+        up.stderr
+            .contains("recreating the container (its volumes are kept)"),
+        "{}",
+        up.all()
+    );
+    assert!(!up.stderr.contains("definition changed"), "{}", up.all());
+    let new = docker_ok(&["inspect", "-f", "{{.Id}}", &s.container("db")]);
+    assert_ne!(old, new, "recreated");
+    assert_eq!(s.table_count("db", "app"), 3);
+}

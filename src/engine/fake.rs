@@ -258,6 +258,12 @@ impl Engine for FakeEngine {
                 .map(|n| n.network.clone())
                 .into_iter()
                 .collect(),
+            network_ids: spec
+                .networks
+                .first()
+                .and_then(|n| Some((n.network.clone(), st.networks.get(&n.network)?.id.clone())))
+                .into_iter()
+                .collect(),
         };
         st.calls.push(format!("create_container {}", spec.name));
         st.containers.push(FakeContainer {
@@ -280,13 +286,19 @@ impl Engine for FakeEngine {
         let i = st
             .find(id)
             .ok_or_else(|| EngineError::ContainerNotFound(id.to_string()))?;
-        if let Some(missing) = st.containers[i]
-            .info
-            .networks
-            .iter()
-            .find(|n| !st.networks.contains_key(*n))
-            .cloned()
+        // Like the engine, by ID: a network removed and created again under the same name is
+        // not the one the container was attached to.
+        let info = &st.containers[i].info;
+        if let Some(missing) =
+            info.networks
+                .iter()
+                .find(|n| match (st.networks.get(*n), info.network_ids.get(*n)) {
+                    (None, _) => true,
+                    (Some(now), Some(was)) => now.id != *was,
+                    (Some(_), None) => false,
+                })
         {
+            let missing = info.network_ids.get(missing).unwrap_or(missing).clone();
             return Err(EngineError::NetworkNotFound(missing));
         }
         let mut next_port = st.next_port;
@@ -530,12 +542,15 @@ impl Engine for FakeEngine {
         _aliases: &[String],
     ) -> Result<()> {
         let mut st = self.st();
-        if !st.networks.contains_key(network) {
+        let Some(net_id) = st.networks.get(network).map(|n| n.id.clone()) else {
             return Err(EngineError::NetworkNotFound(network.to_string()));
-        }
+        };
         let c = st.container(container)?;
         if !c.info.networks.iter().any(|n| n == network) {
             c.info.networks.push(network.to_string());
+            c.info
+                .network_ids
+                .insert(network.to_string(), net_id.clone());
         }
         let name = c.info.name.clone();
         st.calls.push(format!("connect_network {network} {name}"));
@@ -547,10 +562,12 @@ impl Engine for FakeEngine {
         if !st.networks.contains_key(name) {
             return Err(EngineError::NetworkNotFound(name.to_string()));
         }
+        // Like the engine: a running container holds an endpoint on it; a stopped one does not
+        // (it cannot start again until it is recreated).
         if st
             .containers
             .iter()
-            .any(|c| c.info.networks.iter().any(|n| n == name))
+            .any(|c| c.info.state == RunState::Running && c.info.networks.iter().any(|n| n == name))
         {
             return Err(EngineError::api(
                 "remove network",

@@ -213,6 +213,11 @@ pub struct ContainerInfo {
     pub stop_timeout_secs: Option<i64>,
     /// Networks the container is attached to.
     pub networks: Vec<String>,
+    /// The ID of each attached network (by name) as the container holds it, where the engine
+    /// reports one. A network removed (and maybe created again under the same name) since has
+    /// another ID or none: the engine refuses to start the container.
+    #[serde(default)]
+    pub network_ids: BTreeMap<String, String>,
 }
 
 impl ContainerInfo {

@@ -128,6 +128,7 @@ mod tests {
             stop_signal: None,
             stop_timeout_secs: None,
             networks: vec![],
+            network_ids: Default::default(),
         }
     }
 

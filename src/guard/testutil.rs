@@ -192,6 +192,7 @@ pub fn container(env: &[&str], ports: &[(u16, u16)]) -> ContainerInfo {
         stop_signal: None,
         stop_timeout_secs: None,
         networks: vec![],
+        network_ids: Default::default(),
     }
 }
 

@@ -386,6 +386,7 @@ mod tests {
             stop_signal: None,
             stop_timeout_secs: None,
             networks: vec![],
+            network_ids: Default::default(),
         };
         c.labels.insert(labels::PROJECT.into(), "p".into());
         c.labels.insert(labels::SERVICE.into(), "db".into());

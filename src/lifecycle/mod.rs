@@ -75,6 +75,12 @@ pub enum LifecycleError {
     ExternalMissing { kind: &'static str, name: String },
     #[error("service {service} has no container yet; run `nodus up {service}` first")]
     NoContainer { service: String },
+    #[error("container {container} of service {service} cannot start: its network {network} was removed since it stopped; `nodus up` recreates the container (its volumes are kept)")]
+    NetworkGone {
+        service: String,
+        container: String,
+        network: String,
+    },
     #[error(transparent)]
     Spec(SpecError),
     #[error(transparent)]

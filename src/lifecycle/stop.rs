@@ -343,7 +343,10 @@ impl<'a> Lifecycle<'a> {
         let (dataless, holding): (Vec<_>, Vec<_>) = targets.iter().partition(|(s, c)| {
             self.stateful(s).is_none() && !c.mounts.iter().any(|m| m.kind == MountKind::Volume)
         });
-        let (snapshots, removed) = futures_util::future::join(
+        // The networks go meanwhile too: no container of the project runs any more, and the
+        // engine removes a network that only stopped containers are attached to (the next `up`
+        // recreates such a container if this `down` is interrupted before removing it).
+        let (snapshots, removed, networks) = futures_util::future::join3(
             async {
                 if stopped.is_empty() {
                     return Ok(());
@@ -352,9 +355,11 @@ impl<'a> Lifecycle<'a> {
                 hooks.after_stop(Transition::Down, &stopped).await
             },
             self.remove_all(&dataless, opts.remove_volumes, width),
+            self.remove_networks(),
         )
         .await;
         snapshots.map_err(LifecycleError::hook)?;
+        networks?;
         let mut done = removed?;
         done.extend(
             self.remove_all(&holding, opts.remove_volumes, width)
@@ -370,6 +375,20 @@ impl<'a> Lifecycle<'a> {
             self.ui.success(format!("removed anonymous volume {v}"));
             report.volumes_removed.push(v);
         }
+        if opts.remove_volumes {
+            for v in self.removable_volumes().await? {
+                self.engine.remove_volume(&v).await?;
+                self.ui.success(format!("removed volume {v}"));
+                report.volumes_removed.push(v);
+            }
+        }
+        Ok(self.timed(report))
+    }
+
+    /// Removes the project's networks (ours). One that something else still uses is left with a
+    /// warning: the stack is down all the same.
+    async fn remove_networks(&self) -> Result<(), LifecycleError> {
+        let _t = crate::timing::span("networks");
         for n in self
             .engine
             .list_networks(&labels::project_filter(self.project))
@@ -384,14 +403,7 @@ impl<'a> Lifecycle<'a> {
                 Err(e) => return Err(e.into()),
             }
         }
-        if opts.remove_volumes {
-            for v in self.removable_volumes().await? {
-                self.engine.remove_volume(&v).await?;
-                self.ui.success(format!("removed volume {v}"));
-                report.volumes_removed.push(v);
-            }
-        }
-        Ok(self.timed(report))
+        Ok(())
     }
 
     /// Removes the containers of `targets` together; returns, per service, the anonymous volumes

@@ -613,6 +613,7 @@ fn carry_anonymous_volumes_rules() {
         stop_signal: None,
         stop_timeout_secs: None,
         networks: vec![],
+        network_ids: Default::default(),
     };
     let mut spec = ContainerSpec {
         mounts: vec![MountSpec {

@@ -23,8 +23,9 @@ async fn down_stops_in_reverse_order_removes_containers_and_network_keeps_volume
             "stop nt-db-1",
             "remove_container nt-api-1",
             "remove_container nt-cache-1",
-            "remove_container nt-db-1",
+            // While db's snapshot is taken (none here).
             "remove_network nt_default",
+            "remove_container nt-db-1",
         ]
     );
     assert_eq!(
@@ -295,4 +296,104 @@ async fn stateful_restart_on_up_of_stopped_container() {
     let report = l.up(&up_opts(), &mut NoHooks).await.unwrap();
     assert_eq!(report.started, ["api"]);
     assert_eq!(e.calls(), ["start nt-api-1"]);
+}
+
+/// Stands for a snapshot that takes a while (and, with `fail`, then fails): records the
+/// networks and containers there are when it ends.
+struct SlowSnapshot {
+    engine: FakeEngine,
+    fail: bool,
+    seen: Option<(Vec<String>, Vec<String>)>,
+}
+
+#[async_trait::async_trait]
+impl Hooks for SlowSnapshot {
+    async fn after_stop(&mut self, _t: Transition, _s: &[StoppedService]) -> anyhow::Result<()> {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.seen = Some((self.engine.network_names(), self.engine.container_names()));
+        if self.fail {
+            anyhow::bail!("the snapshot hook failed");
+        }
+        Ok(())
+    }
+}
+
+/// `down` removes the networks while the snapshots are taken (no container runs any more); a
+/// `down` that ends before removing the containers leaves stopped containers whose network is
+/// gone, and the next `up` recreates them (a `start` says what to do).
+#[tokio::test(start_paused = true)]
+async fn down_removes_the_network_while_the_snapshots_are_taken() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    let mut slow = SlowSnapshot {
+        engine: e.clone(),
+        fail: false,
+        seen: None,
+    };
+    l.down(&down_opts(false), &mut slow).await.unwrap();
+    let (networks, containers) = slow.seen.unwrap();
+    assert!(networks.is_empty(), "network still there: {networks:?}");
+    assert!(
+        containers.contains(&"nt-db-1".to_string()),
+        "the snapshotted container is kept until its snapshot ends: {containers:?}"
+    );
+    assert!(e.container_names().is_empty());
+
+    // Interrupted: the containers stay, stopped, without their network.
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    let mut failing = SlowSnapshot {
+        engine: e.clone(),
+        fail: true,
+        seen: None,
+    };
+    l.down(&down_opts(false), &mut failing).await.unwrap_err();
+    assert!(e.network_names().is_empty());
+    assert!(e.container("nt-db-1").is_some());
+    let err = l.start(&up_opts(), &mut NoHooks).await.unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::NetworkGone { network, .. } if network == "nt_default"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("`nodus up` recreates"), "{err}");
+    let report = l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    // Those without data were removed meanwhile.
+    assert_eq!(report.recreated, ["db"]);
+    for c in ["nt-db-1", "nt-cache-1", "nt-api-1"] {
+        assert_eq!(e.container(c).unwrap().state, RunState::Running, "{c}");
+    }
+    assert!(e.volume("nt_data").is_some());
+}
+
+/// A stopped stack whose network was removed (`docker network prune` removes networks only
+/// stopped containers use; or removed and created again: another ID) comes back with `up`.
+#[tokio::test]
+async fn up_recreates_stopped_containers_whose_network_was_removed() {
+    let e = FakeEngine::new().with_images(IMAGES);
+    let h = hardened(STACK);
+    let ui = ui();
+    let l = lc(&e, &h, &ui);
+    l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    let labels = e
+        .inspect_network("nt_default")
+        .await
+        .unwrap()
+        .unwrap()
+        .labels;
+    l.stop(&[], None, &mut NoHooks).await.unwrap();
+    e.remove_network("nt_default").await.unwrap();
+    // Same name, another network.
+    e.create_network("nt_default", &labels).await.unwrap();
+    let report = l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert_eq!(report.recreated, ["db", "cache", "api"]);
+    for c in ["nt-db-1", "nt-cache-1", "nt-api-1"] {
+        assert_eq!(e.container(c).unwrap().state, RunState::Running, "{c}");
+    }
+    // A running stack is left as it is.
+    e.clear_calls();
+    let report = l.up(&up_opts(), &mut NoHooks).await.unwrap();
+    assert!(report.recreated.is_empty());
+    assert_eq!(report.unchanged.len(), 3);
 }

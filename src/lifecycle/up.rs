@@ -34,8 +34,20 @@ enum Action {
     Unchanged(ContainerInfo),
     Start(ContainerInfo),
     Started(ContainerInfo),
-    Recreate(ContainerInfo),
+    Recreate(ContainerInfo, Why),
     Create,
+}
+
+/// Why a container is recreated (what `up` says).
+enum Why {
+    /// Its definition (config hash) changed.
+    Changed,
+    /// `--force-recreate`, or `nodus watch`'s `recreate` action.
+    Asked,
+    /// It is stopped and this network it was attached to is gone: it cannot start again.
+    NetworkGone(String),
+    /// docker compose made it; nodus takes it over.
+    Compose,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +216,8 @@ impl<'a> Lifecycle<'a> {
             let built = &specs[name];
             let action = match existing.remove(name) {
                 Some(c) => {
+                    let asked = opts.force_recreate
+                        || (mode == Mode::Recreate && opts.services.contains(name));
                     let same = c.labels.get(labels::CONFIG_HASH) == Some(&built.config_hash)
                         && !(mode == Mode::Recreate && opts.services.contains(name));
                     let mode = if mode == Mode::Recreate {
@@ -212,8 +226,10 @@ impl<'a> Lifecycle<'a> {
                         mode
                     };
                     match mode {
-                        Mode::Converge if opts.force_recreate => Action::Recreate(c),
-                        Mode::Converge if !same && !opts.no_recreate => Action::Recreate(c),
+                        Mode::Converge if opts.force_recreate => Action::Recreate(c, Why::Asked),
+                        Mode::Converge if !same && !opts.no_recreate => {
+                            Action::Recreate(c, if asked { Why::Asked } else { Why::Changed })
+                        }
                         Mode::Converge | Mode::StartOnly | Mode::Recreate => {
                             if !same && opts.no_recreate {
                                 self.ui.detail(format!(
@@ -229,6 +245,17 @@ impl<'a> Lifecycle<'a> {
                                 Action::Started(c)
                             } else if is_running(&c) {
                                 Action::Unchanged(c)
+                            } else if let Some(net) = self.network_gone(&c).await? {
+                                // A stopped container whose network was removed since (`docker
+                                // network prune`, an interrupted `down`) cannot start again.
+                                if mode != Mode::Converge {
+                                    return Err(LifecycleError::NetworkGone {
+                                        service: name.clone(),
+                                        container: c.name,
+                                        network: net,
+                                    });
+                                }
+                                Action::Recreate(c, Why::NetworkGone(net))
                             } else {
                                 Action::Start(c)
                             }
@@ -246,7 +273,7 @@ impl<'a> Lifecycle<'a> {
                         "{name}: container {} was made by docker compose for project {}; nodus takes it over (its volumes are kept)",
                         c.name, self.project
                     ));
-                    Action::Recreate(c)
+                    Action::Recreate(c, Why::Compose)
                 }
                 None => {
                     match self.engine.inspect_container(&built.spec.name).await {
@@ -286,7 +313,7 @@ impl<'a> Lifecycle<'a> {
                 Ok(Some(crate::stack::build::PullPolicy::Always)) => ImagePull::Always,
                 _ => opts.pull,
             };
-            let creating = matches!(actions[name], Action::Create | Action::Recreate(_));
+            let creating = matches!(actions[name], Action::Create | Action::Recreate(..));
             if (creating || (mode == Mode::Converge && pull == ImagePull::Always))
                 && checked.insert(image.clone())
             {
@@ -349,12 +376,12 @@ impl<'a> Lifecycle<'a> {
                     Action::Unchanged(c) => Prepared::Running(c.id),
                     Action::Start(c) => Prepared::Start(Box::new(c)),
                     Action::Started(c) => Prepared::Started(c.id),
-                    Action::Recreate(c) => {
+                    Action::Recreate(c, why) => {
                         crate::interrupt::set_step(format!("recreating {name}"));
                         let old = self.engine.inspect_container(&c.id).await?;
                         let mut spec = specs[name].spec.clone();
                         let carried = carry_anonymous_volumes(&mut spec, &old);
-                        self.retire(name, old, transition, hooks, &mut report)
+                        self.retire(name, old, &why, transition, hooks, &mut report)
                             .await?;
                         for (vol, target) in carried {
                             self.ui.detail(format!(
@@ -587,6 +614,18 @@ impl<'a> Lifecycle<'a> {
         Ok(self.timed(report))
     }
 
+    /// A network stopped container `c` was attached to that is gone: removed, or removed and
+    /// created again under its name (another ID). The engine refuses to start such a container.
+    async fn network_gone(&self, c: &ContainerInfo) -> Result<Option<String>, LifecycleError> {
+        for (name, id) in &c.network_ids {
+            match self.engine.inspect_network(name).await? {
+                Some(now) if now.id == *id => {}
+                _ => return Ok(Some(name.clone())),
+            }
+        }
+        Ok(None)
+    }
+
     /// Networks and volumes the services in `order` need: errors for foreign or missing external
     /// ones; returns those to create (name, labels).
     #[allow(clippy::type_complexity)]
@@ -757,21 +796,22 @@ impl<'a> Lifecycle<'a> {
         &self,
         name: &str,
         c: ContainerInfo,
+        why: &Why,
         transition: Transition,
         hooks: &mut dyn Hooks,
         report: &mut Report,
     ) -> Result<(), LifecycleError> {
-        if super::adopt::compose_made(&c, self.project) {
-            self.ui.status(format!(
-                "{name}: replacing container {} (made by docker compose) with nodus' own",
-                c.name
-            ));
-        } else {
-            self.ui.status(format!(
-                "{name}: its definition changed; recreating container {}",
-                c.name
-            ));
-        }
+        let c_name = &c.name;
+        self.ui.status(match why {
+            Why::Compose => {
+                format!("{name}: replacing container {c_name} (made by docker compose) with nodus' own")
+            }
+            Why::Changed => format!("{name}: its definition changed; recreating container {c_name}"),
+            Why::Asked => format!("{name}: recreating container {c_name}"),
+            Why::NetworkGone(net) => format!(
+                "{name}: network {net} of container {c_name} was removed since it stopped; recreating the container (its volumes are kept)"
+            ),
+        });
         let with_hooks = self.stateful(name).is_some();
         let targets = vec![(name.to_string(), c.clone())];
         self.stop_services(&targets, None, transition, hooks, with_hooks, report)

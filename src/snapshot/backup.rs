@@ -636,6 +636,7 @@ mod tests {
             stop_signal: None,
             stop_timeout_secs: None,
             networks: vec![],
+            network_ids: Default::default(),
         };
         let (u, env) = pg_credentials(&c);
         assert_eq!(u, "app");

@@ -21,8 +21,8 @@ use super::convert::{
     volume_info,
 };
 use super::{
-    describe, is_connection_error, server_message, status, DockerEngine, Obj, API_TIMEOUT_SECS,
-    UPLOAD_TIMEOUT_SECS,
+    describe, is_connection_error, missing_network, server_message, status, DockerEngine, Obj,
+    API_TIMEOUT_SECS, UPLOAD_TIMEOUT_SECS,
 };
 use crate::engine::*;
 
@@ -194,6 +194,13 @@ impl Engine for DockerEngine {
             Ok(()) => Ok(()),
             // Already running.
             Err(e) if status(&e) == Some(304) => Ok(()),
+            // "network 7193… not found": a network it was attached to was removed since (its
+            // 404 is not the container's).
+            Err(e) if status(&e) == Some(404) => match server_message(&e).and_then(missing_network)
+            {
+                Some(net) => Err(EngineError::NetworkNotFound(net)),
+                None => Err(self.err("start", Obj::Container(id), e)),
+            },
             Err(e) => Err(self.err("start", Obj::Container(id), e)),
         }
     }

@@ -128,7 +128,15 @@ pub(super) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
         })
         .collect();
 
-    let mut networks: Vec<String> = settings.networks.unwrap_or_default().into_keys().collect();
+    let attached = settings.networks.unwrap_or_default();
+    let network_ids = attached
+        .iter()
+        .filter_map(|(name, e)| {
+            let id = e.network_id.as_deref().filter(|id| !id.is_empty())?;
+            Some((name.clone(), id.to_string()))
+        })
+        .collect();
+    let mut networks: Vec<String> = attached.into_keys().collect();
     networks.sort();
 
     ContainerInfo {
@@ -154,6 +162,7 @@ pub(super) fn container_info(r: ContainerInspectResponse) -> ContainerInfo {
         stop_signal: config.stop_signal.filter(|s| !s.is_empty()),
         stop_timeout_secs: config.stop_timeout,
         networks,
+        network_ids,
     }
 }
 

@@ -470,6 +470,14 @@ fn server_message(e: &BollardError) -> Option<&str> {
     }
 }
 
+/// The network an engine message says is missing: "network 7193ab… not found" (a container's
+/// start after one of its networks was removed).
+fn missing_network(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("network ")?;
+    let (name, tail) = rest.split_once(' ')?;
+    (tail.starts_with("not found") && !name.is_empty()).then(|| name.to_string())
+}
+
 fn is_connection_error(e: &BollardError) -> bool {
     match e {
         BollardError::SocketNotFoundError(_) | BollardError::RequestTimeoutError => true,
@@ -543,6 +551,17 @@ fn describe(e: &BollardError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_refused_for_a_removed_network_names_it() {
+        assert_eq!(
+            missing_network("network 719398615db3 not found").as_deref(),
+            Some("719398615db3")
+        );
+        assert_eq!(missing_network("No such container: abc"), None);
+        assert_eq!(missing_network("network  not found"), None);
+        assert_eq!(missing_network("network x is in use"), None);
+    }
 
     #[test]
     fn endpoints() {

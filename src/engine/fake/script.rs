@@ -110,6 +110,7 @@ impl FakeEngine {
                 stop_signal: None,
                 stop_timeout_secs: None,
                 networks: Vec::new(),
+                network_ids: Default::default(),
             },
             spec: ContainerSpec {
                 name: name.to_string(),
