@@ -27,7 +27,7 @@ mod up;
 mod wait;
 pub use crash::crash_recovery_ran;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -189,6 +189,18 @@ pub trait Hooks: Send {
     ) -> anyhow::Result<()> {
         Ok(())
     }
+    /// [`Hooks::after_stop`], telling `release` each service it holds stopped as soon as it no
+    /// longer needs it stopped (the snapshot of its volume ended while others are still taken),
+    /// so a restart starts it at once. Everything is released when it returns; by default
+    /// nothing earlier.
+    async fn after_stop_releasing(
+        &mut self,
+        transition: Transition,
+        stopped: &[StoppedService],
+        _release: &Release,
+    ) -> anyhow::Result<()> {
+        self.after_stop(transition, stopped).await
+    }
     /// A stopped postgres container about to be started did not shut down cleanly (killed
     /// outside nodus, crashed, OOM): it will run crash recovery, which empties UNLOGGED tables.
     async fn unclean_stop_found(
@@ -227,6 +239,44 @@ pub trait Hooks: Send {
     }
 }
 
+/// Where [`Hooks::after_stop_releasing`] says a service may start again. Services a later hook
+/// of a [`HookChain`] still holds are withheld.
+#[derive(Clone)]
+pub struct Release {
+    tx: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    withheld: BTreeSet<String>,
+}
+
+impl Release {
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<String>) -> Release {
+        Release {
+            tx: Some(tx),
+            withheld: BTreeSet::new(),
+        }
+    }
+    /// Releases nothing (`after_stop` outside a restart).
+    pub fn none() -> Release {
+        Release {
+            tx: None,
+            withheld: BTreeSet::new(),
+        }
+    }
+    /// `service` may start again as far as this hook is concerned.
+    pub fn release(&self, service: &str) {
+        if let Some(tx) = &self.tx {
+            if !self.withheld.contains(service) {
+                let _ = tx.send(service.to_string());
+            }
+        }
+    }
+    fn withholding(&self, withheld: BTreeSet<String>) -> Release {
+        Release {
+            tx: self.tx.clone(),
+            withheld: self.withheld.union(&withheld).cloned().collect(),
+        }
+    }
+}
+
 /// Hooks that do nothing.
 pub struct NoHooks;
 impl Hooks for NoHooks {}
@@ -257,6 +307,29 @@ impl Hooks for HookChain {
     ) -> anyhow::Result<()> {
         for h in &mut self.0 {
             h.after_stop(t, stopped).await?;
+        }
+        Ok(())
+    }
+    /// Each hook in turn; a service one hook releases is released if no later hook holds it,
+    /// and when a hook returns, whatever no later hook holds.
+    async fn after_stop_releasing(
+        &mut self,
+        t: Transition,
+        stopped: &[StoppedService],
+        release: &Release,
+    ) -> anyhow::Result<()> {
+        for i in 0..self.0.len() {
+            let (head, tail) = self.0.split_at_mut(i + 1);
+            let later: BTreeSet<String> = stopped
+                .iter()
+                .map(|s| s.service.clone())
+                .filter(|s| tail.iter().any(|h| h.holds_stopped(t, s)))
+                .collect();
+            let inner = release.withholding(later);
+            head[i].after_stop_releasing(t, stopped, &inner).await?;
+            for s in stopped {
+                inner.release(&s.service);
+            }
         }
         Ok(())
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::spec;
 use super::wait::Spin;
 use super::{
-    by_service, is_running, DownOptions, Hooks, Lifecycle, LifecycleError, Report, RunningService,
-    StopEvidence, StoppedService, Transition,
+    by_service, is_running, DownOptions, Hooks, Lifecycle, LifecycleError, Release, Report,
+    RunningService, StopEvidence, StoppedService, Transition,
 };
 use crate::engine::{ContainerInfo, EngineError, MountKind};
 use crate::labels;
@@ -37,6 +37,12 @@ pub fn postgres_shutdown(logs: &str) -> (bool, Option<String>) {
         }
         _ => (false, None),
     }
+}
+
+/// Not killed and, for postgres, its log shows the clean shutdown: it may start again before
+/// the start waves (which read a killed one's last shutdown first).
+fn stopped_cleanly(ev: &StopEvidence) -> bool {
+    !ev.killed && ev.clean_shutdown != Some(false)
 }
 
 fn secs_ceil(d: Duration) -> i64 {
@@ -100,22 +106,85 @@ impl<'a> Lifecycle<'a> {
         .map(|(stopped, _)| stopped)
     }
 
-    /// A restart's stops ([`Lifecycle::stop_services`] with its hooks): each service in `early`
-    /// is started again as soon as its own stop ended cleanly (postgres: its log shows the clean
-    /// shutdown; nothing killed), before `after_stop`. Returns the services started.
+    /// A restart's stops ([`Lifecycle::stop_services`] with its hooks), with early starts: each
+    /// service of `first` (the first start wave: it depends on nothing) that stopped cleanly
+    /// (postgres: its log shows the clean shutdown; nothing killed) starts again at once — as
+    /// soon as its own stop ended when no hook holds it ([`Hooks::holds_stopped`]), else as soon
+    /// as the hooks release it ([`Hooks::after_stop_releasing`]: its snapshot ended). Returns the
+    /// services started.
     pub(super) async fn stop_then_start(
         &self,
         targets: &[(String, ContainerInfo)],
         transition: Transition,
         hooks: &mut dyn Hooks,
-        early: &BTreeSet<String>,
+        first: &BTreeSet<String>,
         report: &mut Report,
     ) -> Result<BTreeSet<String>, LifecycleError> {
-        let (stopped, started) = self
-            .stop_waves(targets, None, transition, hooks, true, early, report)
+        let (early, held): (BTreeSet<String>, BTreeSet<String>) = first
+            .iter()
+            .cloned()
+            .partition(|s| !hooks.holds_stopped(transition, s));
+        let (stopped, mut started) = self
+            .stop_waves(targets, None, transition, hooks, true, &early, report)
             .await?;
-        after_stop(transition, hooks, &stopped).await?;
-        Ok(started)
+        if stopped.is_empty() {
+            return Ok(started);
+        }
+        let startable: BTreeMap<&str, &StoppedService> = stopped
+            .iter()
+            .filter(|s| held.contains(&s.service) && stopped_cleanly(&s.evidence))
+            .map(|s| (s.service.as_str(), s))
+            .collect();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let release = Release::new(tx);
+        let stopped = &stopped;
+        let (done, starts) = futures_util::future::join(
+            async move {
+                let _t = crate::timing::span("snapshot");
+                let r = hooks
+                    .after_stop_releasing(transition, stopped, &release)
+                    .await
+                    .map_err(LifecycleError::hook);
+                drop(release);
+                r
+            },
+            async {
+                let mut starts = Vec::new();
+                let mut seen = BTreeSet::new();
+                while let Some(service) = rx.recv().await {
+                    let Some(s) = startable.get(service.as_str()) else {
+                        continue;
+                    };
+                    if !seen.insert(service.clone()) {
+                        continue;
+                    }
+                    let _t = crate::timing::span("start");
+                    starts.push(
+                        self.start_service(&service, &s.container.id)
+                            .await
+                            .map(|()| service),
+                    );
+                }
+                starts
+            },
+        )
+        .await;
+        // What started is reported even when a hook failed (it is running).
+        let mut first_err = done.err();
+        for r in starts {
+            match r {
+                Ok(service) => {
+                    started.insert(service);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(started),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -192,8 +261,7 @@ impl<'a> Lifecycle<'a> {
                         .stop_container(&rs.container.id, grace(rs))
                         .await?;
                     let (container, evidence) = self.evidence(rs).await?;
-                    let clean = !evidence.killed && evidence.clean_shutdown != Some(false);
-                    let again = clean && early.contains(&rs.service);
+                    let again = stopped_cleanly(&evidence) && early.contains(&rs.service);
                     if again {
                         let _t = crate::timing::span("start");
                         self.start_service(&rs.service, &container.id).await?;

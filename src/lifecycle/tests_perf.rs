@@ -393,6 +393,119 @@ async fn a_failed_postgres_probe_costs_no_exec() {
     assert_eq!(execs.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
+/// Holds the named services (as a snapshot does) and releases them in turn, a second apart
+/// (the snapshot of one volume ends before another's); records the engine's calls at each
+/// release and when it returns.
+struct ReleasesInTurn {
+    holds: &'static [&'static str],
+    order: &'static [&'static str],
+    engine: FakeEngine,
+    seen: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+}
+
+#[async_trait]
+impl Hooks for ReleasesInTurn {
+    fn holds_stopped(&self, _t: Transition, service: &str) -> bool {
+        self.holds.contains(&service)
+    }
+    async fn after_stop_releasing(
+        &mut self,
+        _t: Transition,
+        _s: &[StoppedService],
+        release: &Release,
+    ) -> anyhow::Result<()> {
+        for s in self.order {
+            release.release(s);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.seen.lock().unwrap().push(self.engine.calls());
+        }
+        Ok(())
+    }
+}
+
+/// A service a hook holds stopped (its snapshot) starts in a restart as soon as the hook
+/// releases it, while the hook still works on the others — not before, and not if it was
+/// killed; in a chain, only once no later hook holds it.
+#[tokio::test(start_paused = true)]
+async fn a_restart_starts_a_held_service_as_soon_as_its_hook_releases_it() {
+    let e = FakeEngine::new().with_images(&["postgres:16", "redis:7", "api:1"]);
+    ready_at(&e, Instant::now(), &[]);
+    let h = db_cache_app();
+    let ui = Ui::plain();
+    let l = lc(&e, &h, &ui);
+    l.up(&opts(), &mut NoHooks).await.unwrap();
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let started = |calls: &[String], c: &str| calls.iter().any(|x| x == &format!("start {c}"));
+    e.clear_calls();
+    let mut hook = ReleasesInTurn {
+        holds: &["db", "cache", "app"],
+        order: &["cache", "app", "db"],
+        engine: e.clone(),
+        seen: seen.clone(),
+    };
+    let report = l.restart(&opts(), &mut hook).await.unwrap();
+    let at = seen.lock().unwrap().clone();
+    assert!(
+        started(&at[0], "np-cache-1"),
+        "cache started on its release: {:?}",
+        at[0]
+    );
+    assert!(!started(&at[0], "np-db-1"), "db is still held: {:?}", at[0]);
+    assert!(started(&at[2], "np-db-1"), "{:?}", at[2]);
+    // The app depends on both: it starts in its wave, after the hook returned.
+    assert!(!started(&at[2], "np-app-1"), "{:?}", at[2]);
+    assert_eq!(report.started, ["db", "cache", "app"]);
+    let calls = e.calls();
+    assert_eq!(
+        calls.iter().filter(|c| c.starts_with("start ")).count(),
+        3,
+        "{calls:?}"
+    );
+
+    // Killed: released, but it starts in the waves (its last shutdown is read first).
+    e.tweak("postgres:16", |b| b.oom_on_stop = true);
+    seen.lock().unwrap().clear();
+    e.clear_calls();
+    let mut hook = ReleasesInTurn {
+        holds: &["db", "cache", "app"],
+        order: &["db", "cache"],
+        engine: e.clone(),
+        seen: seen.clone(),
+    };
+    l.restart(&opts(), &mut hook).await.unwrap();
+    let at = seen.lock().unwrap().clone();
+    assert!(!started(&at[1], "np-db-1"), "{:?}", at[1]);
+    assert!(started(&at[1], "np-cache-1"), "{:?}", at[1]);
+    assert!(started(&e.calls(), "np-db-1"));
+    e.tweak("postgres:16", |b| b.oom_on_stop = false);
+
+    // A chain: the first hook releases db and cache; a later one holds db until it returns.
+    seen.lock().unwrap().clear();
+    e.clear_calls();
+    let later = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut chain = HookChain(vec![
+        Box::new(ReleasesInTurn {
+            holds: &["db", "cache"],
+            order: &["db", "cache"],
+            engine: e.clone(),
+            seen: seen.clone(),
+        }),
+        Box::new(Holds(&["db"], e.clone(), later.clone())),
+    ]);
+    l.restart(&opts(), &mut chain).await.unwrap();
+    let at = seen.lock().unwrap().clone();
+    assert!(started(&at[1], "np-cache-1"), "{:?}", at[1]);
+    assert!(
+        !started(&at[1], "np-db-1"),
+        "the later hook holds db: {:?}",
+        at[1]
+    );
+    let at_later = later.lock().unwrap().clone();
+    assert!(!started(&at_later, "np-db-1"), "{at_later:?}");
+    assert!(started(&e.calls(), "np-db-1"));
+}
+
 /// Opens the prune's gate when `db` is ready, noting whether the old snapshot was still there.
 struct OpenGateWhenReady {
     gate: std::sync::mpsc::Sender<()>,

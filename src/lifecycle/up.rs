@@ -586,19 +586,19 @@ impl<'a> Lifecycle<'a> {
             .filter_map(|s| by.remove(s).map(|c| (s.clone(), c)))
             .collect();
         let mut report = Report::default();
-        // A service that depends on nothing here, stopped cleanly, and that no hook needs kept
-        // stopped (a snapshot of its volume) starts as soon as its own stop ends, while the
-        // others are still stopping: the engine starts one container faster than several at
-        // once. The rest starts in waves as `up` does.
-        let early: BTreeSet<String> = plan::waves(compose, &start)
+        // A service that depends on nothing here and stopped cleanly starts as soon as its own
+        // stop ended, or, when a hook holds it stopped (a snapshot of its volume), as soon as
+        // the hook releases it, while the others are still stopping or snapshotted: the engine
+        // starts one container faster than several at once. The rest starts in waves as `up`
+        // does.
+        let first: BTreeSet<String> = plan::waves(compose, &start)
             .into_iter()
             .next()
             .unwrap_or_default()
             .into_iter()
-            .filter(|s| !hooks.holds_stopped(Transition::Restart, s))
             .collect();
         let started_early = self
-            .stop_then_start(&targets, Transition::Restart, hooks, &early, &mut report)
+            .stop_then_start(&targets, Transition::Restart, hooks, &first, &mut report)
             .await?;
         let started = self
             .bring_up(

@@ -18,6 +18,7 @@ pub mod backup;
 pub mod cas;
 pub mod create;
 pub mod export;
+pub mod hook;
 pub mod import;
 pub mod manifest;
 pub mod migrate;
@@ -37,7 +38,8 @@ use crate::engine::{EngineError, MountInfo};
 use crate::stack::xnodus::Retention;
 use retention::{Candidate, Decision};
 
-pub use create::{snapshot_container, SnapshotHook, SnapshotOutcome, SnapshotRequest};
+pub use create::{snapshot_container, SnapshotRequest};
+pub use hook::{SnapshotHook, SnapshotOutcome};
 pub use manifest::{Manifest, Reason, Verification};
 pub use policy::SnapshotChoice;
 pub use store::{SnapshotEntry, SnapshotStore};
