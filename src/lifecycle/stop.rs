@@ -149,21 +149,32 @@ impl<'a> Lifecycle<'a> {
                 r
             },
             async {
+                // Each released service starts at once, while others are still starting.
+                let mut running = futures_util::stream::FuturesUnordered::new();
                 let mut starts = Vec::new();
                 let mut seen = BTreeSet::new();
-                while let Some(service) = rx.recv().await {
-                    let Some(s) = startable.get(service.as_str()) else {
-                        continue;
-                    };
-                    if !seen.insert(service.clone()) {
-                        continue;
+                let mut open = true;
+                while open || !running.is_empty() {
+                    tokio::select! {
+                        next = rx.recv(), if open => match next {
+                            Some(service) => {
+                                let Some(s) = startable.get(service.as_str()) else {
+                                    continue;
+                                };
+                                if seen.insert(service.clone()) {
+                                    let id = s.container.id.clone();
+                                    running.push(async move {
+                                        let _t = crate::timing::span("start");
+                                        self.start_service(&service, &id).await.map(|()| service)
+                                    });
+                                }
+                            }
+                            None => open = false,
+                        },
+                        Some(done) = futures_util::StreamExt::next(&mut running), if !running.is_empty() => {
+                            starts.push(done);
+                        }
                     }
-                    let _t = crate::timing::span("start");
-                    starts.push(
-                        self.start_service(&service, &s.container.id)
-                            .await
-                            .map(|()| service),
-                    );
                 }
                 starts
             },
