@@ -240,8 +240,8 @@ pub trait Hooks: Send {
 }
 
 /// Where [`Hooks::after_stop_releasing`] says a service may start again. Services a later hook
-/// of a [`HookChain`] still holds are withheld.
-#[derive(Clone)]
+/// of a [`HookChain`] still holds are withheld. Not `Clone`: the restart waits for releases
+/// until every `Release` is gone, so a hook must not keep one beyond its call.
 pub struct Release {
     tx: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     withheld: BTreeSet<String>,
