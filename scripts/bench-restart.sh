@@ -91,6 +91,9 @@ YAML
   app:
     image: $REDIS_IMAGE
     entrypoint: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    # The image declares VOLUME /data: a tmpfs there, or every down+up would leave an
+    # anonymous volume behind (compose and nodus keep those on down without -v).
+    tmpfs: [/data]
     depends_on:
       db: { condition: service_healthy }
       cache: { condition: service_started }
