@@ -157,14 +157,22 @@ fn down_volumes_without_yes_and_without_tty_refuses() {
         docker_ok(&["inspect", "-f", "{{.State.Running}}", &s.container("db")]),
         "true"
     );
+    let volumes = || {
+        docker_ok(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", s.project),
+        ])
+    };
+    // compose's `down -v`: nodus' `-v` is --verbose; the volumes stay, and it says so.
+    let r = s.nodus(&["down", "-v"]);
+    r.ok();
+    assert!(r.stderr.contains("`nodus down --volumes`"), "{}", r.stderr);
+    assert!(!volumes().is_empty());
     s.nodus(&["down", "--volumes", "--yes"]).ok();
-    let vols = docker_ok(&[
-        "volume",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.compose.project={}", s.project),
-    ]);
+    let vols = volumes();
     assert!(vols.is_empty(), "volumes left: {vols}");
 }
 
