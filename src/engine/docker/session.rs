@@ -166,7 +166,11 @@ impl DockerEngine {
             .stdin(true)
             .stdout(true)
             .stderr(true)
-            .logs(true)
+            // Attached before the start (as `docker run` does): nothing to replay. `logs=true`
+            // replays the log while the stream is attached too, and a short one-off's output
+            // came out twice (seen: `0\n0` for one `echo 0`; moby/moby#29285: switching from
+            // logs to the stream is racy).
+            .logs(false)
             .build();
         let docker = self.with_timeout(SESSION_TIMEOUT_SECS);
         let r = docker
