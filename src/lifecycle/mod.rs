@@ -8,6 +8,7 @@ mod crash;
 mod orphans;
 mod ports;
 mod probe;
+mod resources;
 pub mod spec;
 mod status;
 mod stop;

@@ -1,17 +1,16 @@
-//! Bringing services up: up, start, restart; resources, images, (re)creation.
+//! Bringing services up: up, start, restart; (re)creation. What they need from the engine
+//! first (networks, volumes, images) is in `resources.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::spec::{self, BuiltSpec, SpecError};
+use super::spec::BuiltSpec;
 use super::status::describe;
-use super::wait::{Spin, Want};
+use super::wait::Want;
 use super::{
     by_service, is_running, service_label, Hooks, ImagePull, Lifecycle, LifecycleError, Report,
     RunningService, Transition, UpOptions,
 };
-use crate::engine::{
-    ContainerInfo, ContainerSpec, EngineError, Labels, MountKind, MountSpec, PullProgress,
-};
+use crate::engine::{ContainerInfo, ContainerSpec, EngineError, MountKind, MountSpec};
 use crate::labels;
 use crate::stack::model::DependsCondition;
 use crate::stack::plan;
@@ -612,173 +611,6 @@ impl<'a> Lifecycle<'a> {
         report.started = started.started;
         report.unchanged = started.unchanged;
         Ok(self.timed(report))
-    }
-
-    /// A network stopped container `c` was attached to that is gone: removed, or removed and
-    /// created again under its name (another ID). The engine refuses to start such a container.
-    async fn network_gone(&self, c: &ContainerInfo) -> Result<Option<String>, LifecycleError> {
-        for (name, id) in &c.network_ids {
-            match self.engine.inspect_network(name).await? {
-                Some(now) if now.id == *id => {}
-                _ => return Ok(Some(name.clone())),
-            }
-        }
-        Ok(None)
-    }
-
-    /// Networks and volumes the services in `order` need: errors for foreign or missing external
-    /// ones; returns those to create (name, labels).
-    #[allow(clippy::type_complexity)]
-    async fn check_resources(
-        &self,
-        order: &[String],
-    ) -> Result<(Vec<(String, Labels)>, Vec<(String, Labels)>), LifecycleError> {
-        let compose = self.compose();
-        let project = self.project;
-        let foreign = |kind: &'static str, name: &str| LifecycleError::Foreign {
-            kind,
-            name: name.to_string(),
-            project: project.to_string(),
-        };
-        let compose_made = |l: &Labels| l.get(labels::PROJECT).map(String::as_str) == Some(project);
-
-        let mut keys: Vec<String> = Vec::new();
-        for name in order {
-            for k in spec::service_network_keys(&compose.services[name]) {
-                if !keys.contains(&k) {
-                    keys.push(k);
-                }
-            }
-        }
-        let mut networks = Vec::new();
-        for key in keys {
-            let net = spec::network(project, compose, &key).ok_or_else(|| {
-                LifecycleError::Spec(SpecError::Invalid {
-                    service: order.join(","),
-                    field: "networks".into(),
-                    message: format!("network `{key}` is not declared"),
-                })
-            })?;
-            match self.engine.inspect_network(&net.name).await? {
-                Some(info) => {
-                    if net.external || labels::owned_by(&info.labels, project) {
-                        continue;
-                    }
-                    if compose_made(&info.labels) {
-                        self.ui.detail(format!(
-                            "network {} was created by docker compose for project {project}; using it",
-                            net.name
-                        ));
-                        continue;
-                    }
-                    return Err(foreign("network", &net.name));
-                }
-                None if net.external => {
-                    return Err(LifecycleError::ExternalMissing {
-                        kind: "network",
-                        name: net.name,
-                    })
-                }
-                None => {
-                    let declared = compose
-                        .networks
-                        .get(&key)
-                        .map(|d| d.labels.clone())
-                        .unwrap_or_default();
-                    networks.push((net.name, spec::network_labels(project, &key, &declared)));
-                }
-            }
-        }
-
-        let used: BTreeSet<String> = order
-            .iter()
-            .flat_map(|n| spec::service_volume_keys(&compose.services[n]))
-            .collect();
-        let mut volumes = Vec::new();
-        for v in spec::stack_volumes(project, compose) {
-            if !used.contains(&v.key) {
-                continue;
-            }
-            match self.engine.inspect_volume(&v.name).await? {
-                Some(info) => {
-                    if v.external || labels::owned_by(&info.labels, project) {
-                        continue;
-                    }
-                    if compose_made(&info.labels) {
-                        self.ui.detail(format!(
-                            "volume {} was created by docker compose for project {project}; nodus adopts it (its data is kept)",
-                            v.name
-                        ));
-                        continue;
-                    }
-                    return Err(foreign("volume", &v.name));
-                }
-                None if v.external => {
-                    return Err(LifecycleError::ExternalMissing {
-                        kind: "volume",
-                        name: v.name,
-                    })
-                }
-                None => {
-                    let declared = compose
-                        .volumes
-                        .get(&v.key)
-                        .map(|d| d.labels.clone())
-                        .unwrap_or_default();
-                    volumes.push((v.name, spec::volume_labels(project, &v.key, &declared)));
-                }
-            }
-        }
-        Ok((networks, volumes))
-    }
-
-    /// Makes `image` present locally as `pull` says: pulls a missing one (`Missing`), pulls it
-    /// anyway (`Always`), or refuses to pull (`Never`).
-    async fn ensure_image_with(&self, image: &str, pull: ImagePull) -> Result<(), LifecycleError> {
-        let present = self.engine.image_exists(image).await?;
-        match pull {
-            ImagePull::Missing if present => Ok(()),
-            ImagePull::Never if present => Ok(()),
-            ImagePull::Never => Err(EngineError::ImageUnavailable {
-                image: image.to_string(),
-                reason: "it is not present locally and --pull never forbids pulling".into(),
-            }
-            .into()),
-            ImagePull::Always | ImagePull::Missing => self.pull(image).await,
-        }
-    }
-
-    /// Pulls `image` with a progress line.
-    async fn pull(&self, image: &str) -> Result<(), LifecycleError> {
-        self.ui.status(format!("pulling {image}..."));
-        let spin = Spin(self.ui.spinner(format!("pulling {image}")));
-        let pb = spin.0.clone();
-        let img = image.to_string();
-        let progress = move |p: PullProgress| {
-            let msg = match (p.current, p.total) {
-                (Some(c), Some(t)) if t > 0 => {
-                    format!("pulling {img}: {} {}%", p.status, c.saturating_mul(100) / t)
-                }
-                _ => format!("pulling {img}: {}", p.status),
-            };
-            pb.set_message(msg);
-        };
-        let res = self.engine.pull_image(image, &progress).await;
-        drop(spin);
-        match res {
-            Ok(()) => {
-                self.ui.success(format!("pulled {image}"));
-                Ok(())
-            }
-            Err(e @ (EngineError::Unreachable { .. } | EngineError::ImageUnavailable { .. })) => {
-                Err(e.into())
-            }
-            Err(e) => Err(EngineError::ImageUnavailable {
-                image: image.to_string(),
-                reason: e.to_string(),
-            }
-            .into()),
-        }
     }
 
     async fn create_from(&self, spec: &ContainerSpec) -> Result<String, LifecycleError> {
