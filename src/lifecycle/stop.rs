@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use super::spec;
 use super::wait::Spin;
 use super::{
@@ -49,18 +51,20 @@ fn secs_ceil(d: Duration) -> i64 {
     d.as_secs() as i64 + i64::from(d.subsec_nanos() > 0)
 }
 
-/// The hooks' `after_stop` (snapshots), when something stopped.
+/// The hooks' `after_stop` (snapshots), when something stopped; `release` learns of the
+/// services the hooks no longer hold stopped ([`Release::none`] outside a restart).
 async fn after_stop(
     transition: Transition,
     hooks: &mut dyn Hooks,
     stopped: &[StoppedService],
+    release: &Release,
 ) -> Result<(), LifecycleError> {
     if stopped.is_empty() {
         return Ok(());
     }
     let _t = crate::timing::span("snapshot");
     hooks
-        .after_stop(transition, stopped)
+        .after_stop_releasing(transition, stopped, release)
         .await
         .map_err(LifecycleError::hook)
 }
@@ -81,7 +85,7 @@ impl<'a> Lifecycle<'a> {
             .stop_without_after(targets, timeout, transition, hooks, with_hooks, report)
             .await?;
         if with_hooks {
-            after_stop(transition, hooks, &stopped).await?;
+            after_stop(transition, hooks, &stopped, &Release::none()).await?;
         }
         Ok(stopped)
     }
@@ -138,46 +142,30 @@ impl<'a> Lifecycle<'a> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let release = Release::new(tx);
         let stopped = &stopped;
+        let mut seen = BTreeSet::new();
+        // Each released service starts at once, while others are still starting; the stream
+        // of releases ends when the hooks are done (the last `Release` is dropped).
+        let starts = futures_util::stream::poll_fn(|cx| rx.poll_recv(cx))
+            .filter_map(|service: String| {
+                let id = startable
+                    .get(service.as_str())
+                    .filter(|_| seen.insert(service.clone()))
+                    .map(|s| (service, s.container.id.clone()));
+                std::future::ready(id)
+            })
+            .map(|(service, id)| async move {
+                let _t = crate::timing::span("start");
+                self.start_service(&service, &id).await.map(|()| service)
+            })
+            .buffer_unordered(startable.len().max(1))
+            .collect::<Vec<_>>();
         let (done, starts) = futures_util::future::join(
             async move {
-                let _t = crate::timing::span("snapshot");
-                let r = hooks
-                    .after_stop_releasing(transition, stopped, &release)
-                    .await
-                    .map_err(LifecycleError::hook);
+                let r = after_stop(transition, hooks, stopped, &release).await;
                 drop(release);
                 r
             },
-            async {
-                // Each released service starts at once, while others are still starting.
-                let mut running = futures_util::stream::FuturesUnordered::new();
-                let mut starts = Vec::new();
-                let mut seen = BTreeSet::new();
-                let mut open = true;
-                while open || !running.is_empty() {
-                    tokio::select! {
-                        next = rx.recv(), if open => match next {
-                            Some(service) => {
-                                let Some(s) = startable.get(service.as_str()) else {
-                                    continue;
-                                };
-                                if seen.insert(service.clone()) {
-                                    let id = s.container.id.clone();
-                                    running.push(async move {
-                                        let _t = crate::timing::span("start");
-                                        self.start_service(&service, &id).await.map(|()| service)
-                                    });
-                                }
-                            }
-                            None => open = false,
-                        },
-                        Some(done) = futures_util::StreamExt::next(&mut running), if !running.is_empty() => {
-                            starts.push(done);
-                        }
-                    }
-                }
-                starts
-            },
+            starts,
         )
         .await;
         // What started is reported even when a hook failed (it is running).
