@@ -2,7 +2,7 @@
 //! and volumes of the services (foreign or missing external ones refused), their images (pulled
 //! as `--pull` says), and whether a stopped container's networks are still there.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::spec::{self, SpecError};
 use super::wait::Spin;
@@ -13,14 +13,24 @@ use crate::labels;
 impl<'a> Lifecycle<'a> {
     /// A network stopped container `c` was attached to that is gone: removed, or removed and
     /// created again under its name (another ID). The engine refuses to start such a container.
+    /// `ids` keeps each network's current ID (None: missing) across the containers of one `up`,
+    /// so a network is inspected once.
     pub(super) async fn network_gone(
         &self,
         c: &ContainerInfo,
+        ids: &mut BTreeMap<String, Option<String>>,
     ) -> Result<Option<String>, LifecycleError> {
         for (name, id) in &c.network_ids {
-            match self.engine.inspect_network(name).await? {
-                Some(now) if now.id == *id => {}
-                _ => return Ok(Some(name.clone())),
+            let now = match ids.get(name) {
+                Some(now) => now.clone(),
+                None => {
+                    let now = self.engine.inspect_network(name).await?.map(|n| n.id);
+                    ids.insert(name.clone(), now.clone());
+                    now
+                }
+            };
+            if now.as_ref() != Some(id) {
+                return Ok(Some(name.clone()));
             }
         }
         Ok(None)

@@ -211,6 +211,7 @@ impl<'a> Lifecycle<'a> {
             BTreeMap::new()
         };
         let mut actions: BTreeMap<String, Action> = BTreeMap::new();
+        let mut network_ids = BTreeMap::new();
         for name in &order {
             let built = &specs[name];
             let action = match existing.remove(name) {
@@ -244,7 +245,9 @@ impl<'a> Lifecycle<'a> {
                                 Action::Started(c)
                             } else if is_running(&c) {
                                 Action::Unchanged(c)
-                            } else if let Some(net) = self.network_gone(&c).await? {
+                            } else if let Some(net) =
+                                self.network_gone(&c, &mut network_ids).await?
+                            {
                                 // A stopped container whose network was removed since (`docker
                                 // network prune`, an interrupted `down`) cannot start again.
                                 if mode != Mode::Converge {
