@@ -45,12 +45,6 @@ impl<'a> Lifecycle<'a> {
     ) -> Result<(Vec<(String, Labels)>, Vec<(String, Labels)>), LifecycleError> {
         let compose = self.compose();
         let project = self.project;
-        let foreign = |kind: &'static str, name: &str| LifecycleError::Foreign {
-            kind,
-            name: name.to_string(),
-            project: project.to_string(),
-        };
-        let compose_made = |l: &Labels| l.get(labels::PROJECT).map(String::as_str) == Some(project);
 
         let mut keys: Vec<String> = Vec::new();
         for name in order {
@@ -69,34 +63,20 @@ impl<'a> Lifecycle<'a> {
                     message: format!("network `{key}` is not declared"),
                 })
             })?;
-            match self.engine.inspect_network(&net.name).await? {
-                Some(info) => {
-                    if net.external || labels::owned_by(&info.labels, project) {
-                        continue;
-                    }
-                    if compose_made(&info.labels) {
-                        self.ui.detail(format!(
-                            "network {} was created by docker compose for project {project}; using it",
-                            net.name
-                        ));
-                        continue;
-                    }
-                    return Err(foreign("network", &net.name));
-                }
-                None if net.external => {
-                    return Err(LifecycleError::ExternalMissing {
-                        kind: "network",
-                        name: net.name,
-                    })
-                }
-                None => {
-                    let declared = compose
-                        .networks
-                        .get(&key)
-                        .map(|d| d.labels.clone())
-                        .unwrap_or_default();
-                    networks.push((net.name, spec::network_labels(project, &key, &declared)));
-                }
+            let found = self.engine.inspect_network(&net.name).await?;
+            if self.to_create(
+                "network",
+                &net.name,
+                net.external,
+                found.map(|i| i.labels),
+                "using it",
+            )? {
+                let declared = compose
+                    .networks
+                    .get(&key)
+                    .map(|d| d.labels.clone())
+                    .unwrap_or_default();
+                networks.push((net.name, spec::network_labels(project, &key, &declared)));
             }
         }
 
@@ -109,37 +89,61 @@ impl<'a> Lifecycle<'a> {
             if !used.contains(&v.key) {
                 continue;
             }
-            match self.engine.inspect_volume(&v.name).await? {
-                Some(info) => {
-                    if v.external || labels::owned_by(&info.labels, project) {
-                        continue;
-                    }
-                    if compose_made(&info.labels) {
-                        self.ui.detail(format!(
-                            "volume {} was created by docker compose for project {project}; nodus adopts it (its data is kept)",
-                            v.name
-                        ));
-                        continue;
-                    }
-                    return Err(foreign("volume", &v.name));
-                }
-                None if v.external => {
-                    return Err(LifecycleError::ExternalMissing {
-                        kind: "volume",
-                        name: v.name,
-                    })
-                }
-                None => {
-                    let declared = compose
-                        .volumes
-                        .get(&v.key)
-                        .map(|d| d.labels.clone())
-                        .unwrap_or_default();
-                    volumes.push((v.name, spec::volume_labels(project, &v.key, &declared)));
-                }
+            let found = self.engine.inspect_volume(&v.name).await?;
+            let adopted = "nodus adopts it (its data is kept)";
+            if self.to_create(
+                "volume",
+                &v.name,
+                v.external,
+                found.map(|i| i.labels),
+                adopted,
+            )? {
+                let declared = compose
+                    .volumes
+                    .get(&v.key)
+                    .map(|d| d.labels.clone())
+                    .unwrap_or_default();
+                volumes.push((v.name, spec::volume_labels(project, &v.key, &declared)));
             }
         }
         Ok((networks, volumes))
+    }
+
+    /// Whether network or volume `name` of the stack is to be created: not if it exists and is
+    /// ours, external, or docker compose's for this project (`compose_note` says what is done
+    /// with that one); a missing one is, unless external; another owner's is refused.
+    fn to_create(
+        &self,
+        kind: &'static str,
+        name: &str,
+        external: bool,
+        found: Option<Labels>,
+        compose_note: &str,
+    ) -> Result<bool, LifecycleError> {
+        let project = self.project;
+        let Some(found) = found else {
+            if external {
+                return Err(LifecycleError::ExternalMissing {
+                    kind,
+                    name: name.to_string(),
+                });
+            }
+            return Ok(true);
+        };
+        if external || labels::owned_by(&found, project) {
+            return Ok(false);
+        }
+        if found.get(labels::PROJECT).map(String::as_str) == Some(project) {
+            self.ui.detail(format!(
+                "{kind} {name} was created by docker compose for project {project}; {compose_note}"
+            ));
+            return Ok(false);
+        }
+        Err(LifecycleError::Foreign {
+            kind,
+            name: name.to_string(),
+            project: project.to_string(),
+        })
     }
 
     /// Makes `image` present locally as `pull` says: pulls a missing one (`Missing`), pulls it
